@@ -1,0 +1,85 @@
+//! `gitmirror compile`: make the repositories match `repos.toml`.
+//!
+//! Both config files are validated whole first; only then are missing repos created, hooks
+//! installed and mirror settings written, and finally the validated rules become the ones the
+//! shell reads. A mistake anywhere stops it before the first change.
+
+use std::fs::File;
+
+use thiserror::Error;
+use tracing::info;
+
+use crate::conffile::{ConfigError, Source};
+use crate::fsutil::{self, Context, FsError};
+use crate::home::{Home, HomeError, Invocation};
+use crate::names::RepoName;
+use crate::rules::Rules;
+use crate::store::{self, Store, StoreError};
+
+/// What can stop a compile.
+#[derive(Debug, Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// What a compile changed.
+#[derive(Debug, Default, Clone)]
+pub struct CompileReport {
+    /// Repos created because `repos.toml` names them and they were missing.
+    pub created: Vec<RepoName>,
+    /// Repos whose hooks were (re)written.
+    pub hooks_updated: usize,
+    /// Repos whose mirror settings were (re)written.
+    pub mirror_updated: Vec<RepoName>,
+    /// Repos in the store after the compile.
+    pub repos: usize,
+}
+
+/// Applies `repos.toml` to the store. See the module doc for the order of steps.
+pub fn compile(home: &Home) -> Result<CompileReport, CompileError> {
+    home.config()?;
+    let source = Source::read(&home.rules_path())?;
+    let rules = Rules::from_source(&source)?;
+    let invocation = Invocation::current(home)?;
+
+    fsutil::ensure_dir(&home.state_dir(), 0o700)?;
+    let lock_path = home.state_dir().join("compile.lock");
+    let lock = File::create(&lock_path).at("cannot create", &lock_path)?;
+    lock.lock().at("cannot lock", &lock_path)?;
+
+    let store = Store::new(home.repositories());
+    fsutil::ensure_dir(&home.repositories(), 0o755)?;
+    let mut report = CompileReport::default();
+    for name in rules.named_repos() {
+        if store.find(name).is_none() {
+            store.create(name)?;
+            info!(repo = %name, "created repo");
+            report.created.push(name.clone());
+        }
+    }
+    let all = store.list()?;
+    for name in &all {
+        let Some(path) = store.find(name) else {
+            continue;
+        };
+        if store::install_hooks(&path, &invocation)? > 0 {
+            report.hooks_updated += 1;
+        }
+        if let Some(rule) = rules.mirror(name)
+            && store::set_mirror_config(&path, rule)?
+        {
+            info!(repo = %name, master = %rule.master, "mirror settings written");
+            report.mirror_updated.push(name.clone());
+        }
+    }
+    report.repos = all.len();
+    fsutil::write_if_changed(&home.compiled_rules_path(), source.text().as_bytes(), 0o600)?;
+    Ok(report)
+}

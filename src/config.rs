@@ -1,0 +1,201 @@
+//! `gitmirror.toml`: this server's own settings (its hostname among peers, how to reach each
+//! peer, replication defaults, logging).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::conffile::{ConfigError, Source};
+use crate::names::AccountName;
+
+/// How to reach one peer over ssh. Every field is optional: by default the peer's name is used
+/// as an ssh host alias, so `~/.ssh/config` can say the rest, as with gitolite.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Host name or address; default: the peer's name.
+    pub host: Option<String>,
+    /// ssh port; default: ssh's own default (or the alias's).
+    pub port: Option<u16>,
+    /// Account on the peer; default: ssh's own default (or the alias's).
+    pub user: Option<String>,
+}
+
+/// Replication defaults for every repo this server masters.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Whether a user's push waits for the slaves. Async (false) is the default.
+    #[serde(default)]
+    pub sync: bool,
+}
+
+/// Where logs go and how much is written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `gitmirror=debug`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Also write logs to stderr. Off by default: for the forced commands, stderr is the
+    /// remote user's terminal.
+    #[serde(default)]
+    pub stderr: bool,
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            stderr: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerConfig {
+    hostname: Spanned<String>,
+    #[serde(default)]
+    peers: BTreeMap<Spanned<String>, PeerConfig>,
+    #[serde(default)]
+    mirror: MirrorConfig,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// A validated `gitmirror.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// This server's name among its peers (not its DNS name).
+    pub hostname: AccountName,
+    /// How to reach each peer, by the peer's name.
+    pub peers: BTreeMap<AccountName, PeerConfig>,
+    /// Replication defaults.
+    pub mirror: MirrorConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl ServerConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
+    /// Validates already-read text.
+    pub fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        let raw: RawServerConfig = src.parse()?;
+        let name = |s: &Spanned<String>, what: &str| {
+            AccountName::parse(s.get_ref()).map_err(|e| {
+                src.error(
+                    s.span(),
+                    format!("{what}: {e}; expected a name like \"server1\""),
+                )
+            })
+        };
+        let hostname = name(&raw.hostname, "hostname")?;
+        let mut peers = BTreeMap::new();
+        for (key, peer) in raw.peers {
+            let peer_name = name(&key, "peer name")?;
+            if peer_name == hostname {
+                return Err(src.error(
+                    key.span(),
+                    format!("peer {peer_name} is this server's own hostname"),
+                ));
+            }
+            peers.insert(peer_name, peer);
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(src.error(
+                0..0,
+                format!("log.level {:?}: {e}; expected e.g. \"info\"", raw.log.level),
+            ));
+        }
+        Ok(ServerConfig {
+            hostname,
+            peers,
+            mirror: raw.mirror,
+            log: raw.log,
+        })
+    }
+
+    /// The text `gitmirror init` writes for a new server.
+    pub fn template(hostname: &AccountName) -> String {
+        format!(
+            r#"# gitmirror.toml: this server's own settings.
+# hostname is this server's name among its peers (not its DNS name).
+hostname = "{hostname}"
+
+# How to reach each peer over ssh. All fields are optional: by default the peer's
+# name is used as an ssh host alias (see ~/.ssh/config).
+# [peers.server2]
+# host = "10.0.0.2"
+# port = 22
+# user = "git"
+
+[mirror]
+sync = false          # a user's push does not wait for the slaves
+
+[log]
+level = "info"        # written to gitmirror.log in this server's home
+stderr = false
+"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_source(&Source::from_text("gitmirror.toml", text))
+    }
+
+    #[test]
+    fn template_round_trips() {
+        let host = AccountName::parse("server1").unwrap();
+        let cfg = load(&ServerConfig::template(&host)).unwrap();
+        assert_eq!(cfg.hostname, host);
+        assert!(!cfg.mirror.sync);
+    }
+
+    #[test]
+    fn peers_and_defaults() {
+        let cfg = load(
+            "hostname = \"server1\"\n[peers.server2]\nhost = \"10.0.0.2\"\nport = 2222\n[peers.server3]\n",
+        )
+        .unwrap();
+        let s2 = &cfg.peers[&AccountName::parse("server2").unwrap()];
+        assert_eq!(s2.port, Some(2222));
+        assert_eq!(
+            cfg.peers[&AccountName::parse("server3").unwrap()],
+            PeerConfig::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (text, line) in [
+            ("hostname = \"server1\"\n\n[mirror]\nsink = true\n", 4),
+            ("hostname = \"bad name\"\n", 1),
+            ("hostname = \"s1\"\n[peers.\"a;b\"]\n", 2),
+            ("hostname = \"s1\"\n[peers.s1]\n", 2),
+            ("hostname = \"s1\"\nport = \n", 2),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("gitmirror.toml:{line}: ")),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+}

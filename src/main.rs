@@ -1,0 +1,228 @@
+//! The `gitmirror` binary: parses the command line, finds the server home, and hands over to
+//! the library. Everything that decides anything lives in the library.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gitmirror::home::{self, Home, Invocation};
+use gitmirror::names::AccountName;
+use gitmirror::shell::{Reply, UserShell};
+use gitmirror::{compile, hook, keys, log};
+
+const SSHD_SNIPPET: &str = include_str!("../conf/sshd_config.snippet");
+
+/// A self-hosted git server over ssh that keeps every repo's slaves identical to its master.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The server home (default: $GITMIRROR_HOME, else $HOME).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Also write logs to stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create (or complete) a server home: config files, repositories/, the server's key pair.
+    Init {
+        /// This server's name among its peers, e.g. server1.
+        #[arg(long)]
+        hostname: String,
+    },
+    /// Register a user's public key and rewrite authorized_keys.
+    AddUser {
+        /// The user's name, as it appears in repos.toml.
+        name: String,
+        /// A file holding exactly one public key line.
+        keyfile: PathBuf,
+    },
+    /// Apply repos.toml: create missing repos, install hooks, write mirror settings.
+    Compile,
+    /// The forced command of a user's key (reads SSH_ORIGINAL_COMMAND); not typed by people.
+    Shell {
+        /// The user the key belongs to.
+        user: String,
+    },
+    /// Run a repository hook (called by the scripts compile installs).
+    Hook {
+        #[command(subcommand)]
+        hook: HookCmd,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum HookCmd {
+    /// Refuse rewinds, deletions and tag moves by RW users.
+    PreReceive,
+    /// Record accepted ref updates.
+    PostReceive,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = match Home::locate(cli.home.as_deref()) {
+        Ok(h) => h,
+        Err(e) => return fail(&cli.command, &e.to_string()),
+    };
+    let config = home.config();
+    let log_config = config.as_ref().map(|c| c.log.clone()).unwrap_or_default();
+    log::init(&home, &log_config, cli.verbose);
+    let _span = tracing::info_span!("gitmirror", pid = std::process::id()).entered();
+
+    let result = match &cli.command {
+        Cmd::Init { hostname } => init(&home, hostname),
+        Cmd::AddUser { name, keyfile } => add_user(&home, name, keyfile),
+        Cmd::Compile => run_compile(&home),
+        Cmd::Shell { user } => return shell(&home, config, user),
+        Cmd::Hook { hook } => run_hook(*hook),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            tracing::error!(error = %msg, "command failed");
+            fail(&cli.command, &msg)
+        }
+    }
+}
+
+/// Prints a one-line error in the form the caller reads: `FATAL:` for remote clients and
+/// git (which shows hook output as `remote:` lines), `gitmirror:` for administrators.
+fn fail(cmd: &Cmd, msg: &str) -> ExitCode {
+    let prefix = match cmd {
+        Cmd::Shell { .. } | Cmd::Hook { .. } => "FATAL",
+        _ => "gitmirror",
+    };
+    eprintln!("{prefix}: {msg}");
+    ExitCode::FAILURE
+}
+
+fn init(home: &Home, hostname: &str) -> Result<(), String> {
+    let hostname = AccountName::parse(hostname).map_err(|e| format!("--hostname: {e}"))?;
+    let report = home::init(home, &hostname).map_err(|e| e.to_string())?;
+    let account = std::env::var("USER").unwrap_or_else(|_| "git".into());
+    let mut out = format!(
+        "gitmirror: server home {} is ready for {hostname}.\n",
+        home.root().display()
+    );
+    for path in &report.created {
+        out.push_str(&format!("  created {}\n", path.display()));
+    }
+    out.push_str(&format!(
+        "\nNext steps:\n\
+         1. Let sshd serve the {account} account through gitmirror: add to /etc/ssh/sshd_config\n\n{}\n\
+         2. Add users: gitmirror add-user alice alice.pub\n   (their keys go into {}; gitmirror owns its own block there)\n\
+         3. Describe repos and access in {}, then run: gitmirror compile\n\
+         4. Hand {} to the peer servers that will mirror with this one.\n",
+        SSHD_SNIPPET.replace("Match User git", &format!("Match User {account}")),
+        home.authorized_keys().display(),
+        home.rules_path().display(),
+        report.peer_key.display(),
+    ));
+    print(&out)
+}
+
+fn add_user(home: &Home, name: &str, keyfile: &std::path::Path) -> Result<(), String> {
+    let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
+    let outcome =
+        keys::add(home, keys::Role::User, name, keyfile, &invocation).map_err(|e| e.to_string())?;
+    let what = match outcome {
+        keys::Added::New => "added",
+        keys::Added::Replaced => "key replaced for",
+        keys::Added::Unchanged => "unchanged:",
+    };
+    print(&format!(
+        "gitmirror: {what} user {name} ({})\n",
+        home.authorized_keys().display()
+    ))
+}
+
+fn run_compile(home: &Home) -> Result<(), String> {
+    let r = compile::compile(home).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for repo in &r.created {
+        out.push_str(&format!("created {repo}\n"));
+    }
+    for repo in &r.mirror_updated {
+        out.push_str(&format!("mirror settings written for {repo}\n"));
+    }
+    out.push_str(&format!(
+        "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
+        r.repos,
+        r.created.len(),
+        r.hooks_updated
+    ));
+    print(&out)
+}
+
+fn shell(
+    home: &Home,
+    config: Result<gitmirror::config::ServerConfig, gitmirror::conffile::ConfigError>,
+    user: &str,
+) -> ExitCode {
+    let cmd = Cmd::Shell {
+        user: user.to_string(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "server configuration is broken");
+            return fail(
+                &cmd,
+                "the server's configuration is broken; ask its administrator",
+            );
+        }
+    };
+    let rules = match home.compiled_rules() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "compiled rules are unreadable");
+            return fail(
+                &cmd,
+                "the server's rules are unreadable; ask its administrator",
+            );
+        }
+    };
+    let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+    let protocol: Option<OsString> = std::env::var_os("GIT_PROTOCOL");
+    let session = match UserShell::new(home, &config, &rules, user) {
+        Ok(s) => s,
+        Err(e) => return fail(&cmd, &e.to_string()),
+    };
+    match session.serve(original.as_deref(), protocol.as_deref()) {
+        Ok(Reply::Text(text)) => match print(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&cmd, &e),
+        },
+        Ok(Reply::Git(launch)) => {
+            let err = launch.exec();
+            tracing::error!(error = %err, "cannot start git");
+            fail(&cmd, &format!("cannot start git: {err}"))
+        }
+        Err(e) => fail(&cmd, &e.to_string()),
+    }
+}
+
+fn run_hook(which: HookCmd) -> Result<(), String> {
+    let updates = hook::read_updates(io::stdin().lock()).map_err(|e| e.to_string())?;
+    let pusher = hook::Pusher::from_env();
+    match which {
+        HookCmd::PreReceive => hook::pre_receive(&pusher, &updates),
+        HookCmd::PostReceive => hook::post_receive(&pusher, &updates),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Writes command output (not diagnostics) to stdout.
+fn print(text: &str) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write output: {e}"))
+}

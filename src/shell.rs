@@ -1,0 +1,208 @@
+//! `gitmirror shell USER`: the forced command every user's key runs.
+//!
+//! It turns `SSH_ORIGINAL_COMMAND` into a [`Request`], decides whether this user may have it,
+//! logs the decision, and answers with either text (`info`) or a git service to exec. The
+//! decision is made here, before git starts: a refused client never reaches git.
+
+use std::ffi::OsStr;
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::command::{self, CommandError, GitService, Request};
+use crate::config::ServerConfig;
+use crate::git::{self, Launch};
+use crate::home::Home;
+use crate::names::{AccountName, NameError, RepoName};
+use crate::rules::{Access, Rules};
+use crate::store::{self, Store};
+
+/// Why a user's request was refused. Each message is one line, safe to show the user.
+#[derive(Debug, Error)]
+pub enum ShellError {
+    #[error("{0}")]
+    Command(#[from] CommandError),
+    #[error("bad user name in authorized_keys: {0}")]
+    User(NameError),
+    #[error("{repo}: no such repo, or {user} may not read it")]
+    NoAccess { user: AccountName, repo: RepoName },
+    #[error("{user} may read {repo} but not push to it")]
+    ReadOnly { user: AccountName, repo: RepoName },
+    #[error(
+        "{repo} is mirrored from {master}; {this} is a slave and accepts pushes only from its master."
+    )]
+    Slave {
+        repo: RepoName,
+        master: AccountName,
+        this: AccountName,
+    },
+    #[error("{repo}: the repo's mirror settings cannot be read; ask the administrator")]
+    RepoConfig { repo: RepoName },
+}
+
+/// What the shell answers with.
+#[derive(Debug)]
+pub enum Reply {
+    /// Text for the client's stdout.
+    Text(String),
+    /// A git service to replace this process with.
+    Git(Launch),
+}
+
+/// One user's session: the server as this user sees it.
+pub struct UserShell<'a> {
+    home: &'a Home,
+    config: &'a ServerConfig,
+    rules: &'a Rules,
+    user: AccountName,
+}
+
+impl<'a> UserShell<'a> {
+    /// A session for `user`, as named by the authorized_keys line that let them in.
+    pub fn new(
+        home: &'a Home,
+        config: &'a ServerConfig,
+        rules: &'a Rules,
+        user: &str,
+    ) -> Result<Self, ShellError> {
+        let user = AccountName::parse(user).map_err(ShellError::User)?;
+        Ok(UserShell {
+            home,
+            config,
+            rules,
+            user,
+        })
+    }
+
+    /// Answers `original` (the client's command) and logs one line with the decision.
+    pub fn serve(
+        &self,
+        original: Option<&str>,
+        protocol: Option<&OsStr>,
+    ) -> Result<Reply, ShellError> {
+        let request = match command::parse(original) {
+            Ok(r) => r,
+            Err(e) => {
+                let shown: String = original.unwrap_or("").chars().take(80).collect();
+                info!(actor = %self.user, command = ?shown, decision = "deny", reason = %e, "access");
+                return Err(e.into());
+            }
+        };
+        let result = match &request {
+            Request::Info => Ok(Reply::Text(self.info())),
+            Request::Git { service, repo } => {
+                self.authorize_git(*service, repo).map(|(path, access)| {
+                    Reply::Git(self.launch(*service, repo, &path, access, protocol))
+                })
+            }
+        };
+        let (verb, repo) = match &request {
+            Request::Info => ("info".to_string(), String::new()),
+            Request::Git { service, repo } => (service.to_string(), repo.to_string()),
+        };
+        match &result {
+            Ok(_) => info!(actor = %self.user, verb, repo, decision = "allow", "access"),
+            Err(e) => {
+                info!(actor = %self.user, verb, repo, decision = "deny", reason = %e, "access")
+            }
+        }
+        result
+    }
+
+    /// Checks that the user may run `service` on `repo` here; returns the repo's path and
+    /// the user's access level.
+    fn authorize_git(
+        &self,
+        service: GitService,
+        repo: &RepoName,
+    ) -> Result<(std::path::PathBuf, Access), ShellError> {
+        let access = self.rules.access(&self.user, repo);
+        let no_access = || ShellError::NoAccess {
+            user: self.user.clone(),
+            repo: repo.clone(),
+        };
+        if access < Access::Read {
+            return Err(no_access());
+        }
+        let path = Store::new(self.home.repositories())
+            .find(repo)
+            .ok_or_else(no_access)?;
+        if !service.writes() {
+            return Ok((path, access));
+        }
+        if access < Access::Write {
+            return Err(ShellError::ReadOnly {
+                user: self.user.clone(),
+                repo: repo.clone(),
+            });
+        }
+        match store::mirror_config(&path) {
+            Ok(Some(m)) if m.master != self.config.hostname => Err(ShellError::Slave {
+                repo: repo.clone(),
+                master: m.master,
+                this: self.config.hostname.clone(),
+            }),
+            Ok(_) => Ok((path, access)),
+            Err(e) => {
+                warn!(repo = %repo, error = %e, "cannot read mirror settings; refusing the push");
+                Err(ShellError::RepoConfig { repo: repo.clone() })
+            }
+        }
+    }
+
+    fn launch(
+        &self,
+        service: GitService,
+        repo: &RepoName,
+        path: &std::path::Path,
+        access: Access,
+        protocol: Option<&OsStr>,
+    ) -> Launch {
+        let identity = vec![
+            ("GITMIRROR_USER".to_string(), self.user.to_string()),
+            ("GITMIRROR_REPO".to_string(), repo.to_string()),
+            ("GITMIRROR_ACCESS".to_string(), access.label().to_string()),
+        ];
+        Launch::new(
+            service,
+            path,
+            self.home.root(),
+            git::sanitize_protocol(protocol),
+            identity,
+        )
+    }
+
+    /// The `info` text: who you are, where you are, and every repo you may read.
+    fn info(&self) -> String {
+        let mut out = format!(
+            "hello {}, this is gitmirror {} on {}\n\n",
+            self.user,
+            env!("CARGO_PKG_VERSION"),
+            self.config.hostname
+        );
+        let store = Store::new(self.home.repositories());
+        let repos = store.list().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list repositories");
+            Vec::new()
+        });
+        for repo in repos {
+            let access = self.rules.access(&self.user, &repo);
+            if access < Access::Read {
+                continue;
+            }
+            let role = store
+                .find(&repo)
+                .and_then(|p| store::mirror_config(&p).ok().flatten())
+                .map(|m| {
+                    if m.master == self.config.hostname {
+                        "  (master)".to_string()
+                    } else {
+                        format!("  (slave of {})", m.master)
+                    }
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(" {:<4}{repo}{role}\n", access.label()));
+        }
+        out
+    }
+}
