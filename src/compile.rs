@@ -4,13 +4,11 @@
 //! installed and mirror settings written, and finally the validated rules become the ones the
 //! shell reads. A mistake anywhere stops it before the first change.
 
-use std::fs::File;
-
 use thiserror::Error;
 use tracing::info;
 
 use crate::conffile::{ConfigError, Source};
-use crate::fsutil::{self, Context, FsError};
+use crate::fsutil::{self, FsError};
 use crate::home::{Home, HomeError, Invocation};
 use crate::names::RepoName;
 use crate::rules::Rules;
@@ -50,9 +48,7 @@ pub fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     let invocation = Invocation::current(home)?;
 
     fsutil::ensure_dir(&home.state_dir(), 0o700)?;
-    let lock_path = home.state_dir().join("compile.lock");
-    let lock = File::create(&lock_path).at("cannot create", &lock_path)?;
-    lock.lock().at("cannot lock", &lock_path)?;
+    let _lock = fsutil::lock(&home.compile_lock())?;
 
     let store = Store::new(home.repositories());
     fsutil::ensure_dir(&home.repositories(), 0o755)?;

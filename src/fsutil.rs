@@ -89,3 +89,16 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), FsError> {
         Err(e) => Err(e).at("cannot create directory", path),
     }
 }
+
+/// Takes an exclusive lock on `path` (created empty if missing, never truncated), held until
+/// the returned file is dropped. Serializes read-modify-write cycles between processes.
+pub fn lock(path: &Path) -> Result<fs::File, FsError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at("cannot open lock file", path)?;
+    file.lock().at("cannot lock", path)?;
+    Ok(file)
+}

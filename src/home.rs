@@ -125,6 +125,14 @@ impl Home {
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }
+    /// Serializes changes to the key store and authorized_keys.
+    pub fn keys_lock(&self) -> PathBuf {
+        self.state_dir().join("keys.lock")
+    }
+    /// Serializes compiles.
+    pub fn compile_lock(&self) -> PathBuf {
+        self.state_dir().join("compile.lock")
+    }
     /// The log file.
     pub fn log_path(&self) -> PathBuf {
         self.root.join("gitmirror.log")
@@ -225,10 +233,12 @@ pub fn init(home: &Home, hostname: &AccountName) -> Result<InitReport, HomeError
             created.push(dir);
         }
     }
-    let files: [(PathBuf, String, u32); 3] = [
+    let files: [(PathBuf, String, u32); 5] = [
         (config_path, ServerConfig::template(hostname), 0o644),
         (home.rules_path(), Rules::template().to_string(), 0o644),
         (home.authorized_keys(), String::new(), 0o600),
+        (home.keys_lock(), String::new(), 0o600),
+        (home.compile_lock(), String::new(), 0o600),
     ];
     for (path, text, mode) in files {
         if !path.exists() {

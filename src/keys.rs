@@ -5,7 +5,7 @@
 //! is rendered from them, so a key can never carry options of its own and lines written by
 //! anyone else are left exactly as they were.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -194,9 +194,7 @@ pub fn add(
     })?;
 
     fsutil::ensure_dir(&home.state_dir(), 0o700)?;
-    let lock_path = home.state_dir().join("keys.lock");
-    let lock = File::create(&lock_path).at("cannot create", &lock_path)?;
-    lock.lock().at("cannot lock", &lock_path)?;
+    let _lock = fsutil::lock(&home.keys_lock())?;
 
     let mut entries = load_entries(home)?;
     if let Some(e) = entries.iter().find(|e| e.name == name && e.role != role) {

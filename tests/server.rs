@@ -135,7 +135,9 @@ fn rw_user_cannot_rewind_delete_or_move_tags() {
     w.bob.git_in("b", &["push", "-q", "origin", "main"]).ok();
     w.bob.git_in("b", &["tag", "v1"]).ok();
     w.bob.git_in("b", &["push", "-q", "origin", "v1"]).ok();
-    w.bob.git_in("b", &["push", "-q", "origin", "main:side"]).ok();
+    w.bob
+        .git_in("b", &["push", "-q", "origin", "main:side"])
+        .ok();
     let before = w.server.git("testing", &["for-each-ref"]).ok();
 
     w.bob.git_in("b", &["reset", "-q", "--hard", &first]).ok();
@@ -152,7 +154,9 @@ fn rw_user_cannot_rewind_delete_or_move_tags() {
     assert_eq!(w.server.git("testing", &["for-each-ref"]).ok(), before);
 
     // A new branch and a fast-forward are fine.
-    w.bob.git_in("b", &["push", "-q", "origin", "HEAD:feature"]).ok();
+    w.bob
+        .git_in("b", &["push", "-q", "origin", "HEAD:feature"])
+        .ok();
 }
 
 #[test]
@@ -165,7 +169,9 @@ fn rw_plus_user_can_rewind_and_delete() {
     w.alice
         .git_in("seed", &["push", "-q", &url, "main", "v1", "main:side"])
         .ok();
-    w.alice.git_in("seed", &["reset", "-q", "--hard", &first]).ok();
+    w.alice
+        .git_in("seed", &["reset", "-q", "--hard", &first])
+        .ok();
     w.alice.git_in("seed", &["tag", "-f", "v1"]).ok();
     w.alice
         .git_in("seed", &["push", "-q", "-f", &url, "main", "v1", ":side"])
@@ -203,7 +209,11 @@ fn unknown_key_is_refused_by_sshd() {
     let mallory = Client::new("mallory");
     let out = mallory.ssh(&w.server, "info");
     assert_eq!(out.status.code(), Some(255), "{}", out.err());
-    assert!(out.err().contains("Permission denied (publickey)"), "{}", out.err());
+    assert!(
+        out.err().contains("Permission denied (publickey)"),
+        "{}",
+        out.err()
+    );
     mallory
         .clone(&w.server, "testing", "m")
         .fails_with("Permission denied");
@@ -214,7 +224,10 @@ fn unknown_key_is_refused_by_sshd() {
 fn info_lists_readable_repos_with_access() {
     let w = world();
     let alice = w.alice.ssh(&w.server, "info").ok();
-    assert!(alice.starts_with("hello alice, this is gitmirror "), "{alice}");
+    assert!(
+        alice.starts_with("hello alice, this is gitmirror "),
+        "{alice}"
+    );
     assert!(alice.contains(" on server1\n"), "{alice}");
     assert!(alice.contains(" RW+ testing\n"), "{alice}");
     assert!(alice.contains(" RW  team/tools\n"), "{alice}");
@@ -233,9 +246,17 @@ fn nested_repo_names_work_over_ssh() {
     let w = world();
     w.alice.init_repo("tools");
     w.alice
-        .git_in("tools", &["push", "-q", &w.server.url("team/tools"), "main"])
+        .git_in(
+            "tools",
+            &["push", "-q", &w.server.url("team/tools"), "main"],
+        )
         .ok();
-    assert!(w.server.repo_path("team/tools").join("refs/heads/main").exists());
+    assert!(
+        w.server
+            .repo_path("team/tools")
+            .join("refs/heads/main")
+            .exists()
+    );
 }
 
 #[test]
@@ -246,7 +267,9 @@ fn every_access_decision_is_logged() {
     w.dave.clone(&w.server, "testing", "d").fails_with("FATAL");
     let log = w.server.log();
     assert!(
-        log.contains("access actor=carol verb=\"git-upload-pack\" repo=\"testing\" decision=\"allow\""),
+        log.contains(
+            "access actor=carol verb=\"git-upload-pack\" repo=\"testing\" decision=\"allow\""
+        ),
         "{log}"
     );
     assert!(
@@ -280,7 +303,10 @@ fn compile_creates_repos_with_fsck_and_hooks() {
     let w = world();
     let path = w.server.repo_path("testing");
     assert_eq!(
-        w.server.git("testing", &["config", "receive.fsckObjects"]).ok().trim(),
+        w.server
+            .git("testing", &["config", "receive.fsckObjects"])
+            .ok()
+            .trim(),
         "true"
     );
     for hook in ["pre-receive", "post-receive"] {

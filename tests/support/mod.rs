@@ -43,7 +43,12 @@ pub fn sandbox() -> &'static Sandbox {
         fs::create_dir_all(dir.join("bin")).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.join("bin/gitmirror");
-        let built = Path::new(env!("CARGO_BIN_EXE_gitmirror"));
+        // Tests get the binary from cargo; the demo (an example) is told where it is.
+        let built = std::env::var_os("GITMIRROR_BIN")
+            .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO_BIN_EXE_gitmirror").map(PathBuf::from))
+            .expect("set GITMIRROR_BIN to the gitmirror binary");
+        let built = built.as_path();
         if fs::hard_link(built, &bin).is_err() {
             fs::copy(built, &bin).unwrap();
         }
@@ -68,10 +73,12 @@ fn remove_stale_sandboxes() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("gmt-").and_then(|p| p.parse::<u32>().ok()) {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = fs::remove_dir_all(e.path());
-            }
+        if let Some(pid) = name
+            .strip_prefix("gmt-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }
@@ -253,7 +260,12 @@ pub struct Server {
 fn next_addr() -> Ipv4Addr {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
-    Ipv4Addr::new(127, (pid % 200) as u8 + 20, (n / 250) as u8, (n % 250) as u8 + 2)
+    Ipv4Addr::new(
+        127,
+        (pid % 200) as u8 + 20,
+        (n / 250) as u8,
+        (n % 250) as u8 + 2,
+    )
 }
 
 impl Server {
@@ -272,9 +284,7 @@ impl Server {
             sshd_dir,
             _root: root,
         };
-        server
-            .gitmirror(&["init", "--hostname", hostname])
-            .ok();
+        server.gitmirror(&["init", "--hostname", hostname]).ok();
         // New repos get `main` as HEAD, as an administrator would configure the account.
         run(server
             .user
@@ -415,7 +425,10 @@ impl Server {
     }
 
     pub fn url(&self, repo: &str) -> String {
-        format!("ssh://{}@{}:{}/{repo}.git", self.user.name, self.addr, self.port)
+        format!(
+            "ssh://{}@{}:{}/{repo}.git",
+            self.user.name, self.addr, self.port
+        )
     }
 
     /// `git --git-dir=<repo> ARGS` on the server's disk, as the server's account.
@@ -536,7 +549,10 @@ impl Client {
         self.git_in(dir, &["add", file]).ok();
         self.git_in(dir, &["commit", "-q", "-m", &format!("add {file}")])
             .ok();
-        self.git_in(dir, &["rev-parse", "HEAD"]).ok().trim().to_string()
+        self.git_in(dir, &["rev-parse", "HEAD"])
+            .ok()
+            .trim()
+            .to_string()
     }
 
     /// A new local repo in `dir` with one commit on `main`.
@@ -564,7 +580,13 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
                 out.insert(rel, format!("dir {:o}", meta.mode()).into_bytes());
                 walk(&p, root, out);
             } else if meta.file_type().is_symlink() {
-                out.insert(rel, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes());
+                out.insert(
+                    rel,
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
             } else {
                 let mut v = fs::read(&p).unwrap();
                 v.extend(format!(" mode {:o}", meta.mode()).bytes());

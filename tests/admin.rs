@@ -1,0 +1,276 @@
+//! The administrator's commands run directly: init, add-user, compile. No sshd needed, except
+//! to check that the shipped sshd snippet is valid.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::*;
+
+/// Runs gitmirror with `--home` (not the default home), as root.
+fn gm(home: &Path, args: &[&str]) -> Output {
+    run(Command::new(&sandbox().bin)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/nonexistent-home")
+        .arg("--home")
+        .arg(home)
+        .args(args))
+}
+
+fn fresh(hostname: &str) -> (Scratch, std::path::PathBuf) {
+    let s = Scratch::new("admin");
+    let home = s.path().join("home");
+    let out = gm(&home, &["init", "--hostname", hostname]).ok();
+    assert!(out.contains("is ready for"), "{out}");
+    (s, home)
+}
+
+#[test]
+fn init_creates_a_home_and_says_what_next() {
+    let s = Scratch::new("admin");
+    let home = s.path().join("home");
+    let out = gm(&home, &["init", "--hostname", "server1"]).ok();
+    for file in [
+        "gitmirror.toml",
+        "repos.toml",
+        "repositories",
+        ".ssh/id_ed25519",
+        ".ssh/id_ed25519.pub",
+        ".ssh/authorized_keys",
+        "server1.pub",
+    ] {
+        assert!(home.join(file).exists(), "{file} missing");
+    }
+    assert!(out.contains("Match User"), "{out}");
+    assert!(out.contains("AcceptEnv GIT_PROTOCOL"), "{out}");
+    assert!(
+        out.contains(&home.join(".ssh/authorized_keys").display().to_string()),
+        "{out}"
+    );
+    assert!(out.contains("server1.pub"), "{out}");
+    let pubkey = fs::read_to_string(home.join("server1.pub")).unwrap();
+    assert!(pubkey.starts_with("ssh-ed25519 "), "{pubkey}");
+    assert_eq!(
+        pubkey,
+        fs::read_to_string(home.join(".ssh/id_ed25519.pub")).unwrap()
+    );
+}
+
+#[test]
+fn init_twice_destroys_nothing() {
+    let (_s, home) = fresh("server1");
+    fs::write(home.join("repos.toml"), "[repos.mine]\nR = [\"a\"]\n").unwrap();
+    let before = snapshot(&home);
+    gm(&home, &["init", "--hostname", "server1"]).ok();
+    assert_unchanged(&before, &snapshot(&home));
+    // Another hostname for the same home is refused, naming both.
+    gm(&home, &["init", "--hostname", "server2"])
+        .fails_with("already names this server \"server1\", not \"server2\"");
+    assert_unchanged(&before, &snapshot(&home));
+    // A missing piece is restored without touching the rest.
+    fs::remove_file(home.join("server1.pub")).unwrap();
+    gm(&home, &["init", "--hostname", "server1"]).ok();
+    assert_unchanged(&before, &snapshot(&home));
+}
+
+#[test]
+fn init_refuses_a_bad_hostname() {
+    let s = Scratch::new("admin");
+    let home = s.path().join("home");
+    gm(&home, &["init", "--hostname", "a;b"]).fails_with("--hostname");
+    assert!(!home.exists());
+}
+
+fn key(name: &str) -> Client {
+    Client::new(name)
+}
+
+#[test]
+fn add_user_writes_restricted_lines_and_keeps_foreign_ones() {
+    let (_s, home) = fresh("server1");
+    let ak = home.join(".ssh/authorized_keys");
+    fs::write(
+        &ak,
+        "# the admin's own key\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFAKE admin\n",
+    )
+    .unwrap();
+    let (alice, bob) = (key("alice"), key("bob"));
+    gm(
+        &home,
+        &["add-user", "alice", alice.key.public.to_str().unwrap()],
+    )
+    .ok();
+    gm(
+        &home,
+        &["add-user", "bob", bob.key.public.to_str().unwrap()],
+    )
+    .ok();
+    let text = fs::read_to_string(&ak).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "# the admin's own key");
+    assert_eq!(lines[1], "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFAKE admin");
+    let ours: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("restrict,"))
+        .collect();
+    assert_eq!(ours.len(), 2, "{text}");
+    let bin = sandbox().bin.display().to_string();
+    let home_s = home.display().to_string();
+    assert!(
+        ours[0].starts_with(&format!(
+            "restrict,command=\"{bin} --home {home_s} shell alice\" ssh-ed25519 "
+        )),
+        "{text}"
+    );
+    assert!(ours[1].contains(" shell bob\" ssh-ed25519 "), "{text}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&ak).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Re-adding the same key is a no-op; a new key for alice replaces the old one.
+    let before = fs::read_to_string(&ak).unwrap();
+    gm(
+        &home,
+        &["add-user", "alice", alice.key.public.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(fs::read_to_string(&ak).unwrap(), before);
+    let alice2 = key("alice2");
+    gm(
+        &home,
+        &["add-user", "alice", alice2.key.public.to_str().unwrap()],
+    )
+    .ok();
+    let after = fs::read_to_string(&ak).unwrap();
+    let new_body = fs::read_to_string(&alice2.key.public).unwrap();
+    let new_body = new_body.split_whitespace().nth(1).unwrap();
+    assert!(after.contains(new_body));
+    assert_eq!(after.matches(" shell alice\"").count(), 1, "{after}");
+}
+
+#[test]
+fn add_user_refuses_a_key_already_in_a_foreign_line() {
+    let (_s, home) = fresh("server1");
+    let alice = key("alice");
+    let ak = home.join(".ssh/authorized_keys");
+    let pubkey = fs::read_to_string(&alice.key.public).unwrap();
+    fs::write(&ak, format!("no-pty {pubkey}")).unwrap();
+    let before = snapshot(&home);
+    gm(
+        &home,
+        &["add-user", "alice", alice.key.public.to_str().unwrap()],
+    )
+    .fails_with("already appears on line 1");
+    assert_unchanged(&before, &snapshot(&home));
+}
+
+#[test]
+fn compile_reports_config_mistakes_with_line_and_changes_nothing() {
+    let (_s, home) = fresh("server1");
+    fs::write(home.join("repos.toml"), "[repos.good]\nR = [\"a\"]\n").unwrap();
+    gm(&home, &["compile"]).ok();
+    let cases = [
+        (
+            "repos.toml",
+            "[repos.new]\nR = [\"a\"]\n\n[repos.x]\nRW = [\"@ghosts\"]\n",
+            "repos.toml:5: ",
+            "unknown group @ghosts",
+        ),
+        (
+            "repos.toml",
+            "[repos.new]\nR = [\"a\"]\n[repos.\"../evil\"]\n",
+            "repos.toml:3: ",
+            "expected a name",
+        ),
+        (
+            "repos.toml",
+            "[repos.new]\nR = [\"a\"\n",
+            "repos.toml:2: ",
+            "",
+        ),
+        (
+            "repos.toml",
+            "[repos.new]\nW = [\"a\"]\n",
+            "repos.toml:2: ",
+            "expected one of `RW+`, `RW`, `R`, `mirror`",
+        ),
+        (
+            "gitmirror.toml",
+            "hostname = \"server1\"\n[mirror]\nsync = \"yes\"\n",
+            "gitmirror.toml:3: ",
+            "",
+        ),
+    ];
+    for (file, text, location, needle) in cases {
+        let good_rules = fs::read_to_string(home.join("repos.toml")).unwrap();
+        let good_config = fs::read_to_string(home.join("gitmirror.toml")).unwrap();
+        fs::write(home.join(file), text).unwrap();
+        let before = snapshot(&home);
+        let err = gm(&home, &["compile"]).fails_with(needle);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(location), "{err}");
+        assert!(
+            err.contains(&home.join(file).display().to_string()),
+            "{err}"
+        );
+        assert_unchanged(&before, &snapshot(&home));
+        assert!(!home.join("repositories/new.git").exists());
+        fs::write(home.join("repos.toml"), good_rules).unwrap();
+        fs::write(home.join("gitmirror.toml"), good_config).unwrap();
+    }
+}
+
+#[test]
+fn compile_writes_mirror_settings_into_repo_config() {
+    let (_s, home) = fresh("server1");
+    fs::write(
+        home.join("repos.toml"),
+        r#"
+[repos."@all"]
+mirror.master = "server1"
+mirror.slaves = ["server2", "server3"]
+[repos.a]
+R = ["x"]
+[repos."site-b/tools"]
+mirror.master = "server2"
+mirror.slaves = ["server1"]
+"#,
+    )
+    .unwrap();
+    gm(&home, &["compile"]).ok();
+    let get = |repo: &str, key: &str| {
+        run(Command::new("git")
+            .arg("--git-dir")
+            .arg(home.join("repositories").join(repo))
+            .args(["config", key]))
+        .ok()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(get("a.git", "gitolite.mirror.master"), "server1");
+    assert_eq!(get("a.git", "gitolite.mirror.slaves"), "server2 server3");
+    assert_eq!(get("site-b/tools.git", "gitolite.mirror.master"), "server2");
+    assert_eq!(get("site-b/tools.git", "gitolite.mirror.slaves"), "server1");
+    assert_eq!(get("a.git", "receive.fsckObjects"), "true");
+}
+
+#[test]
+fn shipped_sshd_snippet_is_valid() {
+    let s = Scratch::new("sshd-t");
+    let key = s.path().join("host");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key))
+    .ok();
+    let snippet = include_str!("../conf/sshd_config.snippet");
+    let config = s.path().join("sshd_config");
+    fs::write(
+        &config,
+        format!("HostKey {}\nPidFile none\n{snippet}", key.display()),
+    )
+    .unwrap();
+    fs::create_dir_all("/run/sshd").unwrap();
+    run(Command::new(SSHD).arg("-t").arg("-f").arg(&config)).ok();
+}
