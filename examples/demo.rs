@@ -56,7 +56,9 @@ fn main() -> ExitCode {
     }
 
     step("on server1's disk: `git log` of repositories/testing.git");
-    let log = server.git("testing", &["log", "--oneline", "-1", "main"]).ok();
+    let log = server
+        .git("testing", &["log", "--oneline", "-1", "main"])
+        .ok();
     indent(&log);
     let on_server = server.git("testing", &["rev-parse", "main"]).ok();
 
