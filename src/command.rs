@@ -48,6 +48,19 @@ pub enum Request {
     Git { service: GitService, repo: RepoName },
     /// Describe the server and what the caller may do on it.
     Info,
+    /// Push a repo to its slaves now (from a user or a slave's peer session).
+    RequestPush(RepoName),
+}
+
+impl Request {
+    /// The verb and repo (empty for none), for log lines.
+    pub fn describe(&self) -> (String, String) {
+        match self {
+            Request::Info => ("info".to_string(), String::new()),
+            Request::Git { service, repo } => (service.to_string(), repo.to_string()),
+            Request::RequestPush(repo) => ("request-push".to_string(), repo.to_string()),
+        }
+    }
 }
 
 /// Why a command was refused.
@@ -63,7 +76,9 @@ pub enum CommandError {
     ShellSyntax(String),
     #[error("unbalanced or embedded quote in {0:?}")]
     Quoting(String),
-    #[error("unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info")]
+    #[error(
+        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push"
+    )]
     Unknown(String),
     #[error("{verb} takes {expected}, got {got} argument(s)")]
     Arity {
@@ -143,6 +158,8 @@ pub fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (_, Some(_), _) => Err(arity(verb, "exactly one repo", args.len())),
         ("info", None, []) => Ok(Request::Info),
         ("info", None, _) => Err(arity(verb, "no", args.len())),
+        ("request-push", None, [repo]) => Ok(Request::RequestPush(repo_arg(repo)?)),
+        ("request-push", None, _) => Err(arity(verb, "exactly one repo", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -170,6 +187,10 @@ mod tests {
             ),
             ("git-receive-pack testing", git(ReceivePack, "testing")),
             ("info", Request::Info),
+            (
+                "request-push 'testing'",
+                Request::RequestPush(RepoName::parse("testing").unwrap()),
+            ),
         ] {
             assert_eq!(parse(Some(line)), Ok(want), "{line}");
         }
@@ -213,6 +234,9 @@ mod tests {
             "git-upload-pack 'r.git/config'",
             "git-upload-pack '~root/x'",
             "info extra",
+            "request-push",
+            "request-push a b",
+            "request-push '../x'",
             "git upload-pack 'r'",
             long.as_str(),
         ] {

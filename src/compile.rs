@@ -69,7 +69,7 @@ pub fn compile(home: &Home) -> Result<CompileReport, CompileError> {
             report.hooks_updated += 1;
         }
         if let Some(rule) = rules.mirror(name)
-            && store::set_mirror_config(&path, rule)?
+            && store::set_mirror_config(&path, &rule)?
         {
             info!(repo = %name, master = %rule.master, "mirror settings written");
             report.mirror_updated.push(name.clone());

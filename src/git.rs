@@ -30,6 +30,7 @@ pub struct Launch {
     service: GitService,
     repo: PathBuf,
     env: Vec<(String, String)>,
+    config: Vec<String>,
 }
 
 impl Launch {
@@ -54,13 +55,23 @@ impl Launch {
             service,
             repo: repo.to_path_buf(),
             env,
+            config: Vec::new(),
         }
+    }
+
+    /// Adds `git -c KEY=VALUE` for this run only (fixed settings of ours, never client text).
+    pub fn with_config(mut self, key: &str, value: &str) -> Self {
+        self.config.push(format!("{key}={value}"));
+        self
     }
 
     /// The process to run. `--strict` keeps upload-pack from wandering into `<repo>/.git`.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("git");
         cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v)));
+        for c in &self.config {
+            cmd.arg("-c").arg(c);
+        }
         cmd.arg(self.service.subcommand());
         if self.service == GitService::UploadPack {
             cmd.arg("--strict");

@@ -2,12 +2,26 @@
 //!
 //! - `pre-receive` refuses rewinds, deletions and tag moves by users with `RW` (the script
 //!   calls us only for them).
-//! - `post-receive` records the ref updates; replication to the slaves starts from here.
+//! - `post-receive` records the ref updates and, on a repo's master, replicates them to the
+//!   slaves: waiting for them in sync mode, handing the work to a detached
+//!   `gitmirror request-push` in async mode. On a slave (a push from the master) it applies
+//!   the master's HEAD instead, and replicates nothing further.
 
 use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::git::SAFE_PATH;
+use crate::home::Home;
+use crate::mirror::{self, HEAD_OPTION, Mirror};
+use crate::names::RepoName;
+use crate::store::{self, Store};
 
 /// A ref update as git reports it to hooks: `OLD NEW REFNAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +49,8 @@ pub enum HookError {
         repo: String,
         refused: String,
     },
+    #[error("{repo}: {message}; its slaves were not updated")]
+    Mirror { repo: String, message: String },
 }
 
 /// Reads git's hook input.
@@ -56,21 +72,25 @@ pub fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, HookError> {
     Ok(updates)
 }
 
-/// Who pushed and to which repo, as the shell told git in the environment.
+/// Who pushed and to which repo, as the shells told git in the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Pusher {
-    /// The user (or, later, peer) behind the push; empty for a local push.
+    /// The user behind the push; empty for a peer's or a local push.
     pub actor: String,
-    /// The repo name.
+    /// The peer behind the push (a mirror push from the repo's master), if any.
+    pub peer: Option<String>,
+    /// The repo name; empty for a local push.
     pub repo: String,
 }
 
 impl Pusher {
-    /// Reads `GITMIRROR_USER` and `GITMIRROR_REPO`.
+    /// Reads `GITMIRROR_USER`, `GITMIRROR_PEER` and `GITMIRROR_REPO`.
     pub fn from_env() -> Self {
         let var = |k| std::env::var(k).unwrap_or_default();
+        let peer = var("GITMIRROR_PEER");
         Pusher {
             actor: var("GITMIRROR_USER"),
+            peer: (!peer.is_empty()).then_some(peer),
             repo: var("GITMIRROR_REPO"),
         }
     }
@@ -115,12 +135,108 @@ pub fn pre_receive(pusher: &Pusher, updates: &[RefUpdate]) -> Result<(), HookErr
     Ok(())
 }
 
-/// The post-receive step: logs each accepted update. (Replication hooks in here.)
-pub fn post_receive(pusher: &Pusher, updates: &[RefUpdate]) -> Result<(), HookError> {
+/// The post-receive step. Logs each accepted update; then, on the repo's master, replicates
+/// the push to its slaves, and on a slave applies the master's HEAD. Returns the lines the
+/// pusher should see.
+pub fn post_receive(
+    home: &Home,
+    config: Arc<ServerConfig>,
+    pusher: &Pusher,
+    updates: &[RefUpdate],
+) -> Result<Vec<String>, HookError> {
+    let actor = pusher.peer.as_deref().unwrap_or(&pusher.actor);
     for u in updates {
-        info!(actor = %pusher.actor, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
+        info!(actor = %actor, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
     }
+    let path = std::env::current_dir().map_err(HookError::Input)?;
+    if pusher.peer.is_some() {
+        apply_head_option(&path);
+        return Ok(Vec::new());
+    }
+    let mirror_err = |message: String| HookError::Mirror {
+        repo: pusher.repo.clone(),
+        message,
+    };
+    let repo = match RepoName::parse(&pusher.repo) {
+        Ok(r) => r,
+        Err(_) => match Store::new(home.repositories()).name_of(&path) {
+            Some(r) => r,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let rule = match store::mirror_config(&path).map_err(|e| mirror_err(e.to_string()))? {
+        Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
+        _ => return Ok(Vec::new()),
+    };
+    if rule.sync.unwrap_or(config.mirror.sync) {
+        let runtime = mirror::runtime().map_err(|e| mirror_err(e.to_string()))?;
+        let results = runtime.block_on(async {
+            let m = Mirror::new(home, config.clone());
+            let results = m.push_to(&repo, &path, &rule.slaves).await;
+            m.close().await;
+            results
+        });
+        return Ok(results.iter().map(|r| r.line()).collect());
+    }
+    spawn_background(home, &repo)
+        .map_err(|e| mirror_err(format!("cannot start the mirror push: {e}")))?;
+    Ok(rule
+        .slaves
+        .iter()
+        .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname))
+        .collect())
+}
+
+/// Starts `gitmirror request-push REPO` detached from the push: its own process group, no
+/// stdio, so neither git nor sshd waits for it.
+fn spawn_background(home: &Home, repo: &RepoName) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    Command::new(exe)
+        .arg("--home")
+        .arg(home.root())
+        .arg("request-push")
+        .arg(repo.as_str())
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("HOME", home.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
     Ok(())
+}
+
+/// On a slave: points HEAD where the master's HEAD points, as carried in the push option.
+fn apply_head_option(path: &Path) {
+    let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let target = (0..count)
+        .filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok())
+        .find_map(|o| o.strip_prefix(HEAD_OPTION).map(str::to_string));
+    let Some(target) = target else {
+        return;
+    };
+    if !target.starts_with("refs/") || !git2::Reference::is_valid_name(&target) {
+        warn!(target, "ignoring an invalid HEAD from the master");
+        return;
+    }
+    let result = git2::Repository::open_bare(path).and_then(|repo| {
+        let current = repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string));
+        if current.as_deref() != Some(target.as_str()) {
+            repo.set_head(&target)?;
+            info!(head = target, "HEAD set as on the master");
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        warn!(error = %e, "cannot set HEAD as on the master");
+    }
 }
 
 #[cfg(test)]

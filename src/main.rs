@@ -7,8 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use gitmirror::conffile::ConfigError;
+use gitmirror::config::ServerConfig;
 use gitmirror::home::{self, Home, Invocation};
-use gitmirror::names::AccountName;
+use gitmirror::mirror::{self, Mirror};
+use gitmirror::names::{AccountName, RepoName};
+use gitmirror::peer_shell::PeerShell;
 use gitmirror::shell::{Reply, UserShell};
 use gitmirror::{compile, hook, keys, log};
 
@@ -43,12 +49,31 @@ enum Cmd {
         /// A file holding exactly one public key line.
         keyfile: PathBuf,
     },
+    /// Register another gitmirror server's key (NAME.pub, as `init` wrote it there).
+    AddMirroringPeer {
+        /// The peer's public key file; its stem is the peer's hostname.
+        keyfile: PathBuf,
+    },
     /// Apply repos.toml: create missing repos, install hooks, write mirror settings.
     Compile,
+    /// Push a repo to its slaves now (on its master), or ask its master to (on a slave).
+    RequestPush {
+        /// The repo.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        repo: Option<String>,
+        /// Every repo this server masters, several at a time.
+        #[arg(long)]
+        all: bool,
+    },
     /// The forced command of a user's key (reads SSH_ORIGINAL_COMMAND); not typed by people.
     Shell {
         /// The user the key belongs to.
         user: String,
+    },
+    /// The forced command of a peer server's key; not typed by people.
+    Peer {
+        /// The peer the key belongs to.
+        name: String,
     },
     /// Run a repository hook (called by the scripts compile installs).
     Hook {
@@ -78,10 +103,13 @@ fn main() -> ExitCode {
 
     let result = match &cli.command {
         Cmd::Init { hostname } => init(&home, hostname),
-        Cmd::AddUser { name, keyfile } => add_user(&home, name, keyfile),
+        Cmd::AddUser { name, keyfile } => add_key(&home, keys::Role::User, name, keyfile),
+        Cmd::AddMirroringPeer { keyfile } => add_peer(&home, keyfile),
         Cmd::Compile => run_compile(&home),
-        Cmd::Shell { user } => return shell(&home, config, user),
-        Cmd::Hook { hook } => run_hook(*hook),
+        Cmd::RequestPush { repo, all } => request_push(&home, config, repo.as_deref(), *all),
+        Cmd::Shell { user } => return forced(&cli.command, &home, config, user, Side::User),
+        Cmd::Peer { name } => return forced(&cli.command, &home, config, name, Side::Peer),
+        Cmd::Hook { hook } => run_hook(&home, config, *hook),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,7 +124,7 @@ fn main() -> ExitCode {
 /// git (which shows hook output as `remote:` lines), `gitmirror:` for administrators.
 fn fail(cmd: &Cmd, msg: &str) -> ExitCode {
     let prefix = match cmd {
-        Cmd::Shell { .. } | Cmd::Hook { .. } => "FATAL",
+        Cmd::Shell { .. } | Cmd::Peer { .. } | Cmd::Hook { .. } => "FATAL",
         _ => "gitmirror",
     };
     eprintln!("{prefix}: {msg}");
@@ -128,19 +156,62 @@ fn init(home: &Home, hostname: &str) -> Result<(), String> {
     print(&out)
 }
 
-fn add_user(home: &Home, name: &str, keyfile: &std::path::Path) -> Result<(), String> {
+fn add_key(
+    home: &Home,
+    role: keys::Role,
+    name: &str,
+    keyfile: &std::path::Path,
+) -> Result<(), String> {
     let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
-    let outcome =
-        keys::add(home, keys::Role::User, name, keyfile, &invocation).map_err(|e| e.to_string())?;
+    let outcome = keys::add(home, role, name, keyfile, &invocation).map_err(|e| e.to_string())?;
     let what = match outcome {
         keys::Added::New => "added",
         keys::Added::Replaced => "key replaced for",
         keys::Added::Unchanged => "unchanged:",
     };
     print(&format!(
-        "gitmirror: {what} user {name} ({})\n",
+        "gitmirror: {what} {role} {name} ({})\n",
         home.authorized_keys().display()
     ))
+}
+
+/// The peer's name is the key file's stem, as with gitolite's `add-mirroring-peer`.
+fn add_peer(home: &Home, keyfile: &std::path::Path) -> Result<(), String> {
+    let stem = keyfile
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pub"))
+        .ok_or_else(|| format!("{}: expected a file named PEER.pub", keyfile.display()))?;
+    add_key(home, keys::Role::Peer, stem, keyfile)
+}
+
+fn request_push(
+    home: &Home,
+    config: Result<ServerConfig, ConfigError>,
+    repo: Option<&str>,
+    all: bool,
+) -> Result<(), String> {
+    let config = Arc::new(config.map_err(|e| e.to_string())?);
+    let repo = repo
+        .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
+        .transpose()?;
+    let runtime = mirror::runtime().map_err(|e| e.to_string())?;
+    let report = runtime.block_on(async {
+        let m = Mirror::new(home, config);
+        let report = match &repo {
+            Some(repo) if !all => m.request(repo).await,
+            _ => m.request_all().await,
+        };
+        m.close().await;
+        report
+    });
+    let report = report.map_err(|e| e.to_string())?;
+    print(&report.text())?;
+    if report.ok {
+        Ok(())
+    } else {
+        Err("some slaves were not updated".to_string())
+    }
 }
 
 fn run_compile(home: &Home) -> Result<(), String> {
@@ -161,20 +232,27 @@ fn run_compile(home: &Home) -> Result<(), String> {
     print(&out)
 }
 
-fn shell(
+/// Which forced command is running.
+#[derive(Clone, Copy)]
+enum Side {
+    User,
+    Peer,
+}
+
+/// Runs a forced command (`shell USER` or `peer NAME`): answer with text, or exec git.
+fn forced(
+    cmd: &Cmd,
     home: &Home,
-    config: Result<gitmirror::config::ServerConfig, gitmirror::conffile::ConfigError>,
-    user: &str,
+    config: Result<ServerConfig, ConfigError>,
+    name: &str,
+    side: Side,
 ) -> ExitCode {
-    let cmd = Cmd::Shell {
-        user: user.to_string(),
-    };
     let config = match config {
-        Ok(c) => c,
+        Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "server configuration is broken");
             return fail(
-                &cmd,
+                cmd,
                 "the server's configuration is broken; ask its administrator",
             );
         }
@@ -184,39 +262,56 @@ fn shell(
         Err(e) => {
             tracing::error!(error = %e, "compiled rules are unreadable");
             return fail(
-                &cmd,
+                cmd,
                 "the server's rules are unreadable; ask its administrator",
             );
         }
     };
     let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
     let protocol: Option<OsString> = std::env::var_os("GIT_PROTOCOL");
-    let session = match UserShell::new(home, &config, &rules, user) {
-        Ok(s) => s,
-        Err(e) => return fail(&cmd, &e.to_string()),
+    let reply = match side {
+        Side::User => UserShell::new(home, config, &rules, name)
+            .and_then(|s| s.serve(original.as_deref(), protocol.as_deref()))
+            .map_err(|e| e.to_string()),
+        Side::Peer => PeerShell::new(home, config, &rules, name)
+            .and_then(|s| s.serve(original.as_deref(), protocol.as_deref()))
+            .map_err(|e| e.to_string()),
     };
-    match session.serve(original.as_deref(), protocol.as_deref()) {
-        Ok(Reply::Text(text)) => match print(&text) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&cmd, &e),
+    match reply {
+        Ok(Reply::Text { text, ok }) => match print(&text) {
+            Ok(()) if ok => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::FAILURE,
+            Err(e) => fail(cmd, &e),
         },
         Ok(Reply::Git(launch)) => {
             let err = launch.exec();
             tracing::error!(error = %err, "cannot start git");
-            fail(&cmd, &format!("cannot start git: {err}"))
+            fail(cmd, &format!("cannot start git: {err}"))
         }
-        Err(e) => fail(&cmd, &e.to_string()),
+        Err(e) => fail(cmd, &e),
     }
 }
 
-fn run_hook(which: HookCmd) -> Result<(), String> {
+fn run_hook(
+    home: &Home,
+    config: Result<ServerConfig, ConfigError>,
+    which: HookCmd,
+) -> Result<(), String> {
     let updates = hook::read_updates(io::stdin().lock()).map_err(|e| e.to_string())?;
     let pusher = hook::Pusher::from_env();
     match which {
-        HookCmd::PreReceive => hook::pre_receive(&pusher, &updates),
-        HookCmd::PostReceive => hook::post_receive(&pusher, &updates),
+        HookCmd::PreReceive => hook::pre_receive(&pusher, &updates).map_err(|e| e.to_string()),
+        HookCmd::PostReceive => {
+            let config = Arc::new(config.map_err(|e| e.to_string())?);
+            // git shows a hook's stderr to the pusher as "remote:" lines.
+            for line in
+                hook::post_receive(home, config, &pusher, &updates).map_err(|e| e.to_string())?
+            {
+                eprintln!("{line}");
+            }
+            Ok(())
+        }
     }
-    .map_err(|e| e.to_string())
 }
 
 /// Writes command output (not diagnostics) to stdout.

@@ -42,13 +42,35 @@ impl Access {
     }
 }
 
-/// Which server masters a repo and which servers mirror it.
+/// Which server masters a repo, which servers mirror it, and whether pushes wait for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorRule {
     /// The only server that accepts users' pushes.
     pub master: AccountName,
     /// The servers the master keeps identical to itself.
     pub slaves: Vec<AccountName>,
+    /// Whether a user's push waits for the slaves; `None` defers to `gitmirror.toml`.
+    pub sync: Option<bool>,
+}
+
+impl MirrorRule {
+    /// Whether `server` is this repo's master.
+    pub fn is_master(&self, server: &AccountName) -> bool {
+        &self.master == server
+    }
+
+    /// Whether `server` is one of this repo's slaves.
+    pub fn is_slave(&self, server: &AccountName) -> bool {
+        self.slaves.contains(server)
+    }
+}
+
+/// The mirror table of one `[repos.X]` entry: `master` brings its own `slaves` (replacing
+/// those of `@all`), `sync` overrides on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MirrorPart {
+    servers: Option<(AccountName, Vec<AccountName>)>,
+    sync: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,8 +98,8 @@ struct RawRepo {
 #[serde(deny_unknown_fields)]
 struct RawMirror {
     master: Option<Spanned<String>>,
-    #[serde(default)]
-    slaves: Vec<Spanned<String>>,
+    slaves: Option<Vec<Spanned<String>>>,
+    sync: Option<bool>,
 }
 
 /// Who a rule names: one user, a group, or everyone.
@@ -91,7 +113,7 @@ enum Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RepoRule {
     grants: Vec<(Access, Member)>,
-    mirror: Option<MirrorRule>,
+    mirror: MirrorPart,
 }
 
 /// A validated `repos.toml`.
@@ -176,8 +198,8 @@ impl Rules {
             }
         }
         let mirror = match &raw.mirror {
-            None => None,
-            Some(m) => Some(mirror_rule(src, repo, m)?),
+            None => MirrorPart::default(),
+            Some(m) => mirror_part(src, repo, m)?,
         };
         Ok(RepoRule { grants, mirror })
     }
@@ -237,12 +259,19 @@ impl Rules {
         }
     }
 
-    /// The mirror settings for `repo`: its own `mirror` table if it has one, else `@all`'s.
-    pub fn mirror(&self, repo: &RepoName) -> Option<&MirrorRule> {
-        self.repos
-            .get(repo)
-            .and_then(|r| r.mirror.as_ref())
-            .or(self.all.mirror.as_ref())
+    /// The mirror settings for `repo`: master and slaves from its own table if it names a
+    /// master, else from `@all`; `sync` likewise on its own. `None` when no master is named.
+    pub fn mirror(&self, repo: &RepoName) -> Option<MirrorRule> {
+        let own = self.repos.get(repo).map(|r| &r.mirror);
+        let (master, slaves) = own
+            .and_then(|m| m.servers.clone())
+            .or_else(|| self.all.mirror.servers.clone())?;
+        let sync = own.and_then(|m| m.sync).or(self.all.mirror.sync);
+        Some(MirrorRule {
+            master,
+            slaves,
+            sync,
+        })
     }
 
     /// The repos named in the file (not counting `@all`).
@@ -270,17 +299,23 @@ impl Rules {
     }
 }
 
-fn mirror_rule(
+fn mirror_part(
     src: &Source,
     repo: &str,
     raw: &Spanned<RawMirror>,
-) -> Result<MirrorRule, ConfigError> {
+) -> Result<MirrorPart, ConfigError> {
     let m = raw.get_ref();
     let Some(master) = &m.master else {
-        return Err(src.error(
-            raw.span(),
-            format!("mirror of repo {repo}: mirror.slaves needs mirror.master = \"server1\""),
-        ));
+        if m.slaves.is_some() {
+            return Err(src.error(
+                raw.span(),
+                format!("mirror of repo {repo}: mirror.slaves needs mirror.master = \"server1\""),
+            ));
+        }
+        return Ok(MirrorPart {
+            servers: None,
+            sync: m.sync,
+        });
     };
     let server = |s: &Spanned<String>, what: &str| {
         AccountName::parse(s.get_ref()).map_err(|e| {
@@ -292,7 +327,7 @@ fn mirror_rule(
     };
     let master_name = server(master, "mirror.master")?;
     let mut slaves = Vec::new();
-    for s in &m.slaves {
+    for s in m.slaves.iter().flatten() {
         let slave = server(s, "mirror.slaves")?;
         if slave == master_name || slaves.contains(&slave) {
             return Err(src.error(
@@ -302,9 +337,9 @@ fn mirror_rule(
         }
         slaves.push(slave);
     }
-    Ok(MirrorRule {
-        master: master_name,
-        slaves,
+    Ok(MirrorPart {
+        servers: Some((master_name, slaves)),
+        sync: m.sync,
     })
 }
 
@@ -333,6 +368,7 @@ mirror.slaves = ["server1"]
 
 [repos.public]
 R = ["@all"]
+mirror.sync = true
 "#;
 
     fn rules(text: &str) -> Result<Rules, ConfigError> {
@@ -368,6 +404,11 @@ R = ["@all"]
         let s = r.mirror(&repo("site-b/tools")).unwrap();
         assert_eq!(s.master, user("server2"));
         assert_eq!(s.slaves, vec![user("server1")]);
+        assert_eq!(s.sync, None);
+        // A table with only `sync` keeps @all's servers.
+        let p = r.mirror(&repo("public")).unwrap();
+        assert_eq!(p.master, user("server1"));
+        assert_eq!(p.sync, Some(true));
         assert_eq!(r.named_repos().count(), 3);
     }
 

@@ -5,6 +5,7 @@
 //! decision is made here, before git starts: a refused client never reaches git.
 
 use std::ffi::OsStr;
+use std::sync::Arc;
 
 use thiserror::Error;
 use tracing::{info, warn};
@@ -13,6 +14,7 @@ use crate::command::{self, CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::Home;
+use crate::mirror::{self, Mirror, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{Access, Rules};
 use crate::store::{self, Store};
@@ -38,21 +40,32 @@ pub enum ShellError {
     },
     #[error("{repo}: the repo's mirror settings cannot be read; ask the administrator")]
     RepoConfig { repo: RepoName },
+    #[error("{0}")]
+    Mirror(#[from] MirrorError),
+    #[error("cannot start the mirror push: {0}")]
+    Runtime(String),
 }
 
-/// What the shell answers with.
+/// What a forced command answers with.
 #[derive(Debug)]
 pub enum Reply {
-    /// Text for the client's stdout.
-    Text(String),
+    /// Text for the client's stdout, and whether the command succeeded (its exit status).
+    Text { text: String, ok: bool },
     /// A git service to replace this process with.
     Git(Launch),
+}
+
+impl Reply {
+    /// Text output with the given success.
+    pub fn text(text: String, ok: bool) -> Self {
+        Reply::Text { text, ok }
+    }
 }
 
 /// One user's session: the server as this user sees it.
 pub struct UserShell<'a> {
     home: &'a Home,
-    config: &'a ServerConfig,
+    config: Arc<ServerConfig>,
     rules: &'a Rules,
     user: AccountName,
 }
@@ -61,7 +74,7 @@ impl<'a> UserShell<'a> {
     /// A session for `user`, as named by the authorized_keys line that let them in.
     pub fn new(
         home: &'a Home,
-        config: &'a ServerConfig,
+        config: Arc<ServerConfig>,
         rules: &'a Rules,
         user: &str,
     ) -> Result<Self, ShellError> {
@@ -89,17 +102,15 @@ impl<'a> UserShell<'a> {
             }
         };
         let result = match &request {
-            Request::Info => Ok(Reply::Text(self.info())),
+            Request::Info => Ok(Reply::text(self.info(), true)),
             Request::Git { service, repo } => {
                 self.authorize_git(*service, repo).map(|(path, access)| {
                     Reply::Git(self.launch(*service, repo, &path, access, protocol))
                 })
             }
+            Request::RequestPush(repo) => self.request_push(repo),
         };
-        let (verb, repo) = match &request {
-            Request::Info => ("info".to_string(), String::new()),
-            Request::Git { service, repo } => (service.to_string(), repo.to_string()),
-        };
+        let (verb, repo) = request.describe();
         match &result {
             Ok(_) => info!(actor = %self.user, verb, repo, decision = "allow", "access"),
             Err(e) => {
@@ -148,6 +159,33 @@ impl<'a> UserShell<'a> {
                 Err(ShellError::RepoConfig { repo: repo.clone() })
             }
         }
+    }
+
+    /// `request-push REPO`, for users who may write the repo: on its master, push to every
+    /// slave now; on a slave, ask the master to push here.
+    fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+        let access = self.rules.access(&self.user, repo);
+        let exists = Store::new(self.home.repositories()).find(repo).is_some();
+        if access < Access::Read || !exists {
+            return Err(ShellError::NoAccess {
+                user: self.user.clone(),
+                repo: repo.clone(),
+            });
+        }
+        if access < Access::Write {
+            return Err(ShellError::ReadOnly {
+                user: self.user.clone(),
+                repo: repo.clone(),
+            });
+        }
+        let runtime = mirror::runtime().map_err(|e| ShellError::Runtime(e.to_string()))?;
+        let report = runtime.block_on(async {
+            let m = Mirror::new(self.home, self.config.clone());
+            let report = m.request(repo).await;
+            m.close().await;
+            report
+        })?;
+        Ok(Reply::text(report.text(), report.ok))
     }
 
     fn launch(

@@ -19,6 +19,9 @@ use crate::rules::MirrorRule;
 pub const MASTER_KEY: &str = "gitolite.mirror.master";
 /// The git config key listing a repo's slaves (space separated), as gitolite spelled it.
 pub const SLAVES_KEY: &str = "gitolite.mirror.slaves";
+/// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
+/// gitolite had no such setting).
+pub const SYNC_KEY: &str = "gitmirror.sync";
 
 /// The hooks gitmirror installs into every repo, from `hooks/` in the source tree.
 /// `@GITMIRROR@` is replaced by the [`Invocation`] of the compiling binary.
@@ -76,6 +79,13 @@ impl Store {
             return None;
         }
         (real.join("HEAD").is_file() && real.join("objects").is_dir()).then_some(real)
+    }
+
+    /// The name of the repo at `path`, if it lies inside the store.
+    pub fn name_of(&self, path: &Path) -> Option<RepoName> {
+        let root = fs::canonicalize(&self.root).ok()?;
+        let real = fs::canonicalize(path).ok()?;
+        RepoName::parse(real.strip_prefix(root).ok()?.to_str()?).ok()
     }
 
     /// Creates a bare repo with incoming objects checked, and returns its path.
@@ -169,7 +179,16 @@ pub fn mirror_config(repo: &Path) -> Result<Option<MirrorRule>, StoreError> {
         .split_whitespace()
         .map(|s| server(SLAVES_KEY, s))
         .collect::<Result<_, _>>()?;
-    Ok(Some(MirrorRule { master, slaves }))
+    let sync = match config.get_bool(SYNC_KEY) {
+        Ok(v) => Some(v),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(git_err(repo)(e)),
+    };
+    Ok(Some(MirrorRule {
+        master,
+        slaves,
+        sync,
+    }))
 }
 
 /// Writes a repo's mirror settings into its git config, if they differ. Returns whether it
@@ -183,6 +202,13 @@ pub fn set_mirror_config(repo: &Path, rule: &MirrorRule) -> Result<bool, StoreEr
     config
         .set_str(MASTER_KEY, rule.master.as_str())
         .and_then(|()| config.set_str(SLAVES_KEY, &slaves.join(" ")))
+        .and_then(|()| match rule.sync {
+            Some(sync) => config.set_bool(SYNC_KEY, sync),
+            None => match config.remove(SYNC_KEY) {
+                Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
+                other => other,
+            },
+        })
         .map_err(git_err(repo))?;
     Ok(true)
 }

@@ -1,0 +1,217 @@
+//! Connections to peers: one OpenSSH master connection per peer, opened on first use with the
+//! `openssh` crate and shared by every push and command that goes to that peer.
+//!
+//! A fresh ssh login costs about 190 ms, a command over an open multiplexed connection about
+//! 4 ms, so the connection, not git, is what to reuse. git rides the same connection through
+//! its control socket (see [`Connection::git_ssh_command`]).
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use thiserror::Error;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use tracing::{debug, info};
+
+use crate::config::ServerConfig;
+use crate::fsutil::{self, Context, FsError};
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+
+/// Sessions used at once on one connection. sshd allows ten per connection by default
+/// (`MaxSessions`); staying below leaves room and avoids "open failed" refusals.
+pub const SESSIONS_PER_PEER: usize = 8;
+
+/// Longest control socket path that stays clear of the ~104-byte unix socket limit, with
+/// room for the `/.ssh-connectionXXXXXX/master` the crate appends.
+const MAX_CONTROL_DIR: usize = 64;
+
+/// Why a peer could not be reached.
+#[derive(Debug, Error, Clone)]
+pub enum PeerError {
+    /// ssh failed; the message is ssh's (and so the peer's sshd's) own words.
+    #[error("cannot connect to {peer}: {message}")]
+    Connect { peer: AccountName, message: String },
+    /// The local control directory could not be prepared.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<FsError> for PeerError {
+    fn from(e: FsError) -> Self {
+        PeerError::Local(e.to_string())
+    }
+}
+
+/// An open connection to one peer.
+pub struct Connection {
+    peer: AccountName,
+    session: Session,
+    slots: Semaphore,
+}
+
+impl Connection {
+    /// The peer at the other end.
+    pub fn peer(&self) -> &AccountName {
+        &self.peer
+    }
+
+    /// Waits for one of the connection's session slots; hold it while a command runs.
+    pub async fn slot(&self) -> SemaphorePermit<'_> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        self.slots
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("semaphore closed"))
+    }
+
+    /// The `GIT_SSH_COMMAND` that runs git over this connection. If the master connection
+    /// has died, `ProxyCommand=/bin/false` makes ssh fail at once instead of silently logging
+    /// in afresh (which would hide the failure and cost a full handshake).
+    pub fn git_ssh_command(&self) -> String {
+        format!(
+            "ssh -F /dev/null -S {} -o ControlMaster=no -o ProxyCommand=/bin/false -o BatchMode=yes",
+            self.session.control_socket().display()
+        )
+    }
+
+    /// The URL git uses for `repo` on this peer; the host is a placeholder, since
+    /// [`git_ssh_command`](Self::git_ssh_command) pins the control socket.
+    pub fn url(&self, repo: &RepoName) -> String {
+        format!("ssh://{}/{}", self.peer, repo.relative_dir())
+    }
+
+    /// Runs one of gitmirror's verbs on the peer (its forced command sees it as
+    /// `SSH_ORIGINAL_COMMAND`) and returns its output.
+    pub async fn run(&self, args: &[&str]) -> Result<std::process::Output, PeerError> {
+        let _slot = self.slot().await;
+        let (verb, rest) = args.split_first().unwrap_or((&"info", &[]));
+        self.session
+            .command(*verb)
+            .args(rest.iter().copied())
+            .output()
+            .await
+            .map_err(|e| PeerError::Connect {
+                peer: self.peer.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// How long a connection attempt may take before the peer counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer's connection, opened once by whichever task needs it first; a failure is kept too.
+type Slot = Arc<OnceCell<Result<Arc<Connection>, PeerError>>>;
+
+/// Every connection this process has opened, at most one per peer.
+pub struct Pool {
+    home: Home,
+    config: Arc<ServerConfig>,
+    conns: Mutex<HashMap<AccountName, Slot>>,
+}
+
+impl Pool {
+    /// An empty pool; connections open on first use.
+    pub fn new(home: Home, config: Arc<ServerConfig>) -> Self {
+        Pool {
+            home,
+            config,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection to `peer`, opening it if this is the first use. A failure is kept, so
+    /// a run over many repos tries a down peer once, not once per repo.
+    pub async fn get(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {
+        let cell = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.entry(peer.clone()).or_default().clone()
+        };
+        cell.get_or_init(|| self.connect(peer)).await.clone()
+    }
+
+    async fn connect(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {
+        let settings = self.config.peers.get(peer).cloned().unwrap_or_default();
+        let mut builder = SessionBuilder::default();
+        builder
+            .keyfile(self.home.private_key())
+            .user_known_hosts_file(self.home.ssh_dir().join("known_hosts"))
+            // Trust a peer's host key on first contact, refuse it if it ever changes.
+            .known_hosts_check(KnownHosts::Add)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .server_alive_interval(Duration::from_secs(15))
+            .control_directory(control_dir(&self.home)?);
+        if let Some(user) = &settings.user {
+            builder.user(user.clone());
+        }
+        if let Some(port) = settings.port {
+            builder.port(port);
+        }
+        let host = settings.host.unwrap_or_else(|| peer.to_string());
+        debug!(%peer, %host, "connecting");
+        let session = builder
+            .connect_mux(&host)
+            .await
+            .map_err(|e| PeerError::Connect {
+                peer: peer.clone(),
+                message: one_line(&e.to_string()),
+            })?;
+        info!(%peer, %host, "connected");
+        Ok(Arc::new(Connection {
+            peer: peer.clone(),
+            session,
+            slots: Semaphore::new(SESSIONS_PER_PEER),
+        }))
+    }
+
+    /// Closes every connection (the master ssh processes exit).
+    pub async fn close(self) {
+        let conns = self.conns.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (_, cell) in conns {
+            let Ok(cell) = Arc::try_unwrap(cell) else {
+                continue;
+            };
+            if let Some(Ok(conn)) = cell.into_inner()
+                && let Ok(conn) = Arc::try_unwrap(conn)
+            {
+                let _ = conn.session.close().await;
+            }
+        }
+    }
+}
+
+/// Collapses a multi-line error to one line.
+pub fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Where control sockets live: `state/ssh` in the home when its path is short enough for a
+/// unix socket, else a private directory under /tmp, checked to be ours and not a symlink.
+fn control_dir(home: &Home) -> Result<PathBuf, PeerError> {
+    let preferred = home.state_dir().join("ssh");
+    if preferred.as_os_str().len() <= MAX_CONTROL_DIR {
+        fsutil::ensure_dir(&preferred, 0o700)?;
+        return Ok(preferred);
+    }
+    let me = std::fs::metadata("/proc/self")
+        .at("cannot stat", Path::new("/proc/self"))?
+        .uid();
+    let dir = PathBuf::from(format!("/tmp/gitmirror-ssh-{me}"));
+    fsutil::ensure_dir(&dir, 0o700)?;
+    let meta = std::fs::symlink_metadata(&dir).at("cannot stat", &dir)?;
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+        return Err(PeerError::Local(format!(
+            "{} is not a private directory of this account; remove it",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
