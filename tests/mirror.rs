@@ -1,0 +1,317 @@
+//! Mirroring across three servers, each with its own real sshd on its own 127.0.0.x address:
+//! pushes reach the slaves, slaves refuse users' pushes, peers are confined to the repos they
+//! master, missing repos are created only when the slave's rules agree, request-push works
+//! from either side, and two sites can master repos for each other.
+
+mod support;
+
+use support::*;
+
+const RULES: &str = r#"
+[repos."@all"]
+mirror.master = "server1"
+mirror.slaves = ["server2", "server3"]
+
+[repos.testing]
+"RW+" = ["alice"]
+RW = ["bob"]
+R = ["carol"]
+
+[repos."site-b/tools"]
+"RW+" = ["alice"]
+mirror.master = "server2"
+mirror.slaves = ["server1"]
+"#;
+
+struct World {
+    cluster: Cluster,
+    alice: Client,
+    bob: Client,
+    carol: Client,
+}
+
+fn world(sync: bool) -> World {
+    let cluster = Cluster::new(&["server1", "server2", "server3"]);
+    if sync {
+        for s in &cluster.servers {
+            s.set_sync(true);
+        }
+    }
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(Client::new);
+    for c in [&alice, &bob, &carol] {
+        cluster.add_user(c);
+    }
+    cluster.set_rules(RULES);
+    World {
+        cluster,
+        alice,
+        bob,
+        carol,
+    }
+}
+
+impl World {
+    fn s(&self, name: &str) -> &Server {
+        self.cluster.server(name)
+    }
+
+    /// alice pushes `args` from her work tree `w` to server1's testing; returns stderr.
+    fn push(&self, args: &[&str]) -> String {
+        let url = self.s("server1").url("testing");
+        let mut all = vec!["push", url.as_str()];
+        all.extend_from_slice(args);
+        let out = self.alice.git_in("w", &all);
+        out.ok();
+        out.err()
+    }
+
+    fn in_sync(&self) {
+        self.cluster
+            .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    }
+}
+
+#[test]
+fn peers_greet_each_other() {
+    let w = world(false);
+    let (s1, s2, s3) = (w.s("server1"), w.s("server2"), w.s("server3"));
+    assert_eq!(
+        s1.ssh_as_peer(s2, "info").ok(),
+        "Hello server1, I am server2\n"
+    );
+    assert_eq!(
+        s3.ssh_as_peer(s1, "info").ok(),
+        "Hello server3, I am server1\n"
+    );
+}
+
+#[test]
+fn sync_push_reaches_every_slave_and_reports_each() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    let err = w.push(&["main"]);
+    assert!(err.contains("server1 ==== (testing) ===> server2"), "{err}");
+    assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
+    // In sync mode the slaves have it when the push returns.
+    for slave in ["server2", "server3"] {
+        assert_eq!(w.s(slave).refs("testing"), w.s("server1").refs("testing"));
+    }
+}
+
+#[test]
+fn async_push_reaches_every_slave() {
+    let w = world(false);
+    w.alice.init_repo("w");
+    let err = w.push(&["main"]);
+    assert!(
+        err.contains("server1 ==== (testing) ===> server2 (async)"),
+        "{err}"
+    );
+    w.in_sync();
+    // Reads from a slave work for users with R.
+    w.carol.clone(w.s("server3"), "testing", "c").ok();
+    assert!(w.carol.dir.path().join("c/README").exists());
+}
+
+#[test]
+fn every_kind_of_ref_change_propagates() {
+    let w = world(true);
+    let first = w.alice.init_repo("w");
+    w.push(&["main"]);
+    // New branches, a tag, an annotated tag, a note, a ref in another namespace.
+    w.alice.commit("w", "two");
+    w.alice.git_in("w", &["tag", "v1"]).ok();
+    w.alice
+        .git_in("w", &["tag", "-a", "-m", "release", "v2"])
+        .ok();
+    w.alice
+        .git_in("w", &["notes", "add", "-m", "reviewed"])
+        .ok();
+    w.push(&[
+        "main",
+        "main:side",
+        "v1",
+        "v2",
+        "refs/notes/commits",
+        "main:refs/custom/x",
+    ]);
+    w.in_sync();
+    // Force-push, delete a branch, move and delete tags.
+    w.alice.git_in("w", &["reset", "-q", "--hard", &first]).ok();
+    w.alice.git_in("w", &["tag", "-f", "v1"]).ok();
+    w.push(&["-f", "main", "v1", ":side", ":v2", ":refs/custom/x"]);
+    w.in_sync();
+    let refs = w.s("server2").refs("testing");
+    assert!(!refs.contains("refs/heads/side"), "{refs}");
+    assert!(!refs.contains("refs/tags/v2"), "{refs}");
+    assert!(refs.contains(&format!("{first} refs/heads/main")), "{refs}");
+    // HEAD follows the master's.
+    w.s("server1")
+        .git("testing", &["symbolic-ref", "HEAD", "refs/heads/other"])
+        .ok();
+    w.push(&["main:other"]);
+    w.in_sync();
+    assert!(
+        w.s("server3")
+            .refs("testing")
+            .ends_with("HEAD -> refs/heads/other\n")
+    );
+}
+
+#[test]
+fn slave_refuses_a_users_push_naming_its_master() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    w.alice.commit("w", "two");
+    let before = w.s("server2").refs("testing");
+    w.alice
+        .git_in("w", &["push", &w.s("server2").url("testing"), "main"])
+        .fails_with(
+            "FATAL: testing is mirrored from server1; server2 is a slave and accepts pushes only from its master.",
+        );
+    assert_eq!(w.s("server2").refs("testing"), before);
+}
+
+#[test]
+fn peer_is_confined_to_the_repos_it_masters() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    let (s2, s3) = (w.s("server2"), w.s("server3"));
+    // server2 is not testing's master: server3 refuses its push, naming the real master.
+    let out = s2.ssh_as_peer(s3, "git-receive-pack 'testing.git'");
+    let err = out.fails_with("server3 refuses testing from server2: its master here is server1");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Nor may a peer run anything else.
+    for cmd in ["sh", "git-upload-archive 'testing'", "info; id", "scp -t x"] {
+        s2.ssh_as_peer(s3, cmd).fails_with("FATAL: ");
+    }
+    // A peer has no user's rights either: server1 may not request-push a repo it masters
+    // itself from server2... and server3 (a slave of testing) may not push it to server2.
+    s3.ssh_as_peer(s2, "request-push testing")
+        .fails_with("server2 refuses testing from server3");
+    let log = s3.log();
+    assert!(
+        log.contains("peer=server2 verb=\"git-receive-pack\" repo=\"testing\" decision=\"deny\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("peer=server2 command=\"sh\" decision=\"deny\""),
+        "{log}"
+    );
+    assert_eq!(s3.refs("testing"), w.s("server1").refs("testing"));
+}
+
+#[test]
+fn missing_repo_is_created_only_when_the_slaves_rules_agree() {
+    let cluster = Cluster::new(&["server1", "server2"]);
+    let alice = Client::new("alice");
+    cluster.add_user(&alice);
+    let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
+    // server1 masters "fresh" and "stray" with server2 as slave; server2's own rules agree
+    // only about "fresh" (through @all), and give "stray" to another master.
+    s1.set_rules(
+        "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n\
+         [repos.fresh]\n\"RW+\" = [\"alice\"]\n[repos.stray]\n\"RW+\" = [\"alice\"]\n",
+    );
+    s2.set_rules(
+        "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n\
+         [repos.other]\nmirror.master = \"server9\"\n[repos.stray]\nmirror.master = \"server9\"\nmirror.slaves = [\"server2\"]\n",
+    );
+    assert!(!s2.repo_path("fresh").exists());
+    // compile on server2 created "stray" from its own rules; remove it to test refusal.
+    std::fs::remove_dir_all(s2.repo_path("stray")).unwrap();
+    s1.set_sync(true);
+    alice.init_repo("w");
+    let err = alice.git_in("w", &["push", &s1.url("fresh"), "main"]).err();
+    assert!(err.contains("server1 ==== (fresh) ===> server2"), "{err}");
+    cluster.wait_in_sync("fresh", "server1", &["server2"]);
+    assert_eq!(
+        s2.git("fresh", &["config", "gitolite.mirror.master"])
+            .ok()
+            .trim(),
+        "server1"
+    );
+    assert_eq!(
+        s2.git("fresh", &["config", "receive.fsckObjects"])
+            .ok()
+            .trim(),
+        "true"
+    );
+
+    let err = alice.git_in("w", &["push", &s1.url("stray"), "main"]).err();
+    assert!(
+        err.contains("server1 ==== (stray) =X=> server2: server2 has no repo stray, and its repos.toml does not make server1 its master"),
+        "{err}"
+    );
+    assert!(!s2.repo_path("stray").exists());
+}
+
+#[test]
+fn request_push_from_master_and_from_slave() {
+    let mut w = world(false);
+    w.alice.init_repo("w");
+    // server3 is down while alice pushes; it comes back on the same address and port.
+    w.cluster.servers[2].stop_sshd();
+    w.push(&["main"]);
+    w.cluster.wait_in_sync("testing", "server1", &["server2"]);
+    w.cluster.servers[2].start_sshd();
+    assert_ne!(
+        w.s("server3").refs("testing"),
+        w.s("server1").refs("testing")
+    );
+
+    let (s1, s2) = (w.s("server1"), w.s("server2"));
+    // From the master: every slave's result is printed.
+    let out = s1.gitmirror(&["request-push", "testing"]).ok();
+    assert!(out.contains("server1 ==== (testing) ===> server2"), "{out}");
+    assert!(out.contains("server1 ==== (testing) ===> server3"), "{out}");
+    w.in_sync();
+
+    // From a slave: it asks the master, which pushes to that slave.
+    s1.git("testing", &["update-ref", "refs/heads/direct", "main"])
+        .ok();
+    let out = s2.gitmirror(&["request-push", "testing"]).ok();
+    assert_eq!(out.trim(), "server1 ==== (testing) ===> server2");
+    w.cluster.wait_in_sync("testing", "server1", &["server2"]);
+
+    // Users who may write can ask over ssh; readers cannot.
+    let out = w.bob.ssh(s1, "request-push testing").ok();
+    assert!(out.contains("===> server3"), "{out}");
+    w.in_sync();
+    w.carol
+        .ssh(s1, "request-push testing")
+        .fails_with("carol may read testing but not push to it");
+    // --all covers every repo the server masters, and only those.
+    let out = s1.gitmirror(&["request-push", "--all"]).ok();
+    assert!(out.contains("(testing) ===> server2"), "{out}");
+    assert!(!out.contains("site-b/tools"), "{out}");
+}
+
+#[test]
+fn two_sites_master_repos_for_each_other() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    w.alice.init_repo("t");
+    let err = w
+        .alice
+        .git_in("t", &["push", &w.s("server2").url("site-b/tools"), "main"])
+        .err();
+    assert!(
+        err.contains("server2 ==== (site-b/tools) ===> server1"),
+        "{err}"
+    );
+    w.cluster
+        .wait_in_sync("site-b/tools", "server2", &["server1"]);
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // Each site refuses users' pushes to the other's repo.
+    w.alice
+        .git_in(
+            "t",
+            &["push", &w.s("server1").url("site-b/tools"), "main:x"],
+        )
+        .fails_with("site-b/tools is mirrored from server2; server1 is a slave");
+}
