@@ -52,10 +52,11 @@ pub fn compile(home: &Home) -> Result<CompileReport, CompileError> {
 
     let store = Store::new(home.repositories());
     fsutil::ensure_dir(&home.repositories(), 0o755)?;
+    store::write_hooks(&home.hooks_dir(), &invocation)?;
     let mut report = CompileReport::default();
     for name in rules.named_repos() {
         if store.find(name).is_none() {
-            store.create(name)?;
+            store.create(name, &invocation, rules.mirror(name).as_ref())?;
             info!(repo = %name, "created repo");
             report.created.push(name.clone());
         }

@@ -67,7 +67,21 @@ struct RawServerConfig {
     #[serde(default)]
     mirror: MirrorConfig,
     #[serde(default)]
-    log: LogConfig,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+    #[serde(default)]
+    stderr: bool,
+}
+
+/// Whether a host or user name can go on ssh's command line as it is: no leading `-`
+/// (it would read as an option), no whitespace or control characters.
+fn plain_ssh_word(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('-') && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A validated `gitmirror.toml`.
@@ -110,19 +124,41 @@ impl ServerConfig {
                     format!("peer {peer_name} is this server's own hostname"),
                 ));
             }
+            for (what, value) in [("host", &peer.host), ("user", &peer.user)] {
+                if let Some(v) = value
+                    && !plain_ssh_word(v)
+                {
+                    return Err(src.error(
+                        key.span(),
+                        format!(
+                            "peers.{peer_name}.{what} {v:?}: expected a plain name (no spaces, not starting with -)"
+                        ),
+                    ));
+                }
+            }
             peers.insert(peer_name, peer);
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-            return Err(src.error(
-                0..0,
-                format!("log.level {:?}: {e}; expected e.g. \"info\"", raw.log.level),
-            ));
+        let mut log = LogConfig {
+            stderr: raw.log.stderr,
+            ..LogConfig::default()
+        };
+        if let Some(level) = raw.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
+                return Err(src.error(
+                    level.span(),
+                    format!(
+                        "log.level {:?}: {e}; expected e.g. \"info\"",
+                        level.get_ref()
+                    ),
+                ));
+            }
+            log.level = level.into_inner();
         }
         Ok(ServerConfig {
             hostname,
             peers,
             mirror: raw.mirror,
-            log: raw.log,
+            log,
         })
     }
 
@@ -189,6 +225,11 @@ mod tests {
             ("hostname = \"s1\"\n[peers.\"a;b\"]\n", 2),
             ("hostname = \"s1\"\n[peers.s1]\n", 2),
             ("hostname = \"s1\"\nport = \n", 2),
+            ("hostname = \"s1\"\n\n[log]\nlevel = \"[\"\n", 4),
+            (
+                "hostname = \"s1\"\n[peers.s2]\nhost = \"-oProxyCommand=x\"\n",
+                2,
+            ),
         ] {
             let err = load(text).unwrap_err().to_string();
             assert!(

@@ -36,6 +36,10 @@ pub struct Launch {
 impl Launch {
     /// Prepares `git <service> <repo>` with the cleared environment, `HOME` set to the server
     /// home, the client's validated protocol, and `identity` (variables the hooks read).
+    ///
+    /// A push always runs gitmirror's hooks from the home (`core.hooksPath`) and checks incoming
+    /// objects, whatever the repo's own config says: a repo made by hand or migrated from
+    /// elsewhere gets the same access checks and replication as one gitmirror created.
     pub fn new(
         service: GitService,
         repo: &Path,
@@ -51,11 +55,19 @@ impl Launch {
             env.push(("GIT_PROTOCOL".to_string(), p));
         }
         env.extend(identity);
-        Launch {
+        let launch = Launch {
             service,
             repo: repo.to_path_buf(),
             env,
             config: Vec::new(),
+        };
+        if service == GitService::ReceivePack {
+            let hooks = home.join("hooks");
+            launch
+                .with_config("core.hooksPath", &hooks.display().to_string())
+                .with_config("receive.fsckObjects", "true")
+        } else {
+            launch
         }
     }
 
@@ -129,5 +141,25 @@ mod tests {
         let cmd = l.command();
         let args: Vec<&OsStr> = cmd.get_args().collect();
         assert_eq!(args, ["upload-pack", "--strict", "/srv/r.git"]);
+        let push = Launch::new(
+            GitService::ReceivePack,
+            Path::new("/srv/r.git"),
+            Path::new("/srv"),
+            None,
+            Vec::new(),
+        );
+        let cmd = push.command();
+        let args: Vec<&OsStr> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "-c",
+                "core.hooksPath=/srv/hooks",
+                "-c",
+                "receive.fsckObjects=true",
+                "receive-pack",
+                "/srv/r.git"
+            ]
+        );
     }
 }

@@ -54,9 +54,12 @@ impl Home {
         Home { root: root.into() }
     }
 
-    /// The home to use: `--home`, else `$GITMIRROR_HOME`, else `$HOME`. Relative paths are
-    /// made absolute so that hooks and forced commands written from them keep working.
-    pub fn locate(explicit: Option<&Path>) -> Result<Self, HomeError> {
+    /// The home to use: `--home`, else `$GITMIRROR_HOME` (when `from_env` allows it), else
+    /// `$HOME`. The forced commands pass `from_env = false`: their environment comes partly
+    /// from sshd, and the home must come only from the authorized_keys line or the account.
+    /// Relative paths are made absolute so that hooks and forced commands written from them
+    /// keep working.
+    pub fn locate(explicit: Option<&Path>, from_env: bool) -> Result<Self, HomeError> {
         let env = |k: &str| {
             std::env::var_os(k)
                 .filter(|v| !v.is_empty())
@@ -64,7 +67,7 @@ impl Home {
         };
         let root = explicit
             .map(Path::to_path_buf)
-            .or_else(|| env("GITMIRROR_HOME"))
+            .or_else(|| from_env.then(|| env("GITMIRROR_HOME")).flatten())
             .or_else(|| env("HOME"))
             .ok_or(HomeError::Unknown)?;
         let root = std::path::absolute(&root).at("cannot resolve", &root)?;
@@ -132,6 +135,11 @@ impl Home {
     /// Serializes compiles.
     pub fn compile_lock(&self) -> PathBuf {
         self.state_dir().join("compile.lock")
+    }
+    /// gitmirror's hooks, used by every push that comes through ssh (`core.hooksPath`);
+    /// written by `compile`, as are the copies inside each repo for local pushes.
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.root.join("hooks")
     }
     /// The log file.
     pub fn log_path(&self) -> PathBuf {

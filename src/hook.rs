@@ -43,7 +43,7 @@ pub enum HookError {
     Malformed(String),
     #[error("cannot open the repository: {0}")]
     Repo(#[source] git2::Error),
-    #[error("{user} has RW on {repo}, which does not allow this: {refused}")]
+    #[error("{user} may not do this to {repo}: {refused}")]
     Refused {
         user: String,
         repo: String,
@@ -81,6 +81,8 @@ pub struct Pusher {
     pub peer: Option<String>,
     /// The repo name; empty for a local push.
     pub repo: String,
+    /// The user's access level as the shell decided it (`RW`, `RW+`).
+    pub access: String,
 }
 
 impl Pusher {
@@ -92,12 +94,24 @@ impl Pusher {
             actor: var("GITMIRROR_USER"),
             peer: (!peer.is_empty()).then_some(peer),
             repo: var("GITMIRROR_REPO"),
+            access: var("GITMIRROR_ACCESS"),
         }
     }
 }
 
-/// Why an `RW` user may not make `u`, or `None` when it is a plain fast-forward or a creation.
+/// Namespaces in which `RW` may create refs and fast-forward them. Anything else (say
+/// `refs/replace/`, which changes what every fetcher sees) needs `RW+`.
+const RW_NAMESPACES: &[&str] = &["refs/heads/", "refs/tags/", "refs/notes/"];
+
+/// Why an `RW` user may not make `u`, or `None` when it is a creation or a fast-forward in a
+/// namespace `RW` covers.
 fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
+    if !RW_NAMESPACES.iter().any(|ns| u.name.starts_with(ns)) {
+        return Some(format!(
+            "updating {} (outside refs/heads, refs/tags and refs/notes)",
+            u.name
+        ));
+    }
     if u.new.is_zero() {
         return Some(format!("deleting {}", u.name));
     }
@@ -118,18 +132,26 @@ fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
     }
 }
 
-/// The pre-receive check for `RW` users: every update must be a creation or a fast-forward.
-/// Runs inside git's quarantine, so the repository is opened from git's environment.
+/// The pre-receive check for users without `RW+` (the hook script skips the others): every
+/// update must be one `RW` allows. The whole push is refused on the first that is not, so an
+/// `--atomic` push and a plain one end the same way. Runs inside git's quarantine, so the
+/// repository is opened from git's environment.
 pub fn pre_receive(pusher: &Pusher, updates: &[RefUpdate]) -> Result<(), HookError> {
+    let refuse = |refused: String| {
+        info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %refused, "ref update");
+        HookError::Refused {
+            user: pusher.actor.clone(),
+            repo: pusher.repo.clone(),
+            refused,
+        }
+    };
+    if pusher.access != "RW" {
+        return Err(refuse(format!("pushing with access {:?}", pusher.access)));
+    }
     let repo = git2::Repository::open_from_env().map_err(HookError::Repo)?;
     for u in updates {
         if let Some(refused) = needs_rewind(&repo, u) {
-            info!(actor = %pusher.actor, repo = %pusher.repo, reference = %u.name, decision = "deny", reason = %refused, "ref update");
-            return Err(HookError::Refused {
-                user: pusher.actor.clone(),
-                repo: pusher.repo.clone(),
-                refused: format!("{refused} needs RW+"),
-            });
+            return Err(refuse(format!("{refused} needs RW+")));
         }
     }
     Ok(())

@@ -51,6 +51,12 @@ pub enum KeyError {
         "this key already appears on line {line} of {file}, outside gitmirror's block; sshd would use that line instead"
     )]
     ForeignKey { file: PathBuf, line: usize },
+    #[error(
+        "{file}: gitmirror's block markers are unbalanced or repeated (line {line}); fix the file by hand, nothing was changed"
+    )]
+    Markers { file: PathBuf, line: usize },
+    #[error("{file}: a stored key is not valid ({problem}); fix or remove it, nothing was changed")]
+    StoredKey { file: PathBuf, problem: String },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -210,6 +216,12 @@ pub fn add(
         });
     }
     let existing = read_authorized_keys(home)?;
+    if let Some(line) = unbalanced_markers(&existing) {
+        return Err(KeyError::Markers {
+            file: home.authorized_keys(),
+            line,
+        });
+    }
     if let Some(line) = foreign_line_with(&existing, &key) {
         return Err(KeyError::ForeignKey {
             file: home.authorized_keys(),
@@ -259,10 +271,12 @@ fn load_entries(home: &Home) -> Result<Vec<Entry>, KeyError> {
         for path in names {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             let text = fs::read_to_string(&path).at("cannot read", &path)?;
-            let (Ok(name), Ok(key)) = (AccountName::parse(stem), PublicKey::parse(&text)) else {
-                tracing::warn!(path = %path.display(), "ignoring an invalid stored key");
-                continue;
+            let stored = |problem: String| KeyError::StoredKey {
+                file: path.clone(),
+                problem,
             };
+            let name = AccountName::parse(stem).map_err(|e| stored(e.to_string()))?;
+            let key = PublicKey::parse(&text).map_err(stored)?;
             entries.push(Entry { role, name, key });
         }
     }
@@ -295,6 +309,25 @@ fn foreign_lines(text: &str) -> (Lines<'_>, Lines<'_>) {
         }
     }
     (before, after)
+}
+
+/// The line of the first marker out of place (a second block, a start without an end, an
+/// end without a start), if any. Rewriting such a file could drop lines that are not ours.
+fn unbalanced_markers(text: &str) -> Option<usize> {
+    let mut state = 0; // 0: before, 1: inside, 2: after the block
+    let mut last_start = 0;
+    for (i, line) in text.lines().enumerate() {
+        match (state, line) {
+            (0, BLOCK_START) => {
+                state = 1;
+                last_start = i + 1;
+            }
+            (1, BLOCK_END) => state = 2,
+            (_, BLOCK_START) | (_, BLOCK_END) => return Some(i + 1),
+            _ => {}
+        }
+    }
+    (state == 1).then_some(last_start)
 }
 
 /// The line number of a foreign authorized_keys line that holds `key`, if any.
@@ -397,6 +430,22 @@ mod tests {
         assert_eq!(lines[4], BLOCK_END);
         assert_eq!(lines[5], "from=\"x\" ssh-rsa BBBB other");
         assert!(!out.contains("old line"));
+    }
+
+    #[test]
+    fn detects_unbalanced_markers() {
+        let ok = format!("a\n{BLOCK_START}\nx\n{BLOCK_END}\nb\n");
+        assert_eq!(unbalanced_markers(&ok), None);
+        assert_eq!(unbalanced_markers("plain\n"), None);
+        assert_eq!(
+            unbalanced_markers(&format!("a\n{BLOCK_START}\nx\n")),
+            Some(2)
+        );
+        assert_eq!(unbalanced_markers(&format!("{BLOCK_END}\n")), Some(1));
+        assert_eq!(
+            unbalanced_markers(&format!("{ok}{BLOCK_START}\n{BLOCK_END}\n")),
+            Some(6)
+        );
     }
 
     #[test]

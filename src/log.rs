@@ -21,7 +21,10 @@ pub fn init(home: &Home, config: &LogConfig, stderr: bool) {
         match OpenOptions::new().create(true).append(true).open(&path) {
             Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("gitmirror: cannot open log file {}: {e}", path.display());
+                // For the forced commands stderr is the remote client: say it only when asked.
+                if stderr {
+                    eprintln!("gitmirror: cannot open log file {}: {e}", path.display());
+                }
                 None
             }
         }

@@ -92,7 +92,8 @@ enum HookCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let home = match Home::locate(cli.home.as_deref()) {
+    let is_forced = matches!(cli.command, Cmd::Shell { .. } | Cmd::Peer { .. });
+    let home = match Home::locate(cli.home.as_deref(), !is_forced) {
         Ok(h) => h,
         Err(e) => return fail(&cli.command, &e.to_string()),
     };

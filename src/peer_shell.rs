@@ -187,11 +187,9 @@ impl<'a> PeerShell<'a> {
         };
         let invocation =
             Invocation::current(self.home).map_err(|e: HomeError| create_err(e.to_string()))?;
-        let path = store.create(repo).map_err(|e| create_err(e.to_string()))?;
-        store::install_hooks(&path, &invocation).map_err(|e| create_err(e.to_string()))?;
-        if let Some(rule) = &rule {
-            store::set_mirror_config(&path, rule).map_err(|e| create_err(e.to_string()))?;
-        }
+        let path = store
+            .create(repo, &invocation, rule.as_ref())
+            .map_err(|e| create_err(e.to_string()))?;
         info!(repo = %repo, peer = %self.peer, "created repo for its master");
         Ok(path)
     }

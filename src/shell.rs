@@ -40,6 +40,10 @@ pub enum ShellError {
     },
     #[error("{repo}: the repo's mirror settings cannot be read; ask the administrator")]
     RepoConfig { repo: RepoName },
+    #[error(
+        "this server's hooks are not installed; ask its administrator to run gitmirror compile"
+    )]
+    NotCompiled,
     #[error("{0}")]
     Mirror(#[from] MirrorError),
     #[error("cannot start the mirror push: {0}")]
@@ -146,6 +150,9 @@ impl<'a> UserShell<'a> {
                 user: self.user.clone(),
                 repo: repo.clone(),
             });
+        }
+        if !self.home.hooks_dir().join("pre-receive").is_file() {
+            return Err(ShellError::NotCompiled);
         }
         match store::mirror_config(&path) {
             Ok(Some(m)) if m.master != self.config.hostname => Err(ShellError::Slave {

@@ -45,6 +45,8 @@ pub enum StoreError {
         key: &'static str,
         value: String,
     },
+    #[error("repo {repo}: its directory would lie outside the store")]
+    Escapes { repo: String },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -88,16 +90,45 @@ impl Store {
         RepoName::parse(real.strip_prefix(root).ok()?.to_str()?).ok()
     }
 
-    /// Creates a bare repo with incoming objects checked, and returns its path.
-    pub fn create(&self, name: &RepoName) -> Result<PathBuf, StoreError> {
+    /// Creates a repo complete (bare, incoming objects checked, gitmirror's hooks, mirror
+    /// settings) and returns its path. It is built in a temporary directory and renamed into
+    /// place, so nobody ever sees a half-made repo: one without its mirror settings would
+    /// take users' pushes as if it were local.
+    pub fn create(
+        &self,
+        name: &RepoName,
+        invocation: &Invocation,
+        mirror: Option<&MirrorRule>,
+    ) -> Result<PathBuf, StoreError> {
         let path = self.root.join(name.relative_dir());
+        let parent = path.parent().unwrap_or(&self.root);
+        fsutil::ensure_dir(parent, 0o755)?;
+        let root = fs::canonicalize(&self.root).at("cannot resolve", &self.root)?;
+        let real_parent = fs::canonicalize(parent).at("cannot resolve", parent)?;
+        if !real_parent.starts_with(&root) {
+            return Err(StoreError::Escapes {
+                repo: name.to_string(),
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(&real_parent)
+            .at("cannot create a temporary directory in", &real_parent)?;
+        let staged = tmp.path().join("repo.git");
         let mut opts = git2::RepositoryInitOptions::new();
-        opts.bare(true).mkpath(true).no_reinit(true);
-        let repo = git2::Repository::init_opts(&path, &opts).map_err(git_err(&path))?;
-        let mut config = repo.config().map_err(git_err(&path))?;
-        config
-            .set_bool("receive.fsckObjects", true)
+        opts.bare(true).no_reinit(true);
+        let repo = git2::Repository::init_opts(&staged, &opts).map_err(git_err(&path))?;
+        repo.config()
+            .and_then(|mut c| c.set_bool("receive.fsckObjects", true))
             .map_err(git_err(&path))?;
+        install_hooks(&staged, invocation)?;
+        if let Some(rule) = mirror {
+            set_mirror_config(&staged, rule)?;
+        }
+        fs::rename(&staged, &path).at("cannot move the new repo to", &path)?;
+        fs::File::open(&real_parent)
+            .and_then(|d| d.sync_all())
+            .at("cannot sync directory", &real_parent)?;
         Ok(path)
     }
 
@@ -119,7 +150,10 @@ impl Store {
         for entry in entries {
             let entry = entry.at("cannot list", dir)?;
             let path = entry.path();
-            if !entry.file_type().at("cannot stat", &path)?.is_dir() {
+            // Hidden entries are gitmirror's repos in the making, or not repos at all.
+            if entry.file_name().to_string_lossy().starts_with('.')
+                || !entry.file_type().at("cannot stat", &path)?.is_dir()
+            {
                 continue;
             }
             let rel = path.strip_prefix(&self.root).unwrap_or(&path);
@@ -142,7 +176,13 @@ impl Store {
 /// Installs gitmirror's hooks into the repo at `repo`, rewriting only those that differ.
 /// Returns how many it wrote.
 pub fn install_hooks(repo: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
-    let dir = repo.join("hooks");
+    write_hooks(&repo.join("hooks"), invocation)
+}
+
+/// Writes gitmirror's hook scripts into `dir`, rewriting only those that differ. Returns how
+/// many it wrote.
+pub fn write_hooks(dir: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
+    let dir = dir.to_path_buf();
     fsutil::ensure_dir(&dir, 0o755)?;
     let mut written = 0;
     for (name, template) in HOOKS {

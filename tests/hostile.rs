@@ -14,7 +14,9 @@ fn server_with(users: &[&Client]) -> Server {
     for c in users {
         server.add_user(&c.name, &c.key);
     }
-    server.set_rules("[repos.r]\n\"RW+\" = [\"alice\"]\n[repos.\"@all\"]\nR = [\"alice\"]\n");
+    // alice may do anything to any repo, so each refusal below is the name or command check
+    // itself, not a missing grant.
+    server.set_rules("[repos.r]\n[repos.\"@all\"]\n\"RW+\" = [\"alice\"]\n");
     server
 }
 
@@ -116,6 +118,11 @@ fn hostile_repo_names_are_refused_for_read_and_write() {
         }
     }
     assert_unchanged(&before, &snapshot(server.home()));
+    // A real push through the planted symlink is refused too.
+    alice.init_repo("w");
+    alice
+        .git_in("w", &["push", &server.url("escape"), "main"])
+        .fails_with("FATAL: escape: no such repo, or alice may not read it");
     assert_unchanged(&outside_before, &snapshot(outside.path()));
     assert!(
         !outside.path().join("secret.git/refs/heads/main").exists(),
@@ -197,9 +204,8 @@ fn client_environment_does_not_reach_git() {
     fs::write(
         &ssh_config,
         format!(
-            "SetEnv LD_PRELOAD={} GIT_DIR={} GIT_CONFIG_PARAMETERS=\"'uploadpack.packobjectshook'='{}'\"\n",
+            "SetEnv LD_PRELOAD={} GIT_DIR=/etc GIT_NAMESPACE=trap GIT_CONFIG_PARAMETERS=\"'uploadpack.packobjectshook'='{}'\"\n",
             so.display(),
-            decoy.display(),
             hook.display()
         ),
     )

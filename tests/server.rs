@@ -321,3 +321,54 @@ fn compile_creates_repos_with_fsck_and_hooks() {
     w.server.gitmirror(&["compile"]).ok();
     assert_unchanged(&before, &snapshot(w.server.home()));
 }
+
+#[test]
+fn rw_user_is_confined_to_branches_tags_and_notes() {
+    let w = world();
+    let first = seed(&w);
+    w.bob.clone(&w.server, "testing", "b").ok();
+    let before = w.server.git("testing", &["for-each-ref"]).ok();
+    // refs/replace would change what every fetcher sees; other namespaces need RW+ too.
+    w.bob
+        .git_in(
+            "b",
+            &["push", "origin", &format!("{first}:refs/replace/{first}")],
+        )
+        .fails_with("updating refs/replace/");
+    w.bob
+        .git_in("b", &["push", "origin", "main:refs/custom/x"])
+        .fails_with("outside refs/heads, refs/tags and refs/notes");
+    // An atomic push with one allowed and one refused update changes nothing at all.
+    w.bob.commit("b", "two");
+    w.bob
+        .git_in(
+            "b",
+            &["push", "--atomic", "origin", "main:newbranch", ":main"],
+        )
+        .fails_with("deleting refs/heads/main");
+    assert_eq!(w.server.git("testing", &["for-each-ref"]).ok(), before);
+    // alice (RW+) may.
+    let url = w.server.url("testing");
+    w.alice
+        .git_in("seed", &["push", "-q", &url, "main:refs/custom/x"])
+        .ok();
+}
+
+#[test]
+fn checks_hold_for_a_repo_without_gitmirrors_hooks() {
+    let w = world();
+    let first = seed(&w);
+    // As if the repo had been created by hand or migrated in: no hooks, no fsck setting.
+    let repo = w.server.repo_path("testing");
+    fs::remove_dir_all(repo.join("hooks")).unwrap();
+    w.server
+        .git("testing", &["config", "--unset", "receive.fsckObjects"])
+        .ok();
+    w.bob.clone(&w.server, "testing", "b").ok();
+    w.bob.commit("b", "two");
+    w.bob.git_in("b", &["push", "-q", "origin", "main"]).ok();
+    w.bob.git_in("b", &["reset", "-q", "--hard", &first]).ok();
+    w.bob
+        .git_in("b", &["push", "-f", "origin", "main"])
+        .fails_with("rewinding refs/heads/main");
+}

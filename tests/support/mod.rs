@@ -326,7 +326,7 @@ impl Server {
              LogLevel VERBOSE\n\
              # The real config passes only GIT_PROTOCOL; these let hostile variables through so\n\
              # that the tests check gitmirror's own defence.\n\
-             AcceptEnv GIT_PROTOCOL LD_PRELOAD GIT_DIR GIT_CONFIG_PARAMETERS\n",
+             AcceptEnv GIT_PROTOCOL LD_PRELOAD GIT_DIR GIT_NAMESPACE GIT_CONFIG_PARAMETERS\n",
             addr = self.addr,
             port = self.port,
             user = self.user.name,
@@ -357,11 +357,15 @@ impl Server {
                 .spawn()
                 .expect("start sshd");
             let start = Instant::now();
+            let listening = format!("Server listening on {} port {}.", self.addr, self.port);
             loop {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if TcpStream::connect((self.addr, self.port)).is_ok() {
+                // sshd says so in its log once the socket is bound and it accepts.
+                if fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
+                    && TcpStream::connect((self.addr, self.port)).is_ok()
+                {
                     self.sshd = Some(child);
                     self.add_known_host();
                     return;
