@@ -274,3 +274,37 @@ fn shipped_sshd_snippet_is_valid() {
     fs::create_dir_all("/run/sshd").unwrap();
     run(Command::new(SSHD).arg("-t").arg("-f").arg(&config)).ok();
 }
+
+#[test]
+fn a_name_is_a_user_or_a_peer_never_both() {
+    let (_s, home) = fresh("server1");
+    let (alice, other) = (key("alice"), key("other"));
+    gm(
+        &home,
+        &["add-user", "alice", alice.key.public.to_str().unwrap()],
+    )
+    .ok();
+    // A peer key file named after an existing user is refused...
+    let peer_file = home.parent().unwrap().join("alice.pub");
+    fs::copy(&other.key.public, &peer_file).unwrap();
+    let before = snapshot(&home);
+    gm(&home, &["add-mirroring-peer", peer_file.to_str().unwrap()])
+        .fails_with("alice is already a user");
+    assert_unchanged(&before, &snapshot(&home));
+    // ...and a user named after an existing peer.
+    let s2 = home.parent().unwrap().join("server2.pub");
+    fs::copy(&other.key.public, &s2).unwrap();
+    gm(&home, &["add-mirroring-peer", s2.to_str().unwrap()]).ok();
+    let text = fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
+    assert!(text.contains(" peer server2\" ssh-ed25519 "), "{text}");
+    let third = key("third");
+    gm(
+        &home,
+        &["add-user", "server2", third.key.public.to_str().unwrap()],
+    )
+    .fails_with("server2 is already a peer");
+    // A peer key file must be NAME.pub with a valid NAME.
+    let bad = home.parent().unwrap().join("bad name.pub");
+    fs::copy(&third.key.public, &bad).unwrap();
+    gm(&home, &["add-mirroring-peer", bad.to_str().unwrap()]).fails_with("bad name");
+}
