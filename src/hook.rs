@@ -19,8 +19,9 @@ use tracing::{info, warn};
 use crate::config::ServerConfig;
 use crate::git::SAFE_PATH;
 use crate::home::Home;
-use crate::mirror::{self, HEAD_OPTION, Mirror};
+use crate::mirror::{self, Mirror};
 use crate::names::RepoName;
+use crate::push::{HEAD_OPTION, SET_HEAD_REF, When};
 use crate::store::{self, Store};
 
 /// A ref update as git reports it to hooks: `OLD NEW REFNAME`.
@@ -194,7 +195,7 @@ pub fn post_receive(
         let runtime = mirror::runtime().map_err(|e| mirror_err(e.to_string()))?;
         let results = runtime.block_on(async {
             let m = Mirror::new(home, config.clone());
-            let results = m.push_to(&repo, &path, &rule.slaves).await;
+            let results = m.push_to(&repo, &path, &rule.slaves, When::Always).await;
             m.close().await;
             results
         });
@@ -253,6 +254,9 @@ fn apply_head_option(path: &Path) {
         if current.as_deref() != Some(target.as_str()) {
             repo.set_head(&target)?;
             info!(head = target, "HEAD set as on the master");
+        }
+        if let Ok(mut carrier) = repo.find_reference(SET_HEAD_REF) {
+            carrier.delete()?;
         }
         Ok(())
     });

@@ -25,6 +25,7 @@ pub mod mirror;
 pub mod names;
 pub mod peer_shell;
 pub mod peers;
+pub mod push;
 pub mod rules;
 pub mod shell;
 pub mod store;

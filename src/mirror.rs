@@ -6,7 +6,6 @@
 //! the last push to finish always carries the newest state.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -16,14 +15,11 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::fsutil;
-use crate::git::SAFE_PATH;
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
-use crate::peers::{Pool, one_line};
+use crate::peers::Pool;
+use crate::push::{self, Pushed, When, remote_words};
 use crate::store::{self, Store};
-
-/// The push option that carries the master's HEAD to a slave.
-pub const HEAD_OPTION: &str = "gitmirror.head=";
 
 /// How many repos `request-push --all` works on at once.
 pub const REPOS_AT_ONCE: usize = 8;
@@ -122,18 +118,19 @@ impl Mirror {
         repo: &RepoName,
         path: &Path,
         slaves: &[AccountName],
+        when: When,
     ) -> Vec<SlaveResult> {
         let pushes = slaves.iter().map(|slave| async move {
-            let outcome = self.push_one(repo, path, slave).await;
+            let outcome = self.push_one(repo, path, slave, when).await;
             match &outcome {
-                Ok(()) => info!(%repo, %slave, "mirror push done"),
+                Ok(pushed) => info!(%repo, %slave, ?pushed, "mirror push done"),
                 Err(e) => warn!(%repo, %slave, error = %e, "mirror push failed"),
             }
             SlaveResult {
                 master: self.this().clone(),
                 repo: repo.clone(),
                 slave: slave.clone(),
-                outcome,
+                outcome: outcome.map(|_| ()),
             }
         });
         join_all(pushes).await
@@ -144,7 +141,8 @@ impl Mirror {
         repo: &RepoName,
         path: &Path,
         slave: &AccountName,
-    ) -> Result<(), String> {
+        when: When,
+    ) -> Result<Pushed, String> {
         let lock_path = self.lock_path(repo, slave);
         let _lock = tokio::task::spawn_blocking(move || {
             if let Some(dir) = lock_path.parent() {
@@ -156,31 +154,7 @@ impl Mirror {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
         let conn = self.pool.get(slave).await.map_err(|e| e.to_string())?;
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.env_clear()
-            .env("PATH", SAFE_PATH)
-            .env("HOME", self.home.root())
-            .env("GIT_SSH_COMMAND", conn.git_ssh_command())
-            .arg("--git-dir")
-            .arg(path)
-            .args(["push", "--mirror", "--quiet"]);
-        if let Some(head) = head_target(path) {
-            cmd.arg("--push-option").arg(format!("{HEAD_OPTION}{head}"));
-        }
-        cmd.arg(conn.url(repo))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = {
-            let _slot = conn.slot().await;
-            cmd.output()
-                .await
-                .map_err(|e| format!("cannot run git: {e}"))?
-        };
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(remote_words(&String::from_utf8_lossy(&out.stderr)))
-        }
+        push::mirror_push(&self.home, &conn, repo, path, when).await
     }
 
     fn lock_path(&self, repo: &RepoName, slave: &AccountName) -> PathBuf {
@@ -207,7 +181,9 @@ impl Mirror {
             })?
             .ok_or_else(|| MirrorError::NotMirrored(repo.clone()))?;
         if rule.is_master(self.this()) {
-            let results = self.push_to(repo, &path, &rule.slaves).await;
+            let results = self
+                .push_to(repo, &path, &rule.slaves, When::IfDifferent)
+                .await;
             return Ok(Report::from_results(&results));
         }
         Ok(self.ask_master(repo, &rule.master).await)
@@ -268,7 +244,7 @@ impl Mirror {
             }
         }
         let results: Vec<Vec<SlaveResult>> = stream::iter(&work)
-            .map(|(repo, path, slaves)| self.push_to(repo, path, slaves))
+            .map(|(repo, path, slaves)| self.push_to(repo, path, slaves, When::IfDifferent))
             .buffer_unordered(REPOS_AT_ONCE)
             .collect()
             .await;
@@ -284,7 +260,9 @@ impl Mirror {
         path: &Path,
         slave: &AccountName,
     ) -> Report {
-        let results = self.push_to(repo, path, std::slice::from_ref(slave)).await;
+        let results = self
+            .push_to(repo, path, std::slice::from_ref(slave), When::IfDifferent)
+            .await;
         Report::from_results(&results)
     }
 }
@@ -295,36 +273,4 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-}
-
-/// The ref HEAD points to, if it is a symbolic ref.
-fn head_target(path: &Path) -> Option<String> {
-    let repo = git2::Repository::open_bare(path).ok()?;
-    let head = repo.find_reference("HEAD").ok()?;
-    head.symbolic_target().ok().flatten().map(str::to_string)
-}
-
-/// The slave's own words from a failed push's stderr, on one line: gitmirror's `FATAL:` line
-/// when there is one, else git's error lines.
-pub fn remote_words(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(|l| l.trim_start_matches("remote: ").trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if let Some(fatal) = lines.iter().find(|l| l.starts_with("FATAL: ")) {
-        return fatal.trim_start_matches("FATAL: ").to_string();
-    }
-    let errors: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.starts_with("error:") || l.starts_with("fatal:") || l.starts_with("! "))
-        .collect();
-    let chosen = if errors.is_empty() { lines } else { errors };
-    let text = one_line(&chosen.join("\n"));
-    if text.is_empty() {
-        "failed without a message".to_string()
-    } else {
-        text
-    }
 }

@@ -315,3 +315,31 @@ fn two_sites_master_repos_for_each_other() {
         )
         .fails_with("site-b/tools is mirrored from server2; server1 is a slave");
 }
+
+#[test]
+fn head_only_change_reaches_slaves_on_request_push() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main", "main:dev"]);
+    w.in_sync();
+    // The administrator points HEAD elsewhere; no ref changes, so no push would carry it.
+    let s1 = w.s("server1");
+    s1.git("testing", &["symbolic-ref", "HEAD", "refs/heads/dev"])
+        .ok();
+    let out = s1.gitmirror(&["request-push", "testing"]).ok();
+    assert!(
+        out.contains("===> server2") && out.contains("===> server3"),
+        "{out}"
+    );
+    // in_sync compares every ref too, so the carrier ref must be gone again.
+    w.in_sync();
+    assert!(
+        w.s("server2")
+            .refs("testing")
+            .ends_with("HEAD -> refs/heads/dev\n")
+    );
+    // Asking again with everything equal pushes nothing and still reports success.
+    let out = s1.gitmirror(&["request-push", "testing"]).ok();
+    assert!(out.contains("server1 ==== (testing) ===> server3"), "{out}");
+    assert!(s1.log().contains("pushed=Nothing"), "{}", s1.log());
+}
