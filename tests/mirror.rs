@@ -21,6 +21,7 @@ R = ["carol"]
 "RW+" = ["alice"]
 mirror.master = "server2"
 mirror.slaves = ["server1"]
+mirror.sync = true
 "#;
 
 struct World {
@@ -291,9 +292,10 @@ fn request_push_from_master_and_from_slave() {
 
 #[test]
 fn two_sites_master_repos_for_each_other() {
-    let w = world(true);
+    // Servers default to async; site-b/tools is sync through its own mirror.sync.
+    let w = world(false);
     w.alice.init_repo("w");
-    w.push(&["main"]);
+    assert!(w.push(&["main"]).contains("===> server2 (async)"));
     w.alice.init_repo("t");
     let err = w
         .alice
