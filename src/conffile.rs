@@ -75,6 +75,20 @@ impl Source {
         self.error_at_line(self.line_of(span.start), message)
     }
 
+    /// An error pointing at the first line that sets `key` (`key = ...`), or line 1.
+    pub fn error_at_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let line = self
+            .text
+            .lines()
+            .position(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map_or(1, |i| i + 1);
+        self.error_at_line(line, message)
+    }
+
     fn error_at_line(&self, line: usize, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.path.clone(),

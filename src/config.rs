@@ -24,12 +24,38 @@ pub struct PeerConfig {
 }
 
 /// Replication defaults for every repo this server masters.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct MirrorConfig {
     /// Whether a user's push waits for the slaves. Async (false) is the default.
-    #[serde(default)]
     pub sync: bool,
+    /// In sync mode, how many slaves must have the push before it returns (default: all).
+    pub sync_quorum: Option<usize>,
+    /// In sync mode, how long a push waits for the slaves before it returns anyway; the rest
+    /// stay pending and are retried.
+    pub sync_timeout_secs: f64,
+    /// First delay before retrying a failed mirror push.
+    pub retry_initial_secs: f64,
+    /// Longest delay between retries; retries never stop.
+    pub retry_max_secs: f64,
+    /// Each failure multiplies the delay by this (with jitter), up to the maximum.
+    pub retry_factor: f64,
+    /// `gitmirror status` exits non-zero when a slave has been failing longer than this.
+    pub alert_after_secs: f64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            sync: false,
+            sync_quorum: None,
+            sync_timeout_secs: 30.0,
+            retry_initial_secs: 1.0,
+            retry_max_secs: 300.0,
+            retry_factor: 2.0,
+            alert_after_secs: 600.0,
+        }
+    }
 }
 
 /// Where logs go and how much is written.
@@ -85,7 +111,7 @@ fn plain_ssh_word(s: &str) -> bool {
 }
 
 /// A validated `gitmirror.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// This server's name among its peers (not its DNS name).
     pub hostname: AccountName,
@@ -138,6 +164,21 @@ impl ServerConfig {
             }
             peers.insert(peer_name, peer);
         }
+        let m = &raw.mirror;
+        for (key, value, min) in [
+            ("sync_timeout_secs", m.sync_timeout_secs, 0.0),
+            ("retry_initial_secs", m.retry_initial_secs, 0.001),
+            ("retry_max_secs", m.retry_max_secs, m.retry_initial_secs),
+            ("retry_factor", m.retry_factor, 1.0),
+            ("alert_after_secs", m.alert_after_secs, 0.0),
+        ] {
+            if !(value.is_finite() && value >= min) {
+                return Err(src.error_at_key(
+                    key,
+                    format!("mirror.{key} = {value}: expected a number of at least {min}"),
+                ));
+            }
+        }
         let mut log = LogConfig {
             stderr: raw.log.stderr,
             ..LogConfig::default()
@@ -178,6 +219,12 @@ hostname = "{hostname}"
 
 [mirror]
 sync = false          # a user's push does not wait for the slaves
+# sync_quorum = 1       # in sync mode, return once this many slaves have the push
+# sync_timeout_secs = 30
+# retry_initial_secs = 1  # failed mirror pushes are retried forever, backing off
+# retry_max_secs = 300
+# retry_factor = 2
+# alert_after_secs = 600  # `gitmirror status` fails when a slave lags longer
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home
@@ -226,6 +273,10 @@ mod tests {
             ("hostname = \"s1\"\n[peers.s1]\n", 2),
             ("hostname = \"s1\"\nport = \n", 2),
             ("hostname = \"s1\"\n\n[log]\nlevel = \"[\"\n", 4),
+            (
+                "hostname = \"s1\"\n[mirror]\nsync = true\nretry_factor = 0.5\n",
+                4,
+            ),
             (
                 "hostname = \"s1\"\n[peers.s2]\nhost = \"-oProxyCommand=x\"\n",
                 2,

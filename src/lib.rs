@@ -26,6 +26,7 @@ pub mod names;
 pub mod peer_shell;
 pub mod peers;
 pub mod push;
+pub mod queue;
 pub mod rules;
 pub mod shell;
 pub mod store;

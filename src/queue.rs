@@ -1,0 +1,355 @@
+//! The durable mirror queue: for every repo this server masters, which slaves are behind,
+//! since when, how often pushing to them has failed and why, and when each last succeeded.
+//!
+//! One JSON file per repo (`state/queue/<repo>.json`) holds every slave's entry, so a user's
+//! push costs one atomic, fsynced write however many slaves there are. Each enqueue bumps the
+//! slave's `generation`; a mirror push clears the entry only if the generation it started
+//! from is still current, so a push that landed on the master meanwhile stays pending.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::MirrorConfig;
+use crate::fsutil::{self, Context, FsError};
+use crate::names::{AccountName, RepoName};
+
+/// What can go wrong reading or writing the queue.
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("{file}: corrupt queue record: {message}")]
+    Corrupt { file: PathBuf, message: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// Seconds since the epoch, the queue's clock.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A slave that is behind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// When it first fell behind (and has been ever since).
+    pub since: f64,
+    /// Bumped by every push to the master that the slave must receive.
+    pub generation: u64,
+    /// Failed mirror pushes since it fell behind.
+    pub attempts: u32,
+    /// The last failure, in the slave's (or ssh's) own words.
+    pub last_error: Option<String>,
+    /// When the next retry is due.
+    pub next_attempt: f64,
+}
+
+/// One slave's state for one repo.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlaveEntry {
+    /// Set while the slave is behind.
+    pub pending: Option<Pending>,
+    /// When a mirror push to it last succeeded.
+    pub last_success: Option<f64>,
+    /// The last divergence the slave reported (refs changed behind the master's back).
+    pub last_diverged: Option<String>,
+}
+
+/// Every slave's state for one repo.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The repo.
+    pub repo: String,
+    /// By slave name.
+    pub slaves: BTreeMap<String, SlaveEntry>,
+}
+
+/// Retry delays: exponential from `initial` up to `max`, each with ±25% jitter so that many
+/// repos failing together do not retry in lockstep.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    initial: f64,
+    max: f64,
+    factor: f64,
+}
+
+impl Backoff {
+    /// The backoff configured in `gitmirror.toml`.
+    pub fn from_config(m: &MirrorConfig) -> Self {
+        Backoff {
+            initial: m.retry_initial_secs,
+            max: m.retry_max_secs,
+            factor: m.retry_factor,
+        }
+    }
+
+    /// The delay after the `attempts`-th consecutive failure (1-based).
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let exp = self.factor.powi(attempts.saturating_sub(1).min(64) as i32);
+        let base = (self.initial * exp).min(self.max);
+        let jitter = 0.75 + fastrand::f64() * 0.5;
+        Duration::from_secs_f64((base * jitter).min(self.max))
+    }
+}
+
+/// The queue directory of one server.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    dir: PathBuf,
+}
+
+impl Queue {
+    /// The queue in `dir` (the home's `state/queue`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Queue { dir: dir.into() }
+    }
+
+    fn file(&self, repo: &RepoName) -> PathBuf {
+        // '~' cannot occur in a repo name, so the flattened name is unique.
+        self.dir
+            .join(format!("{}.json", repo.as_str().replace('/', "~")))
+    }
+
+    fn lock_file(&self, repo: &RepoName) -> PathBuf {
+        self.dir
+            .join(format!("{}.lock", repo.as_str().replace('/', "~")))
+    }
+
+    /// The record of `repo` (empty if it has none).
+    pub fn load(&self, repo: &RepoName) -> Result<Record, QueueError> {
+        read(&self.file(repo)).map(|r| {
+            r.unwrap_or_else(|| Record {
+                repo: repo.to_string(),
+                ..Record::default()
+            })
+        })
+    }
+
+    /// Every record, for the daemon's start-up and for `status`.
+    pub fn all(&self) -> Result<Vec<Record>, QueueError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).at("cannot list", &self.dir)?,
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.at("cannot list", &self.dir)?.path();
+            if path.extension().is_some_and(|x| x == "json")
+                && let Some(record) = read(&path)?
+            {
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.repo.cmp(&b.repo));
+        Ok(out)
+    }
+
+    /// Reads, changes and durably rewrites `repo`'s record under its lock.
+    fn update<T>(
+        &self,
+        repo: &RepoName,
+        change: impl FnOnce(&mut Record) -> T,
+    ) -> Result<T, QueueError> {
+        fsutil::ensure_dir(&self.dir, 0o700)?;
+        let _lock = fsutil::lock(&self.lock_file(repo))?;
+        let mut record = self.load(repo)?;
+        let before = record.clone();
+        let out = change(&mut record);
+        if record != before {
+            let text = serde_json::to_vec_pretty(&record).map_err(|e| QueueError::Corrupt {
+                file: self.file(repo),
+                message: e.to_string(),
+            })?;
+            fsutil::write_atomic(&self.file(repo), &text, 0o600)?;
+        }
+        Ok(out)
+    }
+
+    /// Marks every one of `slaves` behind on `repo`; durable when this returns. Returns each
+    /// slave's new generation.
+    pub fn enqueue(&self, repo: &RepoName, slaves: &[AccountName]) -> Result<Vec<u64>, QueueError> {
+        let t = now();
+        self.update(repo, |record| {
+            slaves
+                .iter()
+                .map(|slave| {
+                    let entry = record.slaves.entry(slave.to_string()).or_default();
+                    let p = entry.pending.get_or_insert(Pending {
+                        since: t,
+                        generation: 0,
+                        attempts: 0,
+                        last_error: None,
+                        next_attempt: t,
+                    });
+                    p.generation += 1;
+                    p.next_attempt = t;
+                    p.generation
+                })
+                .collect()
+        })
+    }
+
+    /// The current generation of `slave`'s pending entry (0 when it is not behind).
+    pub fn generation(&self, repo: &RepoName, slave: &AccountName) -> Result<u64, QueueError> {
+        Ok(self
+            .load(repo)?
+            .slaves
+            .get(slave.as_str())
+            .and_then(|e| e.pending.as_ref())
+            .map_or(0, |p| p.generation))
+    }
+
+    /// Records a mirror push that started at `generation` as confirmed by the slave. The entry
+    /// is cleared only if no push to the master came in meanwhile; returns whether it was.
+    pub fn succeeded(
+        &self,
+        repo: &RepoName,
+        slave: &AccountName,
+        generation: u64,
+        diverged: Option<String>,
+    ) -> Result<bool, QueueError> {
+        let t = now();
+        self.update(repo, |record| {
+            let entry = record.slaves.entry(slave.to_string()).or_default();
+            entry.last_success = Some(t);
+            if diverged.is_some() {
+                entry.last_diverged = diverged;
+            }
+            match &mut entry.pending {
+                Some(p) if p.generation > generation => {
+                    // Still behind, but not failing: the next push is due now.
+                    p.attempts = 0;
+                    p.last_error = None;
+                    p.next_attempt = t;
+                    false
+                }
+                _ => {
+                    entry.pending = None;
+                    true
+                }
+            }
+        })
+    }
+
+    /// Records a failed mirror push and schedules the retry; returns the delay until it.
+    pub fn failed(
+        &self,
+        repo: &RepoName,
+        slave: &AccountName,
+        error: &str,
+        backoff: &Backoff,
+    ) -> Result<Duration, QueueError> {
+        let t = now();
+        self.update(repo, |record| {
+            let entry = record.slaves.entry(slave.to_string()).or_default();
+            let p = entry.pending.get_or_insert(Pending {
+                since: t,
+                generation: 1,
+                attempts: 0,
+                last_error: None,
+                next_attempt: t,
+            });
+            p.attempts += 1;
+            p.last_error = Some(error.to_string());
+            let delay = backoff.delay(p.attempts);
+            p.next_attempt = t + delay.as_secs_f64();
+            delay
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Option<Record>, QueueError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| QueueError::Corrupt {
+                file: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at("cannot read", path)?,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> (RepoName, AccountName, AccountName) {
+        (
+            RepoName::parse("site/tools").unwrap(),
+            AccountName::parse("server2").unwrap(),
+            AccountName::parse("server3").unwrap(),
+        )
+    }
+
+    #[test]
+    fn enqueue_collapses_and_success_clears_only_the_pushed_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let (repo, s2, s3) = names();
+        assert_eq!(q.enqueue(&repo, &[s2.clone(), s3.clone()]).unwrap(), [1, 1]);
+        assert_eq!(q.enqueue(&repo, std::slice::from_ref(&s2)).unwrap(), [2]);
+        let since = q.load(&repo).unwrap().slaves["server2"]
+            .pending
+            .clone()
+            .unwrap()
+            .since;
+        // A push that started at generation 1 does not clear generation 2.
+        assert!(!q.succeeded(&repo, &s2, 1, None).unwrap());
+        let p = q.load(&repo).unwrap().slaves["server2"]
+            .pending
+            .clone()
+            .unwrap();
+        assert_eq!((p.generation, p.since), (2, since));
+        assert!(q.succeeded(&repo, &s2, 2, None).unwrap());
+        let r = q.load(&repo).unwrap();
+        assert!(r.slaves["server2"].pending.is_none());
+        assert!(r.slaves["server2"].last_success.is_some());
+        assert!(r.slaves["server3"].pending.is_some());
+        assert_eq!(q.all().unwrap().len(), 1);
+        // The file name flattens the '/'.
+        assert!(dir.path().join("site~tools.json").exists());
+    }
+
+    #[test]
+    fn failures_count_and_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let (repo, s2, _) = names();
+        q.enqueue(&repo, std::slice::from_ref(&s2)).unwrap();
+        let b = Backoff {
+            initial: 1.0,
+            max: 8.0,
+            factor: 2.0,
+        };
+        let delays: Vec<f64> = (0..6)
+            .map(|_| q.failed(&repo, &s2, "down", &b).unwrap().as_secs_f64())
+            .collect();
+        assert!(delays[0] >= 0.75 && delays[0] <= 1.25, "{delays:?}");
+        assert!(delays[2] >= 3.0 && delays[2] <= 5.0, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= 8.0), "{delays:?}");
+        let p = q.load(&repo).unwrap().slaves["server2"]
+            .pending
+            .clone()
+            .unwrap();
+        assert_eq!(p.attempts, 6);
+        assert_eq!(p.last_error.as_deref(), Some("down"));
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::new(dir.path());
+        let (repo, _, _) = names();
+        std::fs::write(dir.path().join("site~tools.json"), "{not json").unwrap();
+        let err = q.load(&repo).unwrap_err().to_string();
+        assert!(err.contains("site~tools.json"), "{err}");
+    }
+}
