@@ -102,3 +102,37 @@ pub fn lock(path: &Path) -> Result<fs::File, FsError> {
     file.lock().at("cannot lock", path)?;
     Ok(file)
 }
+
+/// A directory for unix sockets when the home's own path is too long for one (sockets are
+/// limited to about 104 bytes): `/tmp/gitmirror-<uid>`, created private, and refused unless it
+/// is a real directory owned by this account and closed to everyone else.
+pub fn private_runtime_dir() -> Result<PathBuf, FsError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = fs::metadata("/proc/self")
+        .at("cannot stat", Path::new("/proc/self"))?
+        .uid();
+    let dir = PathBuf::from(format!("/tmp/gitmirror-{me}"));
+    ensure_dir(&dir, 0o700)?;
+    let meta = fs::symlink_metadata(&dir).at("cannot stat", &dir)?;
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a private directory of this account; remove it",
+        ))
+        .at("refusing", &dir);
+    }
+    Ok(dir)
+}
+
+/// `preferred` if its path is short enough for a unix socket (`room` bytes left for the
+/// file name inside), else a subdirectory of [`private_runtime_dir`] named after `tag`.
+pub fn socket_dir(preferred: &Path, room: usize, tag: &str) -> Result<PathBuf, FsError> {
+    const SUN_PATH: usize = 100;
+    if preferred.as_os_str().len() + room <= SUN_PATH {
+        ensure_dir(preferred, 0o700)?;
+        return Ok(preferred.to_path_buf());
+    }
+    let dir = private_runtime_dir()?.join(tag);
+    ensure_dir(&dir, 0o700)?;
+    Ok(dir)
+}

@@ -128,6 +128,18 @@ impl Home {
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }
+    /// The durable mirror queue.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.state_dir().join("queue")
+    }
+    /// Held by the running daemon, so that only one runs per home.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.state_dir().join("daemon.lock")
+    }
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> PathBuf {
+        self.state_dir().join("daemon.pid")
+    }
     /// Serializes changes to the key store and authorized_keys.
     pub fn keys_lock(&self) -> PathBuf {
         self.state_dir().join("keys.lock")

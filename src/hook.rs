@@ -1,27 +1,26 @@
 //! `gitmirror hook NAME`: what the hook scripts in `hooks/` run inside git's receive-pack.
 //!
-//! - `pre-receive` refuses rewinds, deletions and tag moves by users with `RW` (the script
-//!   calls us only for them).
-//! - `post-receive` records the ref updates and, on a repo's master, replicates them to the
-//!   slaves: waiting for them in sync mode, handing the work to a detached
-//!   `gitmirror request-push` in async mode. On a slave (a push from the master) it applies
-//!   the master's HEAD instead, and replicates nothing further.
+//! - `pre-receive` refuses what `RW` does not allow, for users without `RW+` (the script
+//!   calls us only for them), and on a slave keeps refs that diverged from the master.
+//! - `post-receive` records the ref updates and, on a repo's master, queues them durably for
+//!   the slaves and has the daemon push them: waiting in sync mode, not in async mode. On a
+//!   slave (a push from the master) it applies the master's HEAD and replicates nothing.
 
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::git::SAFE_PATH;
+use crate::daemon;
 use crate::home::Home;
-use crate::mirror::{self, Mirror};
+use crate::mirror;
 use crate::names::RepoName;
-use crate::push::{HEAD_OPTION, SET_HEAD_REF, When};
+use crate::push::{HEAD_OPTION, SET_HEAD_REF};
+use crate::queue::Queue;
 use crate::store::{self, Store};
 
 /// A ref update as git reports it to hooks: `OLD NEW REFNAME`.
@@ -158,9 +157,10 @@ pub fn pre_receive(pusher: &Pusher, updates: &[RefUpdate]) -> Result<(), HookErr
     Ok(())
 }
 
-/// The post-receive step. Logs each accepted update; then, on the repo's master, replicates
-/// the push to its slaves, and on a slave applies the master's HEAD. Returns the lines the
-/// pusher should see.
+/// The post-receive step. Logs each accepted update; then, on the repo's master, queues the
+/// push for every slave durably (fsynced before the pusher hears back) and has the daemon
+/// carry it out: waiting for the slaves in sync mode, not in async mode. On a slave it applies
+/// the master's HEAD. Returns the lines the pusher should see.
 pub fn post_receive(
     home: &Home,
     config: Arc<ServerConfig>,
@@ -191,43 +191,49 @@ pub fn post_receive(
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
         _ => return Ok(Vec::new()),
     };
-    if rule.sync.unwrap_or(config.mirror.sync) {
-        let runtime = mirror::runtime().map_err(|e| mirror_err(e.to_string()))?;
-        let results = runtime.block_on(async {
-            let m = Mirror::new(home, config.clone());
-            let results = m.push_to(&repo, &path, &rule.slaves, When::Always).await;
-            m.close().await;
-            results
-        });
-        return Ok(results.iter().map(|r| r.line()).collect());
+    let queue = Queue::new(home.queue_dir());
+    queue
+        .enqueue(&repo, &rule.slaves)
+        .map_err(|e| mirror_err(e.to_string()))?;
+    let mut lines = failing_slaves(&queue, &repo, &config.hostname);
+    let m = &config.mirror;
+    if rule.sync.unwrap_or(m.sync) {
+        let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
+        let report = mirror::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
+            .map_err(|e| mirror_err(e.to_string()))?;
+        lines.extend(report.lines);
+        return Ok(lines);
     }
-    spawn_background(home, &repo)
-        .map_err(|e| mirror_err(format!("cannot start the mirror push: {e}")))?;
-    Ok(rule
-        .slaves
-        .iter()
-        .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname))
-        .collect())
+    if let Err(e) = daemon::notify(home, &repo) {
+        // The queue holds the work; the daemon picks it up whenever it runs.
+        warn!(%repo, error = %e, "cannot reach the daemon; the push stays queued");
+    }
+    lines.extend(
+        rule.slaves
+            .iter()
+            .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname)),
+    );
+    Ok(lines)
 }
 
-/// Starts `gitmirror request-push REPO` detached from the push: its own process group, no
-/// stdio, so neither git nor sshd waits for it.
-fn spawn_background(home: &Home, repo: &RepoName) -> std::io::Result<()> {
-    let exe = std::env::current_exe()?;
-    Command::new(exe)
-        .arg("--home")
-        .arg(home.root())
-        .arg("request-push")
-        .arg(repo.as_str())
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("HOME", home.root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    Ok(())
+/// Warnings for the pusher about slaves of `repo` that have been failing.
+fn failing_slaves(queue: &Queue, repo: &RepoName, this: &crate::names::AccountName) -> Vec<String> {
+    let Ok(record) = queue.load(repo) else {
+        return Vec::new();
+    };
+    record
+        .slaves
+        .iter()
+        .filter_map(|(slave, entry)| {
+            let p = entry.pending.as_ref()?;
+            let error = p.last_error.as_ref()?;
+            Some(format!(
+                "WARNING: {this} ==== ({repo}) =X=> {slave} has been failing for {} ({} attempts): {error}",
+                crate::status::age(p.since),
+                p.attempts
+            ))
+        })
+        .collect()
 }
 
 /// On a slave: points HEAD where the master's HEAD points, as carried in the push option.

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use gitmirror::conffile::ConfigError;
 use gitmirror::config::ServerConfig;
 use gitmirror::home::{self, Home, Invocation};
-use gitmirror::mirror::{self, Mirror};
+use gitmirror::mirror;
 use gitmirror::names::{AccountName, RepoName};
 use gitmirror::peer_shell::PeerShell;
 use gitmirror::shell::{Reply, UserShell};
-use gitmirror::{compile, hook, keys, log};
+use gitmirror::{compile, daemon, hook, keys, log, status};
 
 const SSHD_SNIPPET: &str = include_str!("../conf/sshd_config.snippet");
 
@@ -65,6 +65,18 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Per repo and slave: in sync, or pending since when, failing with what, last success.
+    /// Exits non-zero when a slave has been behind longer than mirror.alert_after_secs.
+    Status {
+        /// Only this repo.
+        repo: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the replicator: keeps peer connections open and works the mirror queue. Hooks start
+    /// one on demand; run it under systemd (conf/gitmirror.service) to have it supervised.
+    Daemon,
     /// The forced command of a user's key (reads SSH_ORIGINAL_COMMAND); not typed by people.
     Shell {
         /// The user the key belongs to.
@@ -108,6 +120,12 @@ fn main() -> ExitCode {
         Cmd::AddMirroringPeer { keyfile } => add_peer(&home, keyfile),
         Cmd::Compile => run_compile(&home),
         Cmd::RequestPush { repo, all } => request_push(&home, config, repo.as_deref(), *all),
+        Cmd::Status { repo, json } => {
+            return status(&cli.command, &home, config, repo.as_deref(), *json);
+        }
+        Cmd::Daemon => config
+            .map_err(|e| e.to_string())
+            .and_then(|c| daemon::run(&home, Arc::new(c)).map_err(|e| e.to_string())),
         Cmd::Shell { user } => return forced(&cli.command, &home, config, user, Side::User),
         Cmd::Peer { name } => return forced(&cli.command, &home, config, name, Side::Peer),
         Cmd::Hook { hook } => run_hook(&home, config, *hook),
@@ -193,25 +211,50 @@ fn request_push(
     all: bool,
 ) -> Result<(), String> {
     let config = Arc::new(config.map_err(|e| e.to_string())?);
-    let repo = repo
-        .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
-        .transpose()?;
-    let runtime = mirror::runtime().map_err(|e| e.to_string())?;
-    let report = runtime.block_on(async {
-        let m = Mirror::new(home, config);
-        let report = match &repo {
-            Some(repo) if !all => m.request(repo).await,
-            _ => m.request_all().await,
-        };
-        m.close().await;
-        report
-    });
-    let report = report.map_err(|e| e.to_string())?;
+    let report = match repo {
+        Some(repo) if !all => {
+            let repo = RepoName::parse(repo).map_err(|e| format!("bad repo name: {e}"))?;
+            mirror::request(home, &config, &repo)
+        }
+        _ => mirror::request_all(home, &config),
+    }
+    .map_err(|e| e.to_string())?;
     print(&report.text())?;
     if report.ok {
         Ok(())
     } else {
         Err("some slaves were not updated".to_string())
+    }
+}
+
+fn status(
+    cmd: &Cmd,
+    home: &Home,
+    config: Result<ServerConfig, ConfigError>,
+    repo: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let run = || -> Result<bool, String> {
+        let config = config.map_err(|e| e.to_string())?;
+        let repo = repo
+            .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
+            .transpose()?;
+        let rows = status::collect(home, &config, repo.as_ref()).map_err(|e| e.to_string())?;
+        let text = if json {
+            status::json(&rows) + "\n"
+        } else {
+            status::table(&rows)
+        };
+        print(&text)?;
+        Ok(!status::alarming(&rows, config.mirror.alert_after_secs))
+    };
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("gitmirror: a slave has been behind longer than mirror.alert_after_secs");
+            ExitCode::from(2)
+        }
+        Err(e) => fail(cmd, &e),
     }
 }
 

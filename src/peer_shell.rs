@@ -15,7 +15,7 @@ use crate::command::{self, CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::{Home, HomeError, Invocation};
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{self, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{MirrorRule, Rules};
 use crate::shell::Reply;
@@ -235,13 +235,7 @@ impl<'a> PeerShell<'a> {
                 ));
             }
         }
-        let runtime = crate::mirror::runtime().map_err(|e| MirrorError::Store(e.to_string()))?;
-        let report = runtime.block_on(async {
-            let mirror = Mirror::new(self.home, self.config.clone());
-            let report = mirror.push_for_slave(repo, &path, &self.peer).await;
-            mirror.close().await;
-            report
-        });
+        let report = mirror::request_for(self.home, &self.config, repo, &self.peer)?;
         Ok(Reply::text(report.text(), report.ok))
     }
 

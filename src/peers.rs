@@ -6,28 +6,23 @@
 //! its control socket (see [`Connection::git_ssh_command`]).
 
 use std::collections::HashMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use thiserror::Error;
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tracing::{debug, info};
 
 use crate::config::ServerConfig;
-use crate::fsutil::{self, Context, FsError};
+use crate::fsutil::{self, FsError};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 
 /// Sessions used at once on one connection. sshd allows ten per connection by default
 /// (`MaxSessions`); staying below leaves room and avoids "open failed" refusals.
 pub const SESSIONS_PER_PEER: usize = 8;
-
-/// Longest control socket path that stays clear of the ~104-byte unix socket limit, with
-/// room for the `/.ssh-connectionXXXXXX/master` the crate appends.
-const MAX_CONTROL_DIR: usize = 64;
 
 /// Why a peer could not be reached.
 #[derive(Debug, Error, Clone)]
@@ -51,6 +46,7 @@ pub struct Connection {
     peer: AccountName,
     session: Session,
     slots: Semaphore,
+    last_used: Mutex<std::time::Instant>,
 }
 
 impl Connection {
@@ -62,10 +58,20 @@ impl Connection {
     /// Waits for one of the connection's session slots; hold it while a command runs.
     pub async fn slot(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed, so acquiring cannot fail.
-        self.slots
+        let permit = self
+            .slots
             .acquire()
             .await
-            .unwrap_or_else(|_| unreachable!("semaphore closed"))
+            .unwrap_or_else(|_| unreachable!("semaphore closed"));
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        permit
+    }
+
+    fn idle(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     /// The `GIT_SSH_COMMAND` that runs git over this connection. If the master connection
@@ -104,8 +110,19 @@ impl Connection {
 /// How long a connection attempt may take before the peer counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A peer's connection, opened once by whichever task needs it first; a failure is kept too.
-type Slot = Arc<OnceCell<Result<Arc<Connection>, PeerError>>>;
+/// A peer's connection, opened once by whichever task needs it first; a failure is kept too,
+/// for [`FAILURE_TTL`], so many repos waiting on a down peer cause one attempt, not many.
+#[derive(Clone, Default)]
+struct Slot {
+    cell: Arc<OnceCell<Result<Arc<Connection>, PeerError>>>,
+    opened: Option<std::time::Instant>,
+}
+
+/// A connection idle longer than this is checked before use.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// How long a failed connection attempt is remembered before the next one.
+const FAILURE_TTL: Duration = Duration::from_secs(1);
 
 /// Every connection this process has opened, at most one per peer.
 pub struct Pool {
@@ -129,9 +146,53 @@ impl Pool {
     pub async fn get(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {
         let cell = {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.entry(peer.clone()).or_default().clone()
+            let slot = conns.entry(peer.clone()).or_default();
+            let stale_failure = matches!(slot.cell.get(), Some(Err(_)))
+                && slot.opened.is_some_and(|t| t.elapsed() > FAILURE_TTL);
+            if stale_failure {
+                *slot = Slot::default();
+            }
+            slot.opened.get_or_insert_with(std::time::Instant::now);
+            slot.cell.clone()
         };
-        cell.get_or_init(|| self.connect(peer)).await.clone()
+        let conn = cell.get_or_init(|| self.connect(peer)).await.clone()?;
+        // A connection unused for a while may have died quietly (the peer rebooted, the master
+        // idled out): check it with one mux round trip rather than fail a push on it.
+        if conn.idle() > IDLE_CHECK && conn.session.check().await.is_err() {
+            drop(conn);
+            self.invalidate(peer);
+            return Box::pin(self.get(peer)).await;
+        }
+        Ok(conn)
+    }
+
+    /// Forgets a failed connection attempt to `peer`, so the next use tries again at once.
+    pub fn forget_failure(&self, peer: &AccountName) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(conns.get(peer).and_then(|s| s.cell.get()), Some(Err(_))) {
+            conns.remove(peer);
+        }
+    }
+
+    /// Forgets the connection to `peer` after a failure on it, so the next use reconnects
+    /// instead of trying a dead control socket again. The old master ssh is told to exit.
+    pub fn invalidate(&self, peer: &AccountName) {
+        let old = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            match conns.get(peer).and_then(|s| s.cell.get()) {
+                Some(Ok(_)) => conns.remove(peer),
+                _ => None,
+            }
+        };
+        if let Some(Ok(conn)) = old
+            .and_then(|s| Arc::try_unwrap(s.cell).ok())
+            .and_then(|c| c.into_inner())
+            && let Ok(conn) = Arc::try_unwrap(conn)
+        {
+            tokio::spawn(async move {
+                let _ = conn.session.close().await;
+            });
+        }
     }
 
     async fn connect(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {
@@ -143,8 +204,13 @@ impl Pool {
             // Trust a peer's host key on first contact, refuse it if it ever changes.
             .known_hosts_check(KnownHosts::Add)
             .connect_timeout(CONNECT_TIMEOUT)
-            .server_alive_interval(Duration::from_secs(15))
-            .control_directory(control_dir(&self.home)?);
+            // A peer that stops answering is noticed within three intervals.
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(control_dir(&self.home)?)
+            // A master left behind by a killed daemon exits by itself once idle.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(600).unwrap_or(std::num::NonZeroUsize::MIN),
+            ));
         if let Some(user) = &settings.user {
             builder.user(user.clone());
         }
@@ -165,14 +231,15 @@ impl Pool {
             peer: peer.clone(),
             session,
             slots: Semaphore::new(SESSIONS_PER_PEER),
+            last_used: Mutex::new(std::time::Instant::now()),
         }))
     }
 
     /// Closes every connection (the master ssh processes exit).
     pub async fn close(self) {
         let conns = self.conns.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (_, cell) in conns {
-            let Ok(cell) = Arc::try_unwrap(cell) else {
+        for (_, slot) in conns {
+            let Ok(cell) = Arc::try_unwrap(slot.cell) else {
                 continue;
             };
             if let Some(Ok(conn)) = cell.into_inner()
@@ -193,25 +260,21 @@ pub fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-/// Where control sockets live: `state/ssh` in the home when its path is short enough for a
-/// unix socket, else a private directory under /tmp, checked to be ours and not a symlink.
+/// Where control sockets live: `state/ssh` in the home when its path is short enough, else
+/// a private directory under /tmp.
 fn control_dir(home: &Home) -> Result<PathBuf, PeerError> {
-    let preferred = home.state_dir().join("ssh");
-    if preferred.as_os_str().len() <= MAX_CONTROL_DIR {
-        fsutil::ensure_dir(&preferred, 0o700)?;
-        return Ok(preferred);
-    }
-    let me = std::fs::metadata("/proc/self")
-        .at("cannot stat", Path::new("/proc/self"))?
-        .uid();
-    let dir = PathBuf::from(format!("/tmp/gitmirror-ssh-{me}"));
-    fsutil::ensure_dir(&dir, 0o700)?;
-    let meta = std::fs::symlink_metadata(&dir).at("cannot stat", &dir)?;
-    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
-        return Err(PeerError::Local(format!(
-            "{} is not a private directory of this account; remove it",
-            dir.display()
-        )));
-    }
-    Ok(dir)
+    // The crate adds "/.ssh-connectionXXXXXX/master" (about 30 bytes).
+    Ok(fsutil::socket_dir(
+        &home.state_dir().join("ssh"),
+        36,
+        &home_tag(home),
+    )?)
+}
+
+/// A short, stable name for a home, for paths outside it.
+pub fn home_tag(home: &Home) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    home.root().hash(&mut h);
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }

@@ -40,6 +40,19 @@ pub enum Pushed {
     Nothing,
 }
 
+/// What a mirror push did, and what the slave said about refs it had of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// What was pushed.
+    pub pushed: Pushed,
+    /// The slave's report of refs changed behind the master's back (kept on the slave under
+    /// `refs/gitmirror/diverged/`), if it had any.
+    pub diverged: Option<String>,
+}
+
+/// How a slave's hook starts each line about a diverged ref.
+pub const DIVERGED_PREFIX: &str = "DIVERGED: ";
+
 /// Refs and HEAD of one copy of a repo.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct RefState {
@@ -54,13 +67,16 @@ pub async fn mirror_push(
     repo: &RepoName,
     path: &Path,
     when: When,
-) -> Result<Pushed, String> {
+) -> Result<Done, String> {
     let local = local_state(path)?;
     if when == When::IfDifferent
         && let Ok(remote) = remote_state(home, conn, repo, path).await
     {
         if remote == local {
-            return Ok(Pushed::Nothing);
+            return Ok(Done {
+                pushed: Pushed::Nothing,
+                diverged: None,
+            });
         }
         if remote.refs == local.refs {
             return set_head(home, conn, repo, path, &local).await;
@@ -71,8 +87,24 @@ pub async fn mirror_push(
         args.extend(["--push-option".into(), format!("{HEAD_OPTION}{head}")]);
     }
     args.push(conn.url(repo));
-    run(home, conn, path, &args).await?;
-    Ok(Pushed::Refs)
+    let out = run(home, conn, path, &args).await?;
+    Ok(Done {
+        pushed: Pushed::Refs,
+        diverged: diverged_report(&String::from_utf8_lossy(&out.stderr)),
+    })
+}
+
+/// The slave's `DIVERGED:` lines from a push's stderr, joined on one line.
+fn diverged_report(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| {
+            l.trim_start_matches("remote: ")
+                .strip_prefix(DIVERGED_PREFIX)
+        })
+        .map(str::trim)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 /// Carries a HEAD-only change on [`SET_HEAD_REF`], pointed at any commit the slave has.
@@ -82,9 +114,13 @@ async fn set_head(
     repo: &RepoName,
     path: &Path,
     local: &RefState,
-) -> Result<Pushed, String> {
+) -> Result<Done, String> {
+    let done = |pushed| Done {
+        pushed,
+        diverged: None,
+    };
     let (Some(head), Some(any)) = (&local.head, local.refs.values().next()) else {
-        return Ok(Pushed::Nothing);
+        return Ok(done(Pushed::Nothing));
     };
     let args = [
         "push".to_string(),
@@ -95,7 +131,7 @@ async fn set_head(
         format!("{any}:{SET_HEAD_REF}"),
     ];
     run(home, conn, path, &args).await?;
-    Ok(Pushed::Head)
+    Ok(done(Pushed::Head))
 }
 
 /// This server's refs and HEAD, read from disk.

@@ -14,7 +14,7 @@ use crate::command::{self, CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::Home;
-use crate::mirror::{self, Mirror, MirrorError};
+use crate::mirror::{self, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{Access, Rules};
 use crate::store::{self, Store};
@@ -46,8 +46,6 @@ pub enum ShellError {
     NotCompiled,
     #[error("{0}")]
     Mirror(#[from] MirrorError),
-    #[error("cannot start the mirror push: {0}")]
-    Runtime(String),
 }
 
 /// What a forced command answers with.
@@ -185,13 +183,7 @@ impl<'a> UserShell<'a> {
                 repo: repo.clone(),
             });
         }
-        let runtime = mirror::runtime().map_err(|e| ShellError::Runtime(e.to_string()))?;
-        let report = runtime.block_on(async {
-            let m = Mirror::new(self.home, self.config.clone());
-            let report = m.request(repo).await;
-            m.close().await;
-            report
-        })?;
+        let report = mirror::request(self.home, &self.config, repo)?;
         Ok(Reply::text(report.text(), report.ok))
     }
 

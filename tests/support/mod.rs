@@ -232,8 +232,42 @@ impl UnixUser {
     }
 }
 
+/// Pids of the running processes owned by `uid`, read from /proc.
+pub fn processes_of(uid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .is_some_and(|u| u == uid.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Sends `signal` (e.g. "KILL", "STOP", "CONT") to each pid.
+pub fn signal(pids: &[u32], signal: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for UnixUser {
     fn drop(&mut self) {
+        // Whatever the account still runs (a daemon the hooks started, ssh masters it opened)
+        // was started by this test: stop it by pid.
+        signal(&processes_of(self.uid), "KILL");
         let lock = File::create("/tmp/gitmirror-tests-useradd.lock");
         if let Ok(l) = &lock {
             let _ = l.lock();

@@ -1,0 +1,300 @@
+//! The replicator: works the durable queue down, inside the daemon.
+//!
+//! For each (repo, slave) at most one mirror push runs at a time and at most one more is
+//! queued behind it: any number of notifications while a push runs collapse into that one.
+//! A failed push is retried with backoff, forever; a success on a peer wakes every push that
+//! was waiting to retry on it, so a slave that comes back catches up at once. Callers that
+//! want to know (sync pushes, `request-push`) wait for a push that started after their ref
+//! updates were queued.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, oneshot};
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::fsutil;
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+use crate::peers::Pool;
+use crate::push::{self, Pushed, When};
+use crate::queue::{Backoff, Queue};
+use crate::store::{self, Store};
+
+/// The outcome one waiter learns: `Ok` once the slave has the state, or the slave's words.
+pub type Outcome = Result<(), String>;
+
+struct Waiter {
+    generation: u64,
+    tx: oneshot::Sender<Outcome>,
+}
+
+/// The in-memory state of one (repo, slave).
+#[derive(Default)]
+struct Slot {
+    running: bool,
+    /// Another push is wanted after the running one (the one queued behind it).
+    again: Option<When>,
+    waiters: Vec<Waiter>,
+    /// Cuts a retry's backoff short: someone asked for this push now.
+    kick: Arc<Notify>,
+}
+
+type Key = (RepoName, AccountName);
+
+/// The daemon's replication engine.
+pub struct Replicator {
+    home: Home,
+    config: Arc<ServerConfig>,
+    queue: Queue,
+    backoff: Backoff,
+    pool: Pool,
+    slots: Mutex<HashMap<Key, Slot>>,
+    peer_back: Mutex<HashMap<AccountName, Arc<Notify>>>,
+}
+
+impl Replicator {
+    /// A replicator for this server.
+    pub fn new(home: &Home, config: Arc<ServerConfig>) -> Arc<Self> {
+        Arc::new(Replicator {
+            home: home.clone(),
+            queue: Queue::new(home.queue_dir()),
+            backoff: Backoff::from_config(&config.mirror),
+            pool: Pool::new(home.clone(), config.clone()),
+            config,
+            slots: Mutex::new(HashMap::new()),
+            peer_back: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The server home.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// This server's name.
+    pub fn this(&self) -> &AccountName {
+        &self.config.hostname
+    }
+
+    /// The queue it works on.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The repo's path and slaves, if this server masters it.
+    pub fn mastered(&self, repo: &RepoName) -> Result<(PathBuf, Vec<AccountName>), String> {
+        let path = Store::new(self.home.repositories())
+            .find(repo)
+            .ok_or_else(|| format!("{repo}: no such repo here"))?;
+        match store::mirror_config(&path).map_err(|e| e.to_string())? {
+            Some(rule) if rule.is_master(self.this()) => Ok((path, rule.slaves)),
+            Some(rule) => Err(format!(
+                "{repo}: mastered by {}, not {}",
+                rule.master,
+                self.this()
+            )),
+            None => Err(format!("{repo}: not mirrored")),
+        }
+    }
+
+    /// Asks for a mirror push of `repo` to `slave`. With `wait`, returns a receiver that
+    /// yields the outcome of the first push that starts after this call.
+    pub fn submit(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        slave: &AccountName,
+        when: When,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Outcome>> {
+        let generation = self.queue.generation(repo, slave).unwrap_or(0);
+        let key = (repo.clone(), slave.clone());
+        let mut slots = self.lock_slots();
+        let slot = slots.entry(key.clone()).or_default();
+        let rx = wait.then(|| {
+            let (tx, rx) = oneshot::channel();
+            slot.waiters.push(Waiter { generation, tx });
+            rx
+        });
+        if slot.running {
+            slot.again = Some(match (slot.again, when) {
+                (Some(When::Always), _) | (_, When::Always) => When::Always,
+                _ => When::IfDifferent,
+            });
+            slot.kick.notify_one();
+        } else {
+            slot.running = true;
+            let me = self.clone();
+            tokio::spawn(async move { me.run(key, when).await });
+        }
+        rx
+    }
+
+    /// Starts work on everything the queue holds, then checks every repo this server masters
+    /// against its slaves (cheaply: refs are compared before anything is pushed). That second
+    /// pass catches a push whose hook never ran (a crash between git's ref update and the hook).
+    pub fn resume(self: &Arc<Self>) {
+        let records = self.queue.all().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the queue");
+            Vec::new()
+        });
+        let mut resumed = 0;
+        for record in records {
+            let Ok(repo) = RepoName::parse(&record.repo) else {
+                continue;
+            };
+            for (slave, entry) in &record.slaves {
+                if let (Some(_), Ok(slave)) = (&entry.pending, AccountName::parse(slave)) {
+                    self.submit(&repo, &slave, When::IfDifferent, false);
+                    resumed += 1;
+                }
+            }
+        }
+        let store = Store::new(self.home.repositories());
+        let mut checked = 0;
+        for repo in store.list().unwrap_or_default() {
+            if let Ok((_, slaves)) = self.mastered(&repo) {
+                for slave in &slaves {
+                    self.submit(&repo, slave, When::IfDifferent, false);
+                    checked += 1;
+                }
+            }
+        }
+        info!(resumed, checked, "replicator started");
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peer_back(&self, peer: &AccountName) -> Arc<Notify> {
+        let mut map = self.peer_back.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer.clone()).or_default().clone()
+    }
+
+    /// Resolves the waiters a push that started at `generation` satisfies (all of them on
+    /// failure: a sync push learns at once that this slave is failing).
+    fn resolve(&self, key: &Key, generation: u64, outcome: &Outcome) {
+        let mut slots = self.lock_slots();
+        let Some(slot) = slots.get_mut(key) else {
+            return;
+        };
+        let (done, keep): (Vec<_>, Vec<_>) = slot
+            .waiters
+            .drain(..)
+            .partition(|w| outcome.is_err() || w.generation <= generation);
+        slot.waiters = keep;
+        for w in done {
+            let _ = w.tx.send(outcome.clone());
+        }
+    }
+
+    /// Runs pushes for one (repo, slave) until nothing more is wanted.
+    async fn run(self: Arc<Self>, key: Key, mut when: When) {
+        let (repo, slave) = (&key.0, &key.1);
+        loop {
+            let generation = self.queue.generation(repo, slave).unwrap_or(0);
+            let outcome = self.push_once(repo, slave, when).await;
+            self.resolve(
+                &key,
+                generation,
+                &outcome.as_ref().map(|_| ()).map_err(Clone::clone),
+            );
+            match outcome {
+                Ok(diverged) => {
+                    self.peer_back(slave).notify_waiters();
+                    let cleared = self
+                        .queue
+                        .succeeded(repo, slave, generation, diverged)
+                        .unwrap_or_else(|e| {
+                            warn!(%repo, %slave, error = %e, "cannot record success");
+                            false
+                        });
+                    let mut slots = self.lock_slots();
+                    let slot = slots.entry(key.clone()).or_default();
+                    match slot.again.take() {
+                        Some(next) => when = next,
+                        // A push landed meanwhile whose notification may still be on its way.
+                        None if !cleared && generation > 0 => when = When::Always,
+                        None => {
+                            slot.running = false;
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.pool.invalidate(slave);
+                    let delay = self
+                        .queue
+                        .failed(repo, slave, &error, &self.backoff)
+                        .unwrap_or(std::time::Duration::from_secs(1));
+                    warn!(%repo, %slave, error, retry_in = ?delay, "mirror push failed");
+                    let kick = {
+                        let mut slots = self.lock_slots();
+                        let slot = slots.entry(key.clone()).or_default();
+                        slot.again.take();
+                        slot.kick.clone()
+                    };
+                    let back = self.peer_back(slave);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = back.notified() => {}
+                        _ = kick.notified() => {
+                            // Asked for now: try the connection afresh too.
+                            self.pool.forget_failure(slave);
+                        }
+                    }
+                    // Whatever was pushed meanwhile, a comparison decides what is left to do.
+                    when = When::IfDifferent;
+                }
+            }
+        }
+    }
+
+    /// One mirror push, serialized against any other process pushing the same (repo, slave).
+    /// Returns the divergence the slave reported, if any.
+    async fn push_once(
+        &self,
+        repo: &RepoName,
+        slave: &AccountName,
+        when: When,
+    ) -> Result<Option<String>, String> {
+        let (path, slaves) = self.mastered(repo)?;
+        if !slaves.contains(slave) {
+            return Err(format!("{slave} is no longer a slave of {repo} here"));
+        }
+        let lock_path = self
+            .home
+            .state_dir()
+            .join("locks")
+            .join(slave.as_str())
+            .join(format!("{}.lock", repo.as_str().replace('/', "~")));
+        let _lock = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = lock_path.parent() {
+                fsutil::ensure_dir(dir, 0o700)?;
+            }
+            fsutil::lock(&lock_path)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let conn = self.pool.get(slave).await.map_err(|e| e.to_string())?;
+        let done = push::mirror_push(&self.home, &conn, repo, &path, when).await?;
+        if done.pushed != Pushed::Nothing {
+            info!(%repo, %slave, pushed = ?done.pushed, "mirror push done");
+        }
+        if let Some(d) = &done.diverged {
+            warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
+        }
+        Ok(done.diverged)
+    }
+
+    /// Closes the peer connections.
+    pub async fn close(self: Arc<Self>) {
+        if let Ok(me) = Arc::try_unwrap(self) {
+            me.pool.close().await;
+        }
+    }
+}
