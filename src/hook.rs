@@ -174,7 +174,7 @@ pub fn post_receive(
     let path = std::env::current_dir().map_err(HookError::Input)?;
     if pusher.peer.is_some() {
         apply_head_option(&path);
-        return Ok(Vec::new());
+        return Ok(slave_side(home, pusher, &path, updates));
     }
     let mirror_err = |message: String| HookError::Mirror {
         repo: pusher.repo.clone(),
@@ -198,10 +198,27 @@ pub fn post_receive(
     let mut lines = failing_slaves(&queue, &repo, &config.hostname);
     let m = &config.mirror;
     if rule.sync.unwrap_or(m.sync) {
+        let diverged = |q: &Queue| -> Vec<(String, Option<String>)> {
+            q.load(&repo).map_or(Vec::new(), |r| {
+                r.slaves
+                    .into_iter()
+                    .map(|(s, e)| (s, e.last_diverged))
+                    .collect()
+            })
+        };
+        let before = diverged(&queue);
         let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
         let report = mirror::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
             .map_err(|e| mirror_err(e.to_string()))?;
         lines.extend(report.lines);
+        for (slave, d) in diverged(&queue) {
+            if let Some(d) = d.filter(|d| !before.contains(&(slave.clone(), Some(d.clone())))) {
+                lines.push(format!(
+                    "WARNING: {slave} had diverged from {}; the master's state won, and {slave} kept its own: {d}",
+                    config.hostname
+                ));
+            }
+        }
         return Ok(lines);
     }
     if let Err(e) = daemon::notify(home, &repo) {
@@ -234,6 +251,88 @@ fn failing_slaves(queue: &Queue, repo: &RepoName, this: &crate::names::AccountNa
             ))
         })
         .collect()
+}
+
+/// Where diverged refs are kept on a slave; hidden from peers, so mirror pushes leave them be.
+pub const DIVERGED_NS: &str = "refs/gitmirror/diverged/";
+
+/// On a slave, after a mirror push: keeps every ref the push overwrote that was not what the
+/// master last gave us (changed behind its back), reports it, and remembers the new state.
+fn slave_side(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) -> Vec<String> {
+    let Ok(repo_name) = RepoName::parse(&pusher.repo) else {
+        return Vec::new();
+    };
+    let memory = home
+        .state_dir()
+        .join("mirrored")
+        .join(format!("{}.json", repo_name.as_str().replace('/', "~")));
+    let last: std::collections::BTreeMap<String, String> = std::fs::read(&memory)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    let result = git2::Repository::open_bare(path).and_then(|repo| {
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        for u in updates {
+            let expected = last.get(&u.name).map(String::as_str).unwrap_or("");
+            let had = if u.old.is_zero() {
+                String::new()
+            } else {
+                u.old.to_string()
+            };
+            if had == expected || u.name.starts_with(DIVERGED_NS) || u.name == SET_HEAD_REF {
+                continue;
+            }
+            if u.old.is_zero() {
+                lines.push(format!(
+                    "{}{} had been deleted here",
+                    crate::push::DIVERGED_PREFIX,
+                    u.name
+                ));
+                continue;
+            }
+            let kept = format!(
+                "{DIVERGED_NS}{stamp}/{}",
+                u.name.trim_start_matches("refs/")
+            );
+            repo.reference(&kept, u.old, true, "gitmirror: diverged from the master")?;
+            lines.push(format!(
+                "{}{} was {} here, kept as {kept}",
+                crate::push::DIVERGED_PREFIX,
+                u.name,
+                &had[..12.min(had.len())]
+            ));
+        }
+        let mut now = std::collections::BTreeMap::new();
+        for r in repo.references()? {
+            let r = r?;
+            if let (Ok(name), Some(oid)) = (r.name(), r.target())
+                && !name.starts_with(DIVERGED_NS)
+            {
+                now.insert(name.to_string(), oid.to_string());
+            }
+        }
+        Ok(now)
+    });
+    match result {
+        Ok(now) => {
+            let text = serde_json::to_vec(&now).unwrap_or_default();
+            let written = crate::fsutil::ensure_dir(memory.parent().unwrap_or(path), 0o700)
+                .and_then(|()| crate::fsutil::write_atomic(&memory, &text, 0o600));
+            if let Err(e) = written {
+                warn!(repo = %repo_name, error = %e, "cannot remember the mirrored state");
+            }
+        }
+        Err(e) => warn!(repo = %repo_name, error = %e, "cannot check for divergence"),
+    }
+    for l in &lines {
+        warn!(repo = %repo_name, report = %l, "diverged from the master");
+    }
+    lines
 }
 
 /// On a slave: points HEAD where the master's HEAD points, as carried in the push option.

@@ -45,6 +45,8 @@ pub enum KeyError {
     BadKey { file: PathBuf, problem: String },
     #[error("{name} is already a {other}; a name is either a user or a peer, never both")]
     NameTaken { name: AccountName, other: Role },
+    #[error("{name} is not a registered {role}")]
+    NotRegistered { name: AccountName, role: Role },
     #[error("this key already belongs to {other} {name}; one key, one name")]
     KeyTaken { name: AccountName, other: Role },
     #[error(
@@ -180,6 +182,42 @@ pub enum Added {
     Replaced,
     /// The same name with the same key: nothing changed.
     Unchanged,
+}
+
+/// Whether `name` is still registered as a `role`. The forced commands ask this on every
+/// command: sshd checks keys only at login, and a removed peer's multiplexed connection would
+/// otherwise keep working.
+pub fn is_registered(home: &Home, role: Role, name: &AccountName) -> bool {
+    home.keys_dir()
+        .join(role.dir())
+        .join(format!("{name}.pub"))
+        .is_file()
+}
+
+/// Removes `name`'s key and rewrites authorized_keys without it.
+pub fn remove(home: &Home, role: Role, name: &str, command: &Invocation) -> Result<(), KeyError> {
+    let name = AccountName::parse(name)?;
+    fsutil::ensure_dir(&home.state_dir(), 0o700)?;
+    let _lock = fsutil::lock(&home.keys_lock())?;
+    let mut entries = load_entries(home)?;
+    let before = entries.len();
+    entries.retain(|e| !(e.name == name && e.role == role));
+    if entries.len() == before {
+        return Err(KeyError::NotRegistered { name, role });
+    }
+    let existing = read_authorized_keys(home)?;
+    if let Some(line) = unbalanced_markers(&existing) {
+        return Err(KeyError::Markers {
+            file: home.authorized_keys(),
+            line,
+        });
+    }
+    let rendered = render(&existing, &entries, command);
+    fsutil::write_if_changed(&home.authorized_keys(), rendered.as_bytes(), 0o600)?;
+    let stored = home.keys_dir().join(role.dir()).join(format!("{name}.pub"));
+    std::fs::remove_file(&stored).at("cannot remove", &stored)?;
+    info!(%role, %name, "key removed");
+    Ok(())
 }
 
 /// Registers `name` with the key in `key_file` as a `role`, and rewrites authorized_keys.

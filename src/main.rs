@@ -54,6 +54,16 @@ enum Cmd {
         /// The peer's public key file; its stem is the peer's hostname.
         keyfile: PathBuf,
     },
+    /// Remove a user's key from authorized_keys.
+    RemoveUser {
+        /// The user's name.
+        name: String,
+    },
+    /// Remove a peer server's key; it can no longer push here or ask for pushes.
+    RemoveMirroringPeer {
+        /// The peer's hostname.
+        name: String,
+    },
     /// Apply repos.toml: create missing repos, install hooks, write mirror settings.
     Compile,
     /// Push a repo to its slaves now (on its master), or ask its master to (on a slave).
@@ -118,6 +128,8 @@ fn main() -> ExitCode {
         Cmd::Init { hostname } => init(&home, hostname),
         Cmd::AddUser { name, keyfile } => add_key(&home, keys::Role::User, name, keyfile),
         Cmd::AddMirroringPeer { keyfile } => add_peer(&home, keyfile),
+        Cmd::RemoveUser { name } => remove_key(&home, keys::Role::User, name),
+        Cmd::RemoveMirroringPeer { name } => remove_key(&home, keys::Role::Peer, name),
         Cmd::Compile => run_compile(&home),
         Cmd::RequestPush { repo, all } => request_push(&home, config, repo.as_deref(), *all),
         Cmd::Status { repo, json } => {
@@ -190,6 +202,15 @@ fn add_key(
     };
     print(&format!(
         "gitmirror: {what} {role} {name} ({})\n",
+        home.authorized_keys().display()
+    ))
+}
+
+fn remove_key(home: &Home, role: keys::Role, name: &str) -> Result<(), String> {
+    let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
+    keys::remove(home, role, name, &invocation).map_err(|e| e.to_string())?;
+    print(&format!(
+        "gitmirror: removed {role} {name} ({})\n",
         home.authorized_keys().display()
     ))
 }

@@ -15,6 +15,8 @@ use crate::command::{self, CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::{Home, HomeError, Invocation};
+use crate::hook::DIVERGED_NS;
+use crate::keys;
 use crate::mirror::{self, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{MirrorRule, Rules};
@@ -28,6 +30,11 @@ pub enum PeerShellError {
     Command(#[from] CommandError),
     #[error("bad peer name in authorized_keys: {0}")]
     Name(NameError),
+    #[error("{peer} is not a registered peer of {this}")]
+    NotRegistered {
+        peer: AccountName,
+        this: AccountName,
+    },
     #[error("{this} refuses {repo} from {peer}: {why}")]
     NotYours {
         this: AccountName,
@@ -72,6 +79,12 @@ impl<'a> PeerShell<'a> {
         peer: &str,
     ) -> Result<Self, PeerShellError> {
         let peer = AccountName::parse(peer).map_err(PeerShellError::Name)?;
+        if !keys::is_registered(home, keys::Role::Peer, &peer) {
+            return Err(PeerShellError::NotRegistered {
+                peer,
+                this: config.hostname.clone(),
+            });
+        }
         Ok(PeerShell {
             home,
             config,
@@ -239,6 +252,8 @@ impl<'a> PeerShell<'a> {
         Ok(Reply::text(report.text(), report.ok))
     }
 
+    /// A git service for the peer. Refs this server keeps from a divergence are hidden from
+    /// peers, so the master neither compares against them nor prunes them.
     fn launch(
         &self,
         service: GitService,
@@ -257,5 +272,6 @@ impl<'a> PeerShell<'a> {
             git::sanitize_protocol(protocol),
             identity,
         )
+        .with_config("transfer.hideRefs", DIVERGED_NS.trim_end_matches('/'))
     }
 }

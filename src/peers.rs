@@ -102,7 +102,7 @@ impl Connection {
             .await
             .map_err(|e| PeerError::Connect {
                 peer: self.peer.clone(),
-                message: e.to_string(),
+                message: one_line(&with_sources(&e)),
             })
     }
 }
@@ -224,7 +224,7 @@ impl Pool {
             .await
             .map_err(|e| PeerError::Connect {
                 peer: peer.clone(),
-                message: one_line(&e.to_string()),
+                message: one_line(&with_sources(&e)),
             })?;
         info!(%peer, %host, "connected");
         Ok(Arc::new(Connection {
@@ -249,6 +249,19 @@ impl Pool {
             }
         }
     }
+}
+
+/// An error with the errors it wraps: the words that say what actually happened (ssh's
+/// "Permission denied (publickey)") sit in the source, not in the top message.
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Collapses a multi-line error to one line.

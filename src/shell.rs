@@ -14,6 +14,7 @@ use crate::command::{self, CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::Home;
+use crate::keys;
 use crate::mirror::{self, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{Access, Rules};
@@ -26,6 +27,8 @@ pub enum ShellError {
     Command(#[from] CommandError),
     #[error("bad user name in authorized_keys: {0}")]
     User(NameError),
+    #[error("{0} is not a registered user here")]
+    NotRegistered(AccountName),
     #[error("{repo}: no such repo, or {user} may not read it")]
     NoAccess { user: AccountName, repo: RepoName },
     #[error("{user} may read {repo} but not push to it")]
@@ -81,6 +84,9 @@ impl<'a> UserShell<'a> {
         user: &str,
     ) -> Result<Self, ShellError> {
         let user = AccountName::parse(user).map_err(ShellError::User)?;
+        if !keys::is_registered(home, keys::Role::User, &user) {
+            return Err(ShellError::NotRegistered(user));
+        }
         Ok(UserShell {
             home,
             config,

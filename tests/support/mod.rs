@@ -387,7 +387,11 @@ impl Server {
                 .arg(&config)
                 .arg("-E")
                 .arg(&log)
+                // sshd logs to its file. Its sessions must not hold the test's output open:
+                // a reader of that output would wait for them.
                 .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("start sshd");
             let start = Instant::now();
@@ -487,6 +491,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Every connection and session too, thawed first in case a test froze them.
+        let tree = self.sshd_tree();
+        signal(&tree, "CONT");
+        signal(&tree, "KILL");
         self.stop_sshd();
     }
 }
@@ -707,10 +715,16 @@ impl Server {
     }
 
     /// Every ref with its value, plus where HEAD points: what must match across a mirror.
+    /// A slave's `refs/gitmirror/diverged/` (what it kept when it had diverged) is its own and
+    /// left out.
     pub fn refs(&self, repo: &str) -> String {
-        let refs = self
+        let refs: String = self
             .git(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])
-            .ok();
+            .ok()
+            .lines()
+            .filter(|l| !l.contains(" refs/gitmirror/diverged/"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let head = self.git(repo, &["symbolic-ref", "HEAD"]).ok();
         format!("{refs}HEAD -> {head}")
     }
@@ -778,5 +792,140 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+/// `pid` and every process descended from it, found through /proc.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat"))
+                && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+                && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|x| x.parse().ok())
+            {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Pids of `uid`'s processes whose command line contains every one of `words`.
+pub fn processes_running(uid: u32, words: &[&str]) -> Vec<u32> {
+    processes_of(uid)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            words.iter().all(|w| cmdline.contains(w))
+        })
+        .collect()
+}
+
+impl Server {
+    /// Adds `key = value` lines to gitmirror.toml's `[mirror]` table.
+    pub fn mirror_settings(&self, lines: &str) {
+        let path = self.home().join("gitmirror.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let text = text.replacen("[mirror]\n", &format!("[mirror]\n{lines}\n"), 1);
+        fs::write(&path, text).unwrap();
+    }
+
+    /// sshd and everything it runs: the listener, each connection, each session.
+    pub fn sshd_tree(&self) -> Vec<u32> {
+        self.sshd
+            .as_ref()
+            .map_or(Vec::new(), |c| process_tree(c.id()))
+    }
+
+    /// The whole server goes down: sshd and every connection and session it serves.
+    pub fn crash_sshd(&mut self) {
+        let tree = self.sshd_tree();
+        signal(&tree, "KILL");
+        self.stop_sshd();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) sshd and everything it runs.
+    pub fn freeze(&self, frozen: bool) {
+        signal(&self.sshd_tree(), if frozen { "STOP" } else { "CONT" });
+    }
+
+    /// The pid the running daemon wrote, if one runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.home().join("state/daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped
+    /// (by pid) and reaped when the returned guard drops.
+    pub fn start_daemon(&self) -> Daemon {
+        Daemon(
+            self.user
+                .command(&sandbox().bin)
+                .arg("daemon")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// `gitmirror status --json`, parsed, and whether it exited 0.
+    pub fn status(&self) -> (serde_json::Value, bool) {
+        let out = self.gitmirror(&["status", "--json"]);
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}{}", out.text(), out.err()));
+        (v, out.status.success())
+    }
+
+    /// The status row of `repo` on `slave`.
+    pub fn slave_status(&self, repo: &str, slave: &str) -> serde_json::Value {
+        let (v, _) = self.status();
+        v["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["repo"] == repo && r["slave"] == slave)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status row for {repo} on {slave}: {v}"))
+    }
+
+    /// How many receive-pack sessions from `peer` this server has admitted.
+    pub fn mirror_pushes_from(&self, peer: &str) -> usize {
+        self.log()
+            .matches(&format!("peer={peer} verb=\"git-receive-pack\""))
+            .count()
+    }
+}
+
+/// A daemon a test started itself.
+pub struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -1,0 +1,352 @@
+//! Faults, with real processes and real sshd: slaves that go down, freeze or refuse, a daemon
+//! killed mid-push or restarted with work queued, many pushers at once, and a slave changed
+//! behind its master's back. Each test checks that no accepted push is lost and that master
+//! and slaves end identical in refs and HEAD.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const RULES: &str = r#"
+[repos."@all"]
+mirror.master = "server1"
+mirror.slaves = ["server2"]
+
+[repos.testing]
+"RW+" = ["alice"]
+
+[repos.synced]
+"RW+" = ["alice"]
+mirror.sync = true
+"#;
+
+/// Retries come quickly in tests; sync pushes give up after two seconds.
+const FAST: &str = "retry_initial_secs = 0.1\nretry_max_secs = 0.5\nsync_timeout_secs = 2";
+
+struct World {
+    cluster: Cluster,
+    alice: Client,
+}
+
+fn world() -> World {
+    let cluster = Cluster::new(&["server1", "server2"]);
+    cluster.server("server1").mirror_settings(FAST);
+    let alice = Client::new("alice");
+    cluster.add_user(&alice);
+    cluster.set_rules(RULES);
+    alice.init_repo("w");
+    World { cluster, alice }
+}
+
+impl World {
+    fn s1(&self) -> &Server {
+        self.cluster.server("server1")
+    }
+    fn s2(&self) -> &Server {
+        self.cluster.server("server2")
+    }
+    fn s2_mut(&mut self) -> &mut Server {
+        &mut self.cluster.servers[1]
+    }
+
+    /// alice commits `file` and pushes main to server1's `repo`; returns the push's stderr.
+    fn commit_and_push(&self, repo: &str, file: &str) -> String {
+        self.alice.commit("w", file);
+        let out = self
+            .alice
+            .git_in("w", &["push", &self.s1().url(repo), "main"]);
+        out.ok();
+        out.err()
+    }
+
+    fn in_sync(&self, repo: &str) {
+        self.cluster.wait_in_sync(repo, "server1", &["server2"]);
+    }
+}
+
+#[test]
+fn slave_down_during_pushes_catches_up_by_itself() {
+    let mut w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    w.s2_mut().crash_sshd();
+    for f in ["b", "c", "d", "e"] {
+        w.commit_and_push("testing", f);
+    }
+    // The failure is visible, in ssh's own words, and counted.
+    wait_for(
+        "a failed attempt in status",
+        Duration::from_secs(30),
+        || {
+            w.s1().slave_status("testing", "server2")["attempts"]
+                .as_u64()
+                .is_some_and(|a| a >= 2)
+        },
+    );
+    let row = w.s1().slave_status("testing", "server2");
+    assert_eq!(row["state"], "failing", "{row}");
+    assert!(
+        row["last_error"].as_str().unwrap().contains("server2"),
+        "{row}"
+    );
+    // A user pushing meanwhile is warned.
+    let err = w.commit_and_push("testing", "f");
+    assert!(
+        err.contains("WARNING: server1 ==== (testing) =X=> server2 has been failing"),
+        "{err}"
+    );
+    w.s2_mut().start_sshd();
+    w.in_sync("testing");
+    wait_for("status in sync", Duration::from_secs(30), || {
+        w.s1().slave_status("testing", "server2")["state"] == "in sync"
+    });
+    assert!(w.s1().status().1, "status must exit 0 once in sync");
+}
+
+#[test]
+fn daemon_killed_mid_push_resumes_at_next_start() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // Freeze the slave so the next mirror push hangs in flight, then kill the daemon and
+    // everything it started.
+    w.s2().freeze(true);
+    w.commit_and_push("testing", "b");
+    let uid = w.s1().user.uid;
+    // A push (or the comparison before one) hangs on the frozen slave.
+    wait_for("mirror work in flight", Duration::from_secs(30), || {
+        !processes_running(uid, &["git", "ssh://server2/testing.git"]).is_empty()
+    });
+    let daemon = w.s1().daemon_pid().expect("a daemon runs");
+    signal(&process_tree(daemon), "KILL");
+    wait_for("the daemon gone", Duration::from_secs(10), || {
+        w.s1().daemon_pid().is_none()
+    });
+    w.s2().freeze(false);
+    // The queue still holds the push.
+    let row = w.s1().slave_status("testing", "server2");
+    assert_ne!(row["state"], "in sync", "{row}");
+    // The next start resumes it, with no push and no human asking.
+    let _daemon = w.s1().start_daemon();
+    w.in_sync("testing");
+    wait_for("status in sync", Duration::from_secs(30), || {
+        w.s1().slave_status("testing", "server2")["state"] == "in sync"
+    });
+}
+
+#[test]
+fn frozen_slave_holds_up_no_async_push_and_sync_times_out_cleanly() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.commit_and_push("synced", "a2");
+    w.in_sync("testing");
+    w.in_sync("synced");
+    w.s2().freeze(true);
+    // Async: the push returns although the slave does not answer.
+    let err = w.commit_and_push("testing", "b");
+    assert!(err.contains("===> server2 (async)"), "{err}");
+    // Sync: the push returns after the sync timeout, saying the slave is pending.
+    let err = w.commit_and_push("synced", "b2");
+    assert!(
+        err.contains("server1 ==== (synced) ...> server2: pending, will be retried"),
+        "{err}"
+    );
+    w.s2().freeze(false);
+    w.in_sync("testing");
+    w.in_sync("synced");
+}
+
+#[test]
+fn twenty_concurrent_pushers_and_request_push_converge() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    let url = w.s1().url("testing");
+    for i in 0..20 {
+        w.alice.git(&["clone", "-q", &url, &format!("p{i}")]).ok();
+    }
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let pushers: Vec<_> = (0..20)
+            .map(|i| {
+                let (alice, url) = (&w.alice, &url);
+                scope.spawn(move || {
+                    let dir = format!("p{i}");
+                    alice.commit(&dir, &format!("f{i}"));
+                    let out = alice.git_in(&dir, &["push", url, &format!("main:branch{i}")]);
+                    (out.status.success(), out.err())
+                })
+            })
+            .collect();
+        let requests: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| w.s1().gitmirror(&["request-push", "testing"])))
+            .collect();
+        for r in requests {
+            r.join().unwrap().ok();
+        }
+        pushers
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .filter(|(ok, err)| !ok || err.to_lowercase().contains("lock"))
+            .map(|(_, err)| err)
+            .collect()
+    });
+    assert!(errors.is_empty(), "pushers saw errors: {errors:#?}");
+    let refs = w.s1().refs("testing");
+    assert_eq!(refs.matches("refs/heads/branch").count(), 20, "{refs}");
+    w.in_sync("testing");
+}
+
+#[test]
+fn diverged_slave_is_detected_reported_and_preserved() {
+    let w = world();
+    w.commit_and_push("synced", "a");
+    w.in_sync("synced");
+    // Someone writes to the slave directly: moves main, adds a branch of its own.
+    let s2 = w.s2();
+    let tree = s2.git("synced", &["rev-parse", "main^{tree}"]).ok();
+    let rogue = s2
+        .git(
+            "synced",
+            &[
+                "-c",
+                "user.name=admin",
+                "-c",
+                "user.email=admin@example.com",
+                "commit-tree",
+                "-m",
+                "rogue",
+                "-p",
+                "main",
+                tree.trim(),
+            ],
+        )
+        .ok();
+    let rogue = rogue.trim();
+    s2.git("synced", &["update-ref", "refs/heads/main", rogue])
+        .ok();
+    s2.git("synced", &["update-ref", "refs/heads/local-only", rogue])
+        .ok();
+    // The next push detects it and says so; the master's state wins.
+    let err = w.commit_and_push("synced", "b");
+    assert!(
+        err.contains("WARNING: server2 had diverged from server1"),
+        "{err}"
+    );
+    assert!(err.contains("refs/heads/main was"), "{err}");
+    w.in_sync("synced");
+    // The slave kept what it had, under refs/gitmirror/diverged/<time>/.
+    let kept = s2
+        .git(
+            "synced",
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(refname)",
+                "refs/gitmirror/diverged/",
+            ],
+        )
+        .ok();
+    assert!(
+        kept.contains(&format!("{rogue} refs/gitmirror/diverged/")),
+        "{kept}"
+    );
+    assert!(kept.contains("/heads/main\n"), "{kept}");
+    assert!(kept.contains("/heads/local-only\n"), "{kept}");
+    let row = w.s1().slave_status("synced", "server2");
+    assert!(
+        row["last_diverged"]
+            .as_str()
+            .unwrap()
+            .contains("refs/heads/local-only"),
+        "{row}"
+    );
+    // Later pushes neither prune the kept refs nor report them again.
+    let err = w.commit_and_push("synced", "c");
+    assert!(!err.contains("diverged"), "{err}");
+    assert_eq!(
+        s2.git("synced", &["for-each-ref", "refs/gitmirror/diverged/"])
+            .ok()
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn daemon_restarted_with_work_queued_loses_nothing_and_pushes_once() {
+    let mut w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    w.s2_mut().crash_sshd();
+    for f in ["b", "c", "d"] {
+        w.commit_and_push("testing", f);
+    }
+    wait_for("a failed attempt", Duration::from_secs(30), || {
+        w.s1().slave_status("testing", "server2")["attempts"]
+            .as_u64()
+            .is_some_and(|a| a >= 1)
+    });
+    // Stop the daemon cleanly, bring the slave back, start the daemon again.
+    let daemon = w.s1().daemon_pid().expect("a daemon runs");
+    signal(&[daemon], "TERM");
+    wait_for("the daemon gone", Duration::from_secs(10), || {
+        w.s1().daemon_pid().is_none()
+    });
+    w.s2_mut().start_sshd();
+    let before = w.s2().mirror_pushes_from("server1");
+    let _daemon = w.s1().start_daemon();
+    w.in_sync("testing");
+    wait_for("status in sync", Duration::from_secs(30), || {
+        w.s1().slave_status("testing", "server2")["state"] == "in sync"
+    });
+    // Three pushes while away collapse into one mirror push.
+    assert_eq!(w.s2().mirror_pushes_from("server1") - before, 1);
+}
+
+#[test]
+fn peer_key_removed_then_restored() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    w.s2().gitmirror(&["remove-mirroring-peer", "server1"]).ok();
+    w.commit_and_push("testing", "b");
+    // Refused by server2's forced command over the open connection, then, once the daemon
+    // reconnects, by server2's sshd: either way in server2's own words.
+    wait_for("the refusal in status", Duration::from_secs(30), || {
+        w.s1().slave_status("testing", "server2")["last_error"]
+            .as_str()
+            .is_some_and(|e| {
+                e.contains("server1 is not a registered peer of server2")
+                    || e.contains("Permission denied (publickey)")
+            })
+    });
+    let daemon = w.s1().daemon_pid().expect("the daemon survives");
+    w.s2().add_peer(w.s1());
+    w.in_sync("testing");
+    assert_eq!(w.s1().daemon_pid(), Some(daemon));
+}
+
+#[test]
+fn status_reports_and_alerts() {
+    let mut w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    let out = w.s1().gitmirror(&["status"]).ok();
+    assert!(out.contains("testing"), "{out}");
+    assert!(out.contains("in sync"), "{out}");
+    // Behind longer than the alert threshold: status exits non-zero.
+    w.s1().mirror_settings("alert_after_secs = 0");
+    w.s2_mut().crash_sshd();
+    w.commit_and_push("testing", "b");
+    wait_for("an alert", Duration::from_secs(30), || !w.s1().status().1);
+    let out = w.s1().gitmirror(&["status", "testing"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.err());
+    assert!(
+        out.text().contains("failing") || out.text().contains("pending"),
+        "{}",
+        out.text()
+    );
+    w.s1()
+        .gitmirror(&["status", "nope"])
+        .fails_with("nope: no such repo here");
+}
