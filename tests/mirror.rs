@@ -356,3 +356,24 @@ fn head_only_change_reaches_slaves_on_request_push() {
         "pushed although nothing differed"
     );
 }
+
+#[test]
+fn sync_quorum_returns_once_enough_slaves_have_the_push() {
+    let w = world(true);
+    // One of two slaves suffices; the timeout is long, so only the quorum can end the wait.
+    w.s("server1")
+        .mirror_settings("sync_quorum = 1\nsync_timeout_secs = 600");
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    w.in_sync();
+    w.s("server3").freeze(true);
+    w.alice.commit("w", "two");
+    let err = w.push(&["main"]);
+    w.s("server3").freeze(false);
+    assert!(err.contains("server1 ==== (testing) ===> server2"), "{err}");
+    assert!(
+        err.contains("server1 ==== (testing) ...> server3: pending, will be retried"),
+        "{err}"
+    );
+    w.in_sync();
+}
