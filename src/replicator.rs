@@ -35,8 +35,11 @@ struct Waiter {
 #[derive(Default)]
 struct Slot {
     running: bool,
-    /// Another push is wanted after the running one (the one queued behind it).
+    /// Another push is wanted after the running one (the one queued behind it)...
     again: Option<When>,
+    /// ...for the queue generation it was asked at; a run that started from this generation
+    /// or a later one already covers it.
+    again_generation: u64,
     waiters: Vec<Waiter>,
     /// Cuts a retry's backoff short: someone asked for this push now.
     kick: Arc<Notify>,
@@ -123,6 +126,7 @@ impl Replicator {
                 (Some(When::Always), _) | (_, When::Always) => When::Always,
                 _ => When::IfDifferent,
             });
+            slot.again_generation = slot.again_generation.max(generation);
             slot.kick.notify_one();
         } else {
             slot.running = true;
@@ -214,7 +218,12 @@ impl Replicator {
                         });
                     let mut slots = self.lock_slots();
                     let slot = slots.entry(key.clone()).or_default();
-                    match slot.again.take() {
+                    let again = slot
+                        .again
+                        .take()
+                        .filter(|_| slot.again_generation > generation);
+                    slot.again_generation = 0;
+                    match again {
                         Some(next) => when = next,
                         // A push landed meanwhile whose notification may still be on its way.
                         None if !cleared && generation > 0 => when = When::Always,
