@@ -165,17 +165,23 @@ impl ServerConfig {
             peers.insert(peer_name, peer);
         }
         let m = &raw.mirror;
-        for (key, value, min) in [
-            ("sync_timeout_secs", m.sync_timeout_secs, 0.0),
-            ("retry_initial_secs", m.retry_initial_secs, 0.001),
-            ("retry_max_secs", m.retry_max_secs, m.retry_initial_secs),
-            ("retry_factor", m.retry_factor, 1.0),
-            ("alert_after_secs", m.alert_after_secs, 0.0),
+        const DAY: f64 = 86_400.0;
+        for (key, value, min, max) in [
+            ("sync_timeout_secs", m.sync_timeout_secs, 0.0, DAY),
+            ("retry_initial_secs", m.retry_initial_secs, 0.001, DAY),
+            (
+                "retry_max_secs",
+                m.retry_max_secs,
+                m.retry_initial_secs,
+                DAY,
+            ),
+            ("retry_factor", m.retry_factor, 1.0, 100.0),
+            ("alert_after_secs", m.alert_after_secs, 0.0, 365.0 * DAY),
         ] {
-            if !(value.is_finite() && value >= min) {
+            if !(value.is_finite() && value >= min && value <= max) {
                 return Err(src.error_at_key(
                     key,
-                    format!("mirror.{key} = {value}: expected a number of at least {min}"),
+                    format!("mirror.{key} = {value}: expected a number from {min} to {max}"),
                 ));
             }
         }

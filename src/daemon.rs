@@ -9,7 +9,9 @@
 //! The protocol is one request line, answered by lines:
 //! `push REPO` (queue, answer `ok`); `wait REPO`, `request REPO`, `request-for REPO SLAVE`,
 //! `all` (answer `done REPO SLAVE` or `fail REPO SLAVE WORDS` per slave as each finishes,
-//! then `end`). `error WORDS` answers a request that cannot be served.
+//! then `end`). `error WORDS` answers a request that cannot be served. `all` compares each
+//! repo with what its slaves last confirmed and asks a slave only when that differs;
+//! `request` always compares with the slave itself.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -34,7 +36,7 @@ use crate::mirror::SlaveResult;
 use crate::names::{AccountName, RepoName};
 use crate::peers::home_tag;
 use crate::push::When;
-use crate::replicator::{Outcome, Replicator};
+use crate::replicator::{Outcome, RESCAN, Replicator};
 
 /// How long a client waits for a daemon it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +80,12 @@ pub fn run(home: &Home, config: Arc<ServerConfig>) -> Result<(), DaemonError> {
         0o644,
     )?;
     let socket = socket_path(home)?;
-    let runtime = crate::mirror::runtime().at("cannot start", &socket)?;
+    // Two workers: queue writes fsync, and must not stall the socket or the pushes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .at("cannot start", &socket)?;
     let result = runtime.block_on(serve(home, config, &socket));
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(home.daemon_pid());
@@ -97,6 +104,13 @@ async fn serve(
     let replicator = Replicator::new(home, config);
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     replicator.resume();
+    let rescanner = replicator.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RESCAN).await;
+            rescanner.rescan();
+        }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .at("cannot catch SIGTERM in", socket)?;
     loop {
@@ -126,7 +140,10 @@ async fn handle(rep: Arc<Replicator>, stream: AsyncStream) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read.take(4096));
-    reader.read_line(&mut line).await?;
+    // A client that never finishes its request line is dropped.
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
     let words: Vec<&str> = line.split_whitespace().collect();
     let repo = |i: usize| -> Result<RepoName, String> {
         let raw = words.get(i).ok_or("missing repo")?;
@@ -200,7 +217,7 @@ fn all_jobs(rep: &Replicator) -> Vec<(RepoName, AccountName, When, bool)> {
     let mut out = Vec::new();
     for repo in store.list().unwrap_or_default() {
         if let Ok((_, slaves)) = rep.mastered(&repo) {
-            out.extend(jobs(&repo, &slaves, When::IfDifferent, true));
+            out.extend(jobs(&repo, &slaves, When::IfChanged, true));
         }
     }
     out
@@ -331,9 +348,14 @@ pub fn notify(home: &Home, repo: &RepoName) -> Result<(), DaemonError> {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut line = String::new();
             let _ = BufReader::new(stream).read_line(&mut line);
-            match line.strip_prefix("error ") {
-                Some(e) => Err(DaemonError::Refused(e.trim_end().to_string())),
-                None => Ok(()),
+            match line.trim_end() {
+                "ok" => Ok(()),
+                refused if refused.starts_with("error ") => Err(DaemonError::Refused(
+                    refused.trim_start_matches("error ").to_string(),
+                )),
+                // A daemon on its way out: make sure one runs; it reads the queue at start.
+                _ => spawn(home)
+                    .map_err(|e| DaemonError::Unreachable(format!("cannot start it: {e}"))),
             }
         }
         Err(_) => {

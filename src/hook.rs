@@ -192,9 +192,12 @@ pub fn post_receive(
         _ => return Ok(Vec::new()),
     };
     let queue = Queue::new(home.queue_dir());
-    queue
-        .enqueue(&repo, &rule.slaves)
-        .map_err(|e| mirror_err(e.to_string()))?;
+    if let Err(e) = queue.enqueue(&repo, &rule.slaves) {
+        // The refs have moved: have the daemon push them even though the queue could not
+        // record it, and say so.
+        let _ = daemon::notify(home, &repo);
+        return Err(mirror_err(format!("cannot queue the mirror push: {e}")));
+    }
     let mut lines = failing_slaves(&queue, &repo, &config.hostname);
     let m = &config.mirror;
     if rule.sync.unwrap_or(m.sync) {
@@ -277,14 +280,24 @@ fn slave_side(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) 
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
+        let mut memory_now = last.clone();
         for u in updates {
+            if u.name.starts_with(crate::push::OWN_NS) {
+                continue;
+            }
+            // What the master gave us becomes what we remember, ref by ref.
+            if u.new.is_zero() {
+                memory_now.remove(&u.name);
+            } else {
+                memory_now.insert(u.name.clone(), u.new.to_string());
+            }
             let expected = last.get(&u.name).map(String::as_str).unwrap_or("");
             let had = if u.old.is_zero() {
                 String::new()
             } else {
                 u.old.to_string()
             };
-            if had == expected || u.name.starts_with(DIVERGED_NS) || u.name == SET_HEAD_REF {
+            if had == expected {
                 continue;
             }
             if u.old.is_zero() {
@@ -295,11 +308,21 @@ fn slave_side(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) 
                 ));
                 continue;
             }
-            let kept = format!(
+            let base = format!(
                 "{DIVERGED_NS}{stamp}/{}",
                 u.name.trim_start_matches("refs/")
             );
-            repo.reference(&kept, u.old, true, "gitmirror: diverged from the master")?;
+            let kept = (0..)
+                .map(|n| {
+                    if n == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}.{n}")
+                    }
+                })
+                .find(|name| repo.find_reference(name).is_err())
+                .unwrap_or(base);
+            repo.reference(&kept, u.old, false, "gitmirror: diverged from the master")?;
             lines.push(format!(
                 "{}{} was {} here, kept as {kept}",
                 crate::push::DIVERGED_PREFIX,
@@ -307,16 +330,7 @@ fn slave_side(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) 
                 &had[..12.min(had.len())]
             ));
         }
-        let mut now = std::collections::BTreeMap::new();
-        for r in repo.references()? {
-            let r = r?;
-            if let (Ok(name), Some(oid)) = (r.name(), r.target())
-                && !name.starts_with(DIVERGED_NS)
-            {
-                now.insert(name.to_string(), oid.to_string());
-            }
-        }
-        Ok(now)
+        Ok(memory_now)
     });
     match result {
         Ok(now) => {

@@ -78,9 +78,11 @@ impl Connection {
     /// has died, `ProxyCommand=/bin/false` makes ssh fail at once instead of silently logging
     /// in afresh (which would hide the failure and cost a full handshake).
     pub fn git_ssh_command(&self) -> String {
+        // git runs this through sh: quote the socket path.
+        let socket = self.session.control_socket().display().to_string();
         format!(
-            "ssh -F /dev/null -S {} -o ControlMaster=no -o ProxyCommand=/bin/false -o BatchMode=yes",
-            self.session.control_socket().display()
+            "ssh -F /dev/null -S '{}' -o ControlMaster=no -o ProxyCommand=/bin/false -o BatchMode=yes",
+            socket.replace('\'', "'\\''")
         )
     }
 
@@ -276,18 +278,21 @@ pub fn one_line(s: &str) -> String {
 /// Where control sockets live: `state/ssh` in the home when its path is short enough, else
 /// a private directory under /tmp.
 fn control_dir(home: &Home) -> Result<PathBuf, PeerError> {
-    // The crate adds "/.ssh-connectionXXXXXX/master" (about 30 bytes).
+    // The crate adds "/.ssh-connectionXXXXXX/master" (30 bytes), and OpenSSH first binds
+    // that name plus ".XXXXXXXXXXXXXXXX" (17 more) before renaming it.
     Ok(fsutil::socket_dir(
         &home.state_dir().join("ssh"),
-        36,
+        50,
         &home_tag(home),
     )?)
 }
 
-/// A short, stable name for a home, for paths outside it.
+/// A short name for a home, for paths outside it; stable across versions (git's SHA-1 of
+/// the path), so a hook and a daemon built apart agree on it.
 pub fn home_tag(home: &Home) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    home.root().hash(&mut h);
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    let path = home.root().as_os_str().as_encoded_bytes();
+    let oid = git2::Oid::hash_object(git2::ObjectType::Blob, path)
+        .map(|o| o.to_string())
+        .unwrap_or_else(|_| format!("{:012x}", path.len()));
+    oid.chars().take(12).collect()
 }

@@ -1,13 +1,15 @@
 //! One mirror push: the git commands that make one slave's copy of one repo identical to this
 //! server's, over an open peer connection.
 //!
-//! Refs travel with `git push --mirror`; HEAD travels as a push option the slave's hook
+//! Refs travel with `git push --force --prune 'refs/*'` (a mirror push that leaves each
+//! server's own `refs/gitmirror/` alone); HEAD travels as a push option the slave's hook
 //! applies. A push option needs a ref update to ride on, so when only HEAD differs it rides on
 //! a throwaway ref ([`SET_HEAD_REF`]) that the slave's hook deletes again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use crate::git::SAFE_PATH;
 use crate::home::Home;
@@ -20,13 +22,17 @@ pub const HEAD_OPTION: &str = "gitmirror.head=";
 /// The throwaway ref that carries a HEAD-only change; the slave deletes it on arrival.
 pub const SET_HEAD_REF: &str = "refs/gitmirror/set-head";
 
-/// Whether to compare before pushing.
+/// How much to check before pushing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// Push straight away: the caller knows refs changed (a user's push just landed).
     Always,
-    /// Compare refs and HEAD first (one `ls-remote` round trip) and push only what differs.
+    /// Compare with the slave's refs and HEAD first (one `ls-remote` round trip) and push
+    /// only what differs.
     IfDifferent,
+    /// Compare with what the slave last confirmed, without asking it; only if that differs,
+    /// compare with the slave (or, when it never confirmed anything, push straight away).
+    IfChanged,
 }
 
 /// What a mirror push did.
@@ -50,43 +56,144 @@ pub struct Done {
     pub diverged: Option<String>,
 }
 
+/// Why a mirror push failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection or ssh failed: the peer may be down; reconnect before the next try.
+    Transport(String),
+    /// The slave answered and refused (its `FATAL:` line, or git's rejection).
+    Refused(String),
+}
+
+impl Failure {
+    /// The words to record and show.
+    pub fn words(&self) -> &str {
+        match self {
+            Failure::Transport(w) | Failure::Refused(w) => w,
+        }
+    }
+}
+
 /// How a slave's hook starts each line about a diverged ref.
 pub const DIVERGED_PREFIX: &str = "DIVERGED: ";
 
-/// Refs and HEAD of one copy of a repo.
+/// The namespace that is each server's own and never mirrored: kept divergences, the HEAD
+/// carrier. Leaving it out also means a promoted former slave cannot push its kept refs.
+pub const OWN_NS: &str = "refs/gitmirror/";
+
+/// How long one git command over a peer connection may take before it counts as failed.
+const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Refs (without [`OWN_NS`]) and HEAD of one copy of a repo.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct RefState {
+pub struct RefState {
     head: Option<String>,
     refs: BTreeMap<String, String>,
 }
 
-/// Makes `repo` on the connection's peer identical to the one at `path`.
+impl RefState {
+    /// This server's copy, read from disk. Symbolic refs other than HEAD count as the value
+    /// they point to, as a push carries them and `ls-remote` shows them.
+    pub fn local(path: &Path) -> Result<Self, String> {
+        let repo = git2::Repository::open_bare(path).map_err(|e| e.message().to_string())?;
+        let mut state = RefState {
+            head: repo
+                .find_reference("HEAD")
+                .ok()
+                .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string)),
+            ..RefState::default()
+        };
+        for r in repo.references().map_err(|e| e.message().to_string())? {
+            let r = r.map_err(|e| e.message().to_string())?;
+            let Ok(name) = r.name() else { continue };
+            if name.starts_with(OWN_NS) {
+                continue;
+            }
+            if let Some(oid) = r.resolve().ok().and_then(|r| r.target()) {
+                state.refs.insert(name.to_string(), oid.to_string());
+            }
+        }
+        Ok(state)
+    }
+
+    /// A digest of the whole state, stable across versions (git's own SHA-1 of the text),
+    /// recorded when a slave confirms it so that "nothing changed" needs no network.
+    pub fn fingerprint(&self) -> String {
+        let mut text = format!("HEAD {}\n", self.head.as_deref().unwrap_or(""));
+        for (name, oid) in &self.refs {
+            text.push_str(&format!("{oid} {name}\n"));
+        }
+        git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+            .map_or_else(|_| text.len().to_string(), |o| o.to_string())
+    }
+}
+
+/// Makes `repo` on the connection's peer identical to `local` (the state at `path`).
+/// `When::IfChanged` is decided by the caller before connecting; here it means "compare
+/// with the slave unless it never confirmed anything", given by `confirmed`.
 pub async fn mirror_push(
     home: &Home,
     conn: &Connection,
     repo: &RepoName,
     path: &Path,
+    local: &RefState,
     when: When,
-) -> Result<Done, String> {
-    let local = local_state(path)?;
-    if when == When::IfDifferent
-        && let Ok(remote) = remote_state(home, conn, repo, path).await
-    {
-        if remote == local {
+    confirmed: bool,
+) -> Result<Done, Failure> {
+    if local.refs.is_empty() {
+        return empty(home, conn, repo, path).await;
+    }
+    let compare = match when {
+        When::Always => false,
+        When::IfDifferent => true,
+        When::IfChanged => confirmed,
+    };
+    if compare && let Ok(remote) = remote_state(home, conn, repo, path).await {
+        if &remote == local {
             return Ok(Done {
                 pushed: Pushed::Nothing,
                 diverged: None,
             });
         }
         if remote.refs == local.refs {
-            return set_head(home, conn, repo, path, &local).await;
+            return set_head(home, conn, repo, path, local).await;
         }
     }
-    let mut args = vec!["push".to_string(), "--mirror".into(), "--quiet".into()];
+    let mut args: Vec<String> = ["push", "--force", "--prune", "--quiet"]
+        .map(String::from)
+        .into();
     if let Some(head) = &local.head {
         args.extend(["--push-option".into(), format!("{HEAD_OPTION}{head}")]);
     }
     args.push(conn.url(repo));
+    args.extend(["+refs/*:refs/*".to_string(), format!("^{OWN_NS}*")]);
+    let out = run(home, conn, path, &args).await?;
+    Ok(Done {
+        pushed: Pushed::Refs,
+        diverged: diverged_report(&String::from_utf8_lossy(&out.stderr)),
+    })
+}
+
+/// A master copy with no refs: git refuses a mirror push of nothing ("No refs in common"),
+/// so delete what the slave still has one by one; a slave without the repo needs nothing yet.
+async fn empty(
+    home: &Home,
+    conn: &Connection,
+    repo: &RepoName,
+    path: &Path,
+) -> Result<Done, Failure> {
+    let nothing = Done {
+        pushed: Pushed::Nothing,
+        diverged: None,
+    };
+    let Ok(remote) = remote_state(home, conn, repo, path).await else {
+        return Ok(nothing);
+    };
+    if remote.refs.is_empty() {
+        return Ok(nothing);
+    }
+    let mut args: Vec<String> = vec!["push".into(), "--quiet".into(), conn.url(repo)];
+    args.extend(remote.refs.keys().map(|name| format!(":{name}")));
     let out = run(home, conn, path, &args).await?;
     Ok(Done {
         pushed: Pushed::Refs,
@@ -114,7 +221,7 @@ async fn set_head(
     repo: &RepoName,
     path: &Path,
     local: &RefState,
-) -> Result<Done, String> {
+) -> Result<Done, Failure> {
     let done = |pushed| Done {
         pushed,
         diverged: None,
@@ -134,32 +241,13 @@ async fn set_head(
     Ok(done(Pushed::Head))
 }
 
-/// This server's refs and HEAD, read from disk.
-fn local_state(path: &Path) -> Result<RefState, String> {
-    let repo = git2::Repository::open_bare(path).map_err(|e| e.message().to_string())?;
-    let mut state = RefState {
-        head: repo
-            .find_reference("HEAD")
-            .ok()
-            .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string)),
-        ..RefState::default()
-    };
-    for r in repo.references().map_err(|e| e.message().to_string())? {
-        let r = r.map_err(|e| e.message().to_string())?;
-        if let (Ok(name), Some(oid)) = (r.name(), r.target()) {
-            state.refs.insert(name.to_string(), oid.to_string());
-        }
-    }
-    Ok(state)
-}
-
 /// The slave's refs and HEAD, as `git ls-remote --symref` reports them.
 async fn remote_state(
     home: &Home,
     conn: &Connection,
     repo: &RepoName,
     path: &Path,
-) -> Result<RefState, String> {
+) -> Result<RefState, Failure> {
     let args = ["ls-remote".to_string(), "--symref".into(), conn.url(repo)];
     let out = run(home, conn, path, &args).await?;
     let mut state = RefState::default();
@@ -171,21 +259,21 @@ async fn remote_state(
             if name == "HEAD" {
                 state.head = Some(target.to_string());
             }
-        } else if name != "HEAD" && !name.ends_with("^{}") {
+        } else if name != "HEAD" && !name.ends_with("^{}") && !name.starts_with(OWN_NS) {
             state.refs.insert(name.to_string(), left.to_string());
         }
     }
     Ok(state)
 }
 
-/// Runs `git ARGS` for `path` over the connection, holding one of its session slots. Fails
-/// with the slave's own words.
+/// Runs `git ARGS` for `path` over the connection, holding one of its session slots, within
+/// [`GIT_TIMEOUT`]. Fails with the slave's own words, classified.
 async fn run(
     home: &Home,
     conn: &Connection,
     path: &Path,
     args: &[String],
-) -> Result<Output, String> {
+) -> Result<Output, Failure> {
     let mut cmd = tokio::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", SAFE_PATH)
@@ -198,14 +286,28 @@ async fn run(
         .kill_on_drop(true);
     let out = {
         let _slot = conn.slot().await;
-        cmd.output()
-            .await
-            .map_err(|e| format!("cannot run git: {e}"))?
+        match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(Failure::Transport(format!("cannot run git: {e}"))),
+            Err(_) => {
+                return Err(Failure::Transport(format!(
+                    "no answer within {}s",
+                    GIT_TIMEOUT.as_secs()
+                )));
+            }
+        }
     };
     if out.status.success() {
-        Ok(out)
+        return Ok(out);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let words = remote_words(&stderr);
+    // gitmirror on the slave refuses with a FATAL line; git refuses with "remote rejected".
+    // Anything else (ssh gone, control socket dead) is the transport.
+    if stderr.contains("FATAL: ") || stderr.contains("[remote rejected]") {
+        Err(Failure::Refused(words))
     } else {
-        Err(remote_words(&String::from_utf8_lossy(&out.stderr)))
+        Err(Failure::Transport(words))
     }
 }
 

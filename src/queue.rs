@@ -58,6 +58,10 @@ pub struct SlaveEntry {
     pub last_success: Option<f64>,
     /// The last divergence the slave reported (refs changed behind the master's back).
     pub last_diverged: Option<String>,
+    /// Fingerprint of the state the slave last confirmed, so that "nothing changed" can be
+    /// told without asking it.
+    #[serde(default)]
+    pub confirmed: Option<String>,
 }
 
 /// Every slave's state for one repo.
@@ -213,11 +217,13 @@ impl Queue {
         slave: &AccountName,
         generation: u64,
         diverged: Option<String>,
+        fingerprint: &str,
     ) -> Result<bool, QueueError> {
         let t = now();
         self.update(repo, |record| {
             let entry = record.slaves.entry(slave.to_string()).or_default();
             entry.last_success = Some(t);
+            entry.confirmed = Some(fingerprint.to_string());
             if diverged.is_some() {
                 entry.last_diverged = diverged;
             }
@@ -234,6 +240,26 @@ impl Queue {
                     true
                 }
             }
+        })
+    }
+
+    /// The fingerprint `slave` last confirmed for `repo`, if any.
+    pub fn confirmed(
+        &self,
+        repo: &RepoName,
+        slave: &AccountName,
+    ) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .load(repo)?
+            .slaves
+            .get(slave.as_str())
+            .and_then(|e| e.confirmed.clone()))
+    }
+
+    /// Drops `slave`'s entry for `repo`: it is no longer among the repo's slaves here.
+    pub fn forget(&self, repo: &RepoName, slave: &AccountName) -> Result<(), QueueError> {
+        self.update(repo, |record| {
+            record.slaves.remove(slave.as_str());
         })
     }
 
@@ -302,13 +328,14 @@ mod tests {
             .unwrap()
             .since;
         // A push that started at generation 1 does not clear generation 2.
-        assert!(!q.succeeded(&repo, &s2, 1, None).unwrap());
+        assert!(!q.succeeded(&repo, &s2, 1, None, "f1").unwrap());
         let p = q.load(&repo).unwrap().slaves["server2"]
             .pending
             .clone()
             .unwrap();
         assert_eq!((p.generation, p.since), (2, since));
-        assert!(q.succeeded(&repo, &s2, 2, None).unwrap());
+        assert!(q.succeeded(&repo, &s2, 2, None, "f2").unwrap());
+        assert_eq!(q.confirmed(&repo, &s2).unwrap().as_deref(), Some("f2"));
         let r = q.load(&repo).unwrap();
         assert!(r.slaves["server2"].pending.is_none());
         assert!(r.slaves["server2"].last_success.is_some());

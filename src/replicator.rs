@@ -7,19 +7,19 @@
 //! want to know (sync pushes, `request-push`) wait for a push that started after their ref
 //! updates were queued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::fsutil;
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::peers::Pool;
-use crate::push::{self, Pushed, When};
+use crate::push::{self, Failure, Pushed, RefState, When};
 use crate::queue::{Backoff, Queue};
 use crate::store::{self, Store};
 
@@ -56,7 +56,14 @@ pub struct Replicator {
     pool: Pool,
     slots: Mutex<HashMap<Key, Slot>>,
     peer_back: Mutex<HashMap<AccountName, Arc<Notify>>>,
+    probing: Mutex<HashSet<AccountName>>,
 }
+
+/// The longest pause between attempts to reach a peer that is down.
+const PROBE_CAP: Duration = Duration::from_secs(5);
+
+/// How often the daemon looks for queued work that nothing works on.
+pub const RESCAN: Duration = Duration::from_secs(30);
 
 impl Replicator {
     /// A replicator for this server.
@@ -69,6 +76,7 @@ impl Replicator {
             config,
             slots: Mutex::new(HashMap::new()),
             peer_back: Mutex::new(HashMap::new()),
+            probing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -137,8 +145,9 @@ impl Replicator {
     }
 
     /// Starts work on everything the queue holds, then checks every repo this server masters
-    /// against its slaves (cheaply: refs are compared before anything is pushed). That second
-    /// pass catches a push whose hook never ran (a crash between git's ref update and the hook).
+    /// against what its slaves last confirmed (without network when nothing changed). That
+    /// second pass catches a push whose hook never ran (a crash between git's ref update and
+    /// the hook).
     pub fn resume(self: &Arc<Self>) {
         let records = self.queue.all().unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the queue");
@@ -161,7 +170,7 @@ impl Replicator {
         for repo in store.list().unwrap_or_default() {
             if let Ok((_, slaves)) = self.mastered(&repo) {
                 for slave in &slaves {
-                    self.submit(&repo, slave, When::IfDifferent, false);
+                    self.submit(&repo, slave, When::IfChanged, false);
                     checked += 1;
                 }
             }
@@ -199,23 +208,32 @@ impl Replicator {
     async fn run(self: Arc<Self>, key: Key, mut when: When) {
         let (repo, slave) = (&key.0, &key.1);
         loop {
-            let generation = self.queue.generation(repo, slave).unwrap_or(0);
-            let outcome = self.push_once(repo, slave, when).await;
-            self.resolve(
-                &key,
-                generation,
-                &outcome.as_ref().map(|_| ()).map_err(Clone::clone),
-            );
-            match outcome {
-                Ok(diverged) => {
-                    self.peer_back(slave).notify_waiters();
-                    let cleared = self
+            let outcome = match self.queue.generation(repo, slave) {
+                Ok(generation) => match self.push_once(repo, slave, when).await {
+                    Ok(Some((diverged, fingerprint))) => self
                         .queue
-                        .succeeded(repo, slave, generation, diverged)
-                        .unwrap_or_else(|e| {
-                            warn!(%repo, %slave, error = %e, "cannot record success");
-                            false
-                        });
+                        .succeeded(repo, slave, generation, diverged, &fingerprint)
+                        .map(|cleared| (generation, cleared))
+                        .map_err(|e| Failure::Refused(format!("cannot record success: {e}"))),
+                    // Not this server's business any more.
+                    Ok(None) => {
+                        let _ = self.queue.forget(repo, slave);
+                        self.resolve(
+                            &key,
+                            u64::MAX,
+                            &Err(format!("{slave} is no longer a slave of {repo} here")),
+                        );
+                        self.lock_slots().remove(&key);
+                        return;
+                    }
+                    Err(f) => Err(f),
+                },
+                Err(e) => Err(Failure::Refused(format!("cannot read the queue: {e}"))),
+            };
+            match outcome {
+                Ok((generation, cleared)) => {
+                    self.resolve(&key, generation, &Ok(()));
+                    self.peer_back(slave).notify_waiters();
                     let mut slots = self.lock_slots();
                     let slot = slots.entry(key.clone()).or_default();
                     let again = slot
@@ -233,27 +251,33 @@ impl Replicator {
                         }
                     }
                 }
-                Err(error) => {
-                    self.pool.invalidate(slave);
+                Err(failure) => {
+                    let words = failure.words().to_string();
+                    self.resolve(&key, u64::MAX, &Err(words.clone()));
+                    let transport = matches!(failure, Failure::Transport(_));
+                    if transport {
+                        self.pool.invalidate(slave);
+                        self.probe(slave);
+                    }
                     let delay = self
                         .queue
-                        .failed(repo, slave, &error, &self.backoff)
-                        .unwrap_or(std::time::Duration::from_secs(1));
-                    warn!(%repo, %slave, error, retry_in = ?delay, "mirror push failed");
+                        .failed(repo, slave, &words, &self.backoff)
+                        .unwrap_or(self.backoff.delay(1));
+                    warn!(%repo, %slave, error = %words, retry_in = ?delay, "mirror push failed");
                     let kick = {
                         let mut slots = self.lock_slots();
                         let slot = slots.entry(key.clone()).or_default();
                         slot.again.take();
+                        slot.again_generation = 0;
                         slot.kick.clone()
                     };
+                    // A peer that comes back wakes the retries that failed to reach it; a
+                    // refusal waits for its own backoff (or for someone asking).
                     let back = self.peer_back(slave);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = back.notified() => {}
-                        _ = kick.notified() => {
-                            // Asked for now: try the connection afresh too.
-                            self.pool.forget_failure(slave);
-                        }
+                        _ = back.notified(), if transport => {}
+                        _ = kick.notified() => self.pool.forget_failure(slave),
                     }
                     // Whatever was pushed meanwhile, a comparison decides what is left to do.
                     when = When::IfDifferent;
@@ -262,42 +286,107 @@ impl Replicator {
         }
     }
 
-    /// One mirror push, serialized against any other process pushing the same (repo, slave).
-    /// Returns the divergence the slave reported, if any.
+    /// Keeps trying to reach a peer that is down, on a short cap whatever the per-repo
+    /// backoff says, and wakes everything waiting on it once it answers: a slave that comes
+    /// back catches up within seconds even after hours away.
+    fn probe(self: &Arc<Self>, peer: &AccountName) {
+        {
+            let mut probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+            if !probing.insert(peer.clone()) {
+                return;
+            }
+        }
+        let (me, peer) = (self.clone(), peer.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(delay).await;
+                me.pool.forget_failure(&peer);
+                if me.pool.get(&peer).await.is_ok() {
+                    info!(%peer, "peer is back");
+                    me.peer_back(&peer).notify_waiters();
+                    break;
+                }
+                delay = (delay * 2).min(PROBE_CAP);
+            }
+            me.probing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
+        });
+    }
+
+    /// Submits every pending entry that nothing works on: a notification that never arrived
+    /// (a hook killed at the wrong moment, a daemon restarting) is picked up within
+    /// [`RESCAN`].
+    pub fn rescan(self: &Arc<Self>) {
+        let Ok(records) = self.queue.all() else {
+            return;
+        };
+        for record in records {
+            let Ok(repo) = RepoName::parse(&record.repo) else {
+                continue;
+            };
+            for (slave, entry) in &record.slaves {
+                let Ok(slave) = AccountName::parse(slave) else {
+                    continue;
+                };
+                let idle = !self
+                    .lock_slots()
+                    .get(&(repo.clone(), slave.clone()))
+                    .is_some_and(|s| s.running);
+                if entry.pending.is_some() && idle {
+                    self.submit(&repo, &slave, When::IfDifferent, false);
+                }
+            }
+        }
+    }
+
+    /// One mirror push. `Ok(None)` when the repo is no longer mastered here with this slave;
+    /// otherwise the divergence the slave reported and the fingerprint it now has.
     async fn push_once(
         &self,
         repo: &RepoName,
         slave: &AccountName,
         when: When,
-    ) -> Result<Option<String>, String> {
-        let (path, slaves) = self.mastered(repo)?;
+    ) -> Result<Option<(Option<String>, String)>, Failure> {
+        let Ok((path, slaves)) = self.mastered(repo) else {
+            return Ok(None);
+        };
         if !slaves.contains(slave) {
-            return Err(format!("{slave} is no longer a slave of {repo} here"));
+            return Ok(None);
         }
-        let lock_path = self
-            .home
-            .state_dir()
-            .join("locks")
-            .join(slave.as_str())
-            .join(format!("{}.lock", repo.as_str().replace('/', "~")));
-        let _lock = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = lock_path.parent() {
-                fsutil::ensure_dir(dir, 0o700)?;
-            }
-            fsutil::lock(&lock_path)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        let conn = self.pool.get(slave).await.map_err(|e| e.to_string())?;
-        let done = push::mirror_push(&self.home, &conn, repo, &path, when).await?;
+        let local = RefState::local(&path).map_err(Failure::Refused)?;
+        let fingerprint = local.fingerprint();
+        let confirmed = self
+            .queue
+            .confirmed(repo, slave)
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
+            return Ok(Some((None, fingerprint)));
+        }
+        let conn = self
+            .pool
+            .get(slave)
+            .await
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let done = push::mirror_push(
+            &self.home,
+            &conn,
+            repo,
+            &path,
+            &local,
+            when,
+            confirmed.is_some(),
+        )
+        .await?;
         if done.pushed != Pushed::Nothing {
             info!(%repo, %slave, pushed = ?done.pushed, "mirror push done");
         }
         if let Some(d) = &done.diverged {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
         }
-        Ok(done.diverged)
+        Ok(Some((done.diverged, fingerprint)))
     }
 
     /// Closes the peer connections.

@@ -206,6 +206,8 @@ impl<'a> UserShell<'a> {
             ("GITMIRROR_REPO".to_string(), repo.to_string()),
             ("GITMIRROR_ACCESS".to_string(), access.label().to_string()),
         ];
+        // refs/gitmirror/ is each server's own (kept divergences, the HEAD carrier): users
+        // neither see it nor push to it.
         Launch::new(
             service,
             path,
@@ -213,6 +215,7 @@ impl<'a> UserShell<'a> {
             git::sanitize_protocol(protocol),
             identity,
         )
+        .with_config("transfer.hideRefs", "refs/gitmirror")
     }
 
     /// The `info` text: who you are, where you are, and every repo you may read.

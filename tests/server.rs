@@ -372,3 +372,28 @@ fn checks_hold_for_a_repo_without_gitmirrors_hooks() {
         .git_in("b", &["push", "-f", "origin", "main"])
         .fails_with("rewinding refs/heads/main");
 }
+
+#[test]
+fn refs_gitmirror_is_the_servers_own_even_for_rw_plus() {
+    let w = world();
+    seed(&w);
+    let url = w.server.url("testing");
+    w.alice
+        .git_in("seed", &["push", &url, "main:refs/gitmirror/diverged/x"])
+        .fails_with("hidden ref");
+    w.server
+        .git(
+            "testing",
+            &["rev-parse", "--verify", "-q", "refs/gitmirror/diverged/x"],
+        )
+        .fails_with("");
+    // Refs the server keeps there are not shown to users either.
+    w.server
+        .git(
+            "testing",
+            &["update-ref", "refs/gitmirror/diverged/t/heads/main", "main"],
+        )
+        .ok();
+    let refs = w.alice.git_in("seed", &["ls-remote", &url]).ok();
+    assert!(!refs.contains("refs/gitmirror"), "{refs}");
+}
