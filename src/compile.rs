@@ -53,6 +53,7 @@ pub fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     let store = Store::new(home.repositories());
     fsutil::ensure_dir(&home.repositories(), 0o755)?;
     store::write_hooks(&home.hooks_dir(), &invocation)?;
+    store::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
     let mut report = CompileReport::default();
     for name in rules.named_repos() {
         if store.find(name).is_none() {

@@ -41,6 +41,16 @@ impl<T> Context<T> for io::Result<T> {
 /// never a mix, and a crash leaves one of the two on disk: write a temporary file in the same
 /// directory, fsync it, rename it over, fsync the directory.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+    write_replacing(path, contents, mode, true)
+}
+
+/// Like [`write_atomic`], but without waiting for the disk: for state whose loss after a
+/// crash costs only extra work.
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+    write_replacing(path, contents, mode, false)
+}
+
+fn write_replacing(path: &Path, contents: &[u8], mode: u32, durable: bool) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".gitmirror-tmp")
@@ -50,13 +60,18 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
         .at("cannot set permissions on", tmp.path())?;
-    tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    if durable {
+        tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    }
     tmp.persist(path)
         .map_err(|e| e.error)
         .at("cannot replace", path)?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .at("cannot sync directory", dir)
+    if durable {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("cannot sync directory", dir)?;
+    }
+    Ok(())
 }
 
 /// Writes `path` only when its contents differ, so that re-running a command that produces

@@ -71,8 +71,11 @@ impl Launch {
         }
     }
 
-    /// Adds `git -c KEY=VALUE` for this run only (fixed settings of ours, never client text).
+    /// Sets `git -c KEY=VALUE` for this run only (fixed settings of ours, never client text),
+    /// replacing an earlier value of the same key.
     pub fn with_config(mut self, key: &str, value: &str) -> Self {
+        let prefix = format!("{key}=");
+        self.config.retain(|c| !c.starts_with(&prefix));
         self.config.push(format!("{key}={value}"));
         self
     }

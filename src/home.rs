@@ -153,6 +153,10 @@ impl Home {
     pub fn hooks_dir(&self) -> PathBuf {
         self.root.join("hooks")
     }
+    /// The hooks mirror pushes from peers run (`core.hooksPath` for peer sessions).
+    pub fn peer_hooks_dir(&self) -> PathBuf {
+        self.state_dir().join("peer-hooks")
+    }
     /// The log file.
     pub fn log_path(&self) -> PathBuf {
         self.root.join("gitmirror.log")

@@ -336,7 +336,8 @@ fn slave_side(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) 
         Ok(now) => {
             let text = serde_json::to_vec(&now).unwrap_or_default();
             let written = crate::fsutil::ensure_dir(memory.parent().unwrap_or(path), 0o700)
-                .and_then(|()| crate::fsutil::write_atomic(&memory, &text, 0o600));
+                // Losing this in a crash only makes the next push keep extra refs.
+                .and_then(|()| crate::fsutil::replace(&memory, &text, 0o600));
             if let Err(e) = written {
                 warn!(repo = %repo_name, error = %e, "cannot remember the mirrored state");
             }

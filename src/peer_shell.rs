@@ -273,5 +273,10 @@ impl<'a> PeerShell<'a> {
             identity,
         )
         .with_config("transfer.hideRefs", DIVERGED_NS.trim_end_matches('/'))
+        // Peers run only the post-receive hook.
+        .with_config(
+            "core.hooksPath",
+            &self.home.peer_hooks_dir().display().to_string(),
+        )
     }
 }

@@ -154,10 +154,13 @@ impl Queue {
         Ok(out)
     }
 
-    /// Reads, changes and durably rewrites `repo`'s record under its lock.
+    /// Reads, changes and rewrites `repo`'s record under its lock; `durable` waits for the disk
+    /// (fsync). Only recording that a slave is behind needs that: losing the record of a
+    /// success costs one more comparison later, never a push.
     fn update<T>(
         &self,
         repo: &RepoName,
+        durable: bool,
         change: impl FnOnce(&mut Record) -> T,
     ) -> Result<T, QueueError> {
         fsutil::ensure_dir(&self.dir, 0o700)?;
@@ -170,7 +173,11 @@ impl Queue {
                 file: self.file(repo),
                 message: e.to_string(),
             })?;
-            fsutil::write_atomic(&self.file(repo), &text, 0o600)?;
+            if durable {
+                fsutil::write_atomic(&self.file(repo), &text, 0o600)?;
+            } else {
+                fsutil::replace(&self.file(repo), &text, 0o600)?;
+            }
         }
         Ok(out)
     }
@@ -179,7 +186,7 @@ impl Queue {
     /// slave's new generation.
     pub fn enqueue(&self, repo: &RepoName, slaves: &[AccountName]) -> Result<Vec<u64>, QueueError> {
         let t = now();
-        self.update(repo, |record| {
+        self.update(repo, true, |record| {
             slaves
                 .iter()
                 .map(|slave| {
@@ -220,7 +227,7 @@ impl Queue {
         fingerprint: &str,
     ) -> Result<bool, QueueError> {
         let t = now();
-        self.update(repo, |record| {
+        self.update(repo, false, |record| {
             let entry = record.slaves.entry(slave.to_string()).or_default();
             entry.last_success = Some(t);
             entry.confirmed = Some(fingerprint.to_string());
@@ -258,7 +265,7 @@ impl Queue {
 
     /// Drops `slave`'s entry for `repo`: it is no longer among the repo's slaves here.
     pub fn forget(&self, repo: &RepoName, slave: &AccountName) -> Result<(), QueueError> {
-        self.update(repo, |record| {
+        self.update(repo, false, |record| {
             record.slaves.remove(slave.as_str());
         })
     }
@@ -272,7 +279,7 @@ impl Queue {
         backoff: &Backoff,
     ) -> Result<Duration, QueueError> {
         let t = now();
-        self.update(repo, |record| {
+        self.update(repo, false, |record| {
             let entry = record.slaves.entry(slave.to_string()).or_default();
             let p = entry.pending.get_or_insert(Pending {
                 since: t,

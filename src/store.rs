@@ -30,6 +30,9 @@ const HOOKS: &[(&str, &str)] = &[
     ("post-receive", include_str!("../hooks/post-receive")),
 ];
 
+/// The hooks a peer's mirror push runs: no pre-receive, whose checks are for users.
+const PEER_HOOKS: &[(&str, &str)] = &[("post-receive", include_str!("../hooks/post-receive"))];
+
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -116,7 +119,8 @@ impl Store {
             .at("cannot create a temporary directory in", &real_parent)?;
         let staged = tmp.path().join("repo.git");
         let mut opts = git2::RepositoryInitOptions::new();
-        opts.bare(true).no_reinit(true);
+        // No template directory: its sample hooks are a dozen files per repo nobody runs.
+        opts.bare(true).no_reinit(true).external_template(false);
         let repo = git2::Repository::init_opts(&staged, &opts).map_err(git_err(&path))?;
         repo.config()
             .and_then(|mut c| c.set_bool("receive.fsckObjects", true))
@@ -182,10 +186,23 @@ pub fn install_hooks(repo: &Path, invocation: &Invocation) -> Result<usize, Stor
 /// Writes gitmirror's hook scripts into `dir`, rewriting only those that differ. Returns how
 /// many it wrote.
 pub fn write_hooks(dir: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
+    write_hook_set(dir, invocation, HOOKS)
+}
+
+/// Writes the hooks peers' pushes run into `dir` (see [`PEER_HOOKS`]).
+pub fn write_peer_hooks(dir: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
+    write_hook_set(dir, invocation, PEER_HOOKS)
+}
+
+fn write_hook_set(
+    dir: &Path,
+    invocation: &Invocation,
+    hooks: &[(&str, &str)],
+) -> Result<usize, StoreError> {
     let dir = dir.to_path_buf();
     fsutil::ensure_dir(&dir, 0o755)?;
     let mut written = 0;
-    for (name, template) in HOOKS {
+    for (name, template) in hooks {
         let text = template.replace("@GITMIRROR@", invocation.as_str());
         if fsutil::write_if_changed(&dir.join(name), text.as_bytes(), 0o755)? {
             written += 1;
