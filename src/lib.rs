@@ -23,7 +23,6 @@ pub mod hook;
 pub mod keys;
 pub mod log;
 pub mod mirror;
-pub mod muxclient;
 pub mod names;
 pub mod peer_shell;
 pub mod peers;

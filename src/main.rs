@@ -97,16 +97,6 @@ enum Cmd {
         /// The peer the key belongs to.
         name: String,
     },
-    /// git's transport to a peer over the daemon's open connection; not typed by people.
-    #[command(hide = true)]
-    Mux {
-        /// The OpenSSH control socket.
-        socket: PathBuf,
-        /// The host git names (ignored: the socket decides).
-        host: String,
-        /// The remote command.
-        command: String,
-    },
     /// Run a repository hook (called by the scripts compile installs).
     Hook {
         #[command(subcommand)]
@@ -124,13 +114,6 @@ enum HookCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The transport runs once per git command in bulk pushes: no home, config or logging.
-    if let Cmd::Mux {
-        socket, command, ..
-    } = &cli.command
-    {
-        return gitmirror::muxclient::run(socket, command);
-    }
     let is_forced = matches!(cli.command, Cmd::Shell { .. } | Cmd::Peer { .. });
     let home = match Home::locate(cli.home.as_deref(), !is_forced) {
         Ok(h) => h,
@@ -158,7 +141,6 @@ fn main() -> ExitCode {
         Cmd::Shell { user } => return forced(&cli.command, &home, config, user, Side::User),
         Cmd::Peer { name } => return forced(&cli.command, &home, config, name, Side::Peer),
         Cmd::Hook { hook } => run_hook(&home, config, *hook),
-        Cmd::Mux { .. } => unreachable!("handled before the home is located"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,18 +74,15 @@ impl Connection {
             .elapsed()
     }
 
-    /// The `GIT_SSH_COMMAND` that runs git over this connection: `gitmirror mux` (see
-    /// [`crate::muxclient`]), to be used with `GIT_SSH_VARIANT=simple`. If the master
-    /// connection has died it fails at once; it never logs in afresh.
+    /// The `GIT_SSH_COMMAND` that runs git over this connection. If the master connection
+    /// has died, `ProxyCommand=/bin/false` makes ssh fail at once instead of silently logging
+    /// in afresh (which would hide the failure and cost a full handshake).
     pub fn git_ssh_command(&self) -> String {
-        // git runs this through sh: quote both paths.
-        let quote =
-            |p: &std::path::Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gitmirror"));
+        // git runs this through sh: quote the socket path.
+        let socket = self.session.control_socket().display().to_string();
         format!(
-            "{} mux {}",
-            quote(&exe),
-            quote(self.session.control_socket())
+            "ssh -F /dev/null -S '{}' -o ControlMaster=no -o ProxyCommand=/bin/false -o BatchMode=yes",
+            socket.replace('\'', "'\\''")
         )
     }
 

@@ -279,7 +279,6 @@ async fn run(
         .env("PATH", SAFE_PATH)
         .env("HOME", home.root())
         .env("GIT_SSH_COMMAND", conn.git_ssh_command())
-        .env("GIT_SSH_VARIANT", "simple")
         .arg("--git-dir")
         .arg(path)
         .args(args)
