@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -125,7 +126,8 @@ impl Store {
         repo.config()
             .and_then(|mut c| c.set_bool("receive.fsckObjects", true))
             .map_err(git_err(&path))?;
-        install_hooks(&staged, invocation)?;
+        // Nobody else sees the staging directory: plain writes, and one sync after the rename.
+        write_hook_set(&staged.join("hooks"), invocation, HOOKS, false)?;
         if let Some(rule) = mirror {
             set_mirror_config(&staged, rule)?;
         }
@@ -186,25 +188,35 @@ pub fn install_hooks(repo: &Path, invocation: &Invocation) -> Result<usize, Stor
 /// Writes gitmirror's hook scripts into `dir`, rewriting only those that differ. Returns how
 /// many it wrote.
 pub fn write_hooks(dir: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
-    write_hook_set(dir, invocation, HOOKS)
+    write_hook_set(dir, invocation, HOOKS, true)
 }
 
 /// Writes the hooks peers' pushes run into `dir` (see [`PEER_HOOKS`]).
 pub fn write_peer_hooks(dir: &Path, invocation: &Invocation) -> Result<usize, StoreError> {
-    write_hook_set(dir, invocation, PEER_HOOKS)
+    write_hook_set(dir, invocation, PEER_HOOKS, true)
 }
 
+/// Writes `hooks` into `dir`: replacing live files atomically (`in_place`), or plainly into a
+/// directory nobody uses yet.
 fn write_hook_set(
     dir: &Path,
     invocation: &Invocation,
     hooks: &[(&str, &str)],
+    in_place: bool,
 ) -> Result<usize, StoreError> {
-    let dir = dir.to_path_buf();
-    fsutil::ensure_dir(&dir, 0o755)?;
+    fsutil::ensure_dir(dir, 0o755)?;
     let mut written = 0;
     for (name, template) in hooks {
         let text = template.replace("@GITMIRROR@", invocation.as_str());
-        if fsutil::write_if_changed(&dir.join(name), text.as_bytes(), 0o755)? {
+        let path = dir.join(name);
+        if in_place {
+            if fsutil::write_if_changed(&path, text.as_bytes(), 0o755)? {
+                written += 1;
+            }
+        } else {
+            fs::write(&path, text)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)))
+                .at("cannot write", &path)?;
             written += 1;
         }
     }
