@@ -11,7 +11,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tracing::info;
 
-use crate::command::{self, CommandError, GitService, Request};
+use crate::command::{CommandError, GitService, Request};
 use crate::config::ServerConfig;
 use crate::git::{self, Launch};
 use crate::home::{Home, HomeError, Invocation};
@@ -20,7 +20,7 @@ use crate::keys;
 use crate::mirror::{self, MirrorError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::rules::{MirrorRule, Rules};
-use crate::shell::Reply;
+use crate::shell::{Reply, answer};
 use crate::store::{self, Store, StoreError};
 
 /// Why a peer's request was refused; one line, safe to send back.
@@ -103,37 +103,26 @@ impl<'a> PeerShell<'a> {
         original: Option<&str>,
         protocol: Option<&OsStr>,
     ) -> Result<Reply, PeerShellError> {
-        let request = match command::parse(original) {
-            Ok(r) => r,
-            Err(e) => {
-                let shown: String = original.unwrap_or("").chars().take(80).collect();
-                info!(peer = %self.peer, command = ?shown, decision = "deny", reason = %e, "access");
-                return Err(e.into());
-            }
-        };
-        let (verb, repo) = request.describe();
-        let result = match request {
-            Request::Info => Ok(Reply::text(
-                format!("Hello {}, I am {}\n", self.peer, self.this()),
-                true,
-            )),
-            Request::Git {
-                service: GitService::ReceivePack,
-                repo,
-            } => self.receive(&repo, protocol),
-            Request::Git {
-                service: GitService::UploadPack,
-                repo,
-            } => self.upload(&repo, protocol),
-            Request::RequestPush(repo) => self.request_push(&repo),
-        };
-        match &result {
-            Ok(_) => info!(peer = %self.peer, verb, repo, decision = "allow", "access"),
-            Err(e) => {
-                info!(peer = %self.peer, verb, repo, decision = "deny", reason = %e, "access")
-            }
-        }
-        result
+        answer(
+            keys::Role::Peer,
+            &self.peer,
+            original,
+            |request| match request {
+                Request::Info => Ok(Reply::text(
+                    format!("Hello {}, I am {}\n", self.peer, self.this()),
+                    true,
+                )),
+                Request::Git {
+                    service: GitService::ReceivePack,
+                    repo,
+                } => self.receive(&repo, protocol),
+                Request::Git {
+                    service: GitService::UploadPack,
+                    repo,
+                } => self.upload(&repo, protocol),
+                Request::RequestPush(repo) => self.request_push(&repo),
+            },
+        )
     }
 
     fn refuse(&self, repo: &RepoName, why: String) -> PeerShellError {

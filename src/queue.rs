@@ -49,6 +49,19 @@ pub struct Pending {
     pub next_attempt: f64,
 }
 
+impl Pending {
+    /// Behind since `t`, not yet tried.
+    fn new(t: f64, generation: u64) -> Self {
+        Pending {
+            since: t,
+            generation,
+            attempts: 0,
+            last_error: None,
+            next_attempt: t,
+        }
+    }
+}
+
 /// One slave's state for one repo.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlaveEntry {
@@ -191,13 +204,7 @@ impl Queue {
                 .iter()
                 .map(|slave| {
                     let entry = record.slaves.entry(slave.to_string()).or_default();
-                    let p = entry.pending.get_or_insert(Pending {
-                        since: t,
-                        generation: 0,
-                        attempts: 0,
-                        last_error: None,
-                        next_attempt: t,
-                    });
+                    let p = entry.pending.get_or_insert(Pending::new(t, 0));
                     p.generation += 1;
                     p.next_attempt = t;
                     p.generation
@@ -281,13 +288,7 @@ impl Queue {
         let t = now();
         self.update(repo, false, |record| {
             let entry = record.slaves.entry(slave.to_string()).or_default();
-            let p = entry.pending.get_or_insert(Pending {
-                since: t,
-                generation: 1,
-                attempts: 0,
-                last_error: None,
-                next_attempt: t,
-            });
+            let p = entry.pending.get_or_insert(Pending::new(t, 1));
             p.attempts += 1;
             p.last_error = Some(error.to_string());
             let delay = backoff.delay(p.attempts);

@@ -67,6 +67,37 @@ impl Reply {
     }
 }
 
+/// Parses a forced command's `original` command line, has `handle` answer it, and logs one
+/// line with the decision: who (`actor`, `role`), what, which repo, allowed or why not. Both
+/// forced commands (users' and peers') answer through here.
+pub fn answer<E>(
+    role: keys::Role,
+    actor: &AccountName,
+    original: Option<&str>,
+    handle: impl FnOnce(Request) -> Result<Reply, E>,
+) -> Result<Reply, E>
+where
+    E: std::fmt::Display + From<CommandError>,
+{
+    let request = match command::parse(original) {
+        Ok(r) => r,
+        Err(e) => {
+            let shown: String = original.unwrap_or("").chars().take(80).collect();
+            info!(actor = %actor, command = ?shown, decision = "deny", reason = %e, %role, "access");
+            return Err(e.into());
+        }
+    };
+    let (verb, repo) = request.describe();
+    let result = handle(request);
+    match &result {
+        Ok(_) => info!(actor = %actor, verb, repo, decision = "allow", %role, "access"),
+        Err(e) => {
+            info!(actor = %actor, verb, repo, decision = "deny", reason = %e, %role, "access")
+        }
+    }
+    result
+}
+
 /// One user's session: the server as this user sees it.
 pub struct UserShell<'a> {
     home: &'a Home,
@@ -101,31 +132,20 @@ impl<'a> UserShell<'a> {
         original: Option<&str>,
         protocol: Option<&OsStr>,
     ) -> Result<Reply, ShellError> {
-        let request = match command::parse(original) {
-            Ok(r) => r,
-            Err(e) => {
-                let shown: String = original.unwrap_or("").chars().take(80).collect();
-                info!(actor = %self.user, command = ?shown, decision = "deny", reason = %e, "access");
-                return Err(e.into());
-            }
-        };
-        let result = match &request {
-            Request::Info => Ok(Reply::text(self.info(), true)),
-            Request::Git { service, repo } => {
-                self.authorize_git(*service, repo).map(|(path, access)| {
-                    Reply::Git(self.launch(*service, repo, &path, access, protocol))
-                })
-            }
-            Request::RequestPush(repo) => self.request_push(repo),
-        };
-        let (verb, repo) = request.describe();
-        match &result {
-            Ok(_) => info!(actor = %self.user, verb, repo, decision = "allow", "access"),
-            Err(e) => {
-                info!(actor = %self.user, verb, repo, decision = "deny", reason = %e, "access")
-            }
-        }
-        result
+        answer(
+            keys::Role::User,
+            &self.user,
+            original,
+            |request| match &request {
+                Request::Info => Ok(Reply::text(self.info(), true)),
+                Request::Git { service, repo } => {
+                    self.authorize_git(*service, repo).map(|(path, access)| {
+                        Reply::Git(self.launch(*service, repo, &path, access, protocol))
+                    })
+                }
+                Request::RequestPush(repo) => self.request_push(repo),
+            },
+        )
     }
 
     /// Checks that the user may run `service` on `repo` here; returns the repo's path and

@@ -194,11 +194,13 @@ fn peer_is_confined_to_the_repos_it_masters() {
         .fails_with("server2 refuses testing from server3");
     let log = s3.log();
     assert!(
-        log.contains("peer=server2 verb=\"git-receive-pack\" repo=\"testing\" decision=\"deny\""),
+        log.contains(
+            "actor=server2 verb=\"git-receive-pack\" repo=\"testing\" decision=\"deny\" reason=server3 refuses testing from server2: its master here is server1 role=peer"
+        ),
         "{log}"
     );
     assert!(
-        log.contains("peer=server2 command=\"sh\" decision=\"deny\""),
+        log.contains("actor=server2 command=\"sh\" decision=\"deny\""),
         "{log}"
     );
     assert_eq!(s3.refs("testing"), w.s("server1").refs("testing"));
@@ -344,7 +346,7 @@ fn head_only_change_reaches_slaves_on_request_push() {
     // Every receive-pack session the slave admits is logged, even one that changes nothing.
     let pushes = |s: &Server| {
         s.log()
-            .matches("peer=server1 verb=\"git-receive-pack\"")
+            .matches("actor=server1 verb=\"git-receive-pack\"")
             .count()
     };
     let before = pushes(w.s("server3"));

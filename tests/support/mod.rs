@@ -915,7 +915,7 @@ impl Server {
     /// How many receive-pack sessions from `peer` this server has admitted.
     pub fn mirror_pushes_from(&self, peer: &str) -> usize {
         self.log()
-            .matches(&format!("peer={peer} verb=\"git-receive-pack\""))
+            .matches(&format!("actor={peer} verb=\"git-receive-pack\""))
             .count()
     }
 }
