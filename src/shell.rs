@@ -155,25 +155,9 @@ impl<'a> UserShell<'a> {
         service: GitService,
         repo: &RepoName,
     ) -> Result<(std::path::PathBuf, Access), ShellError> {
-        let access = self.rules.access(&self.user, repo);
-        let no_access = || ShellError::NoAccess {
-            user: self.user.clone(),
-            repo: repo.clone(),
-        };
-        if access < Access::Read {
-            return Err(no_access());
-        }
-        let path = Store::new(self.home.repositories())
-            .find(repo)
-            .ok_or_else(no_access)?;
+        let (path, access) = self.admit(repo, service.writes())?;
         if !service.writes() {
             return Ok((path, access));
-        }
-        if access < Access::Write {
-            return Err(ShellError::ReadOnly {
-                user: self.user.clone(),
-                repo: repo.clone(),
-            });
         }
         if !self.home.hooks_dir().join("pre-receive").is_file() {
             return Err(ShellError::NotCompiled);
@@ -192,23 +176,37 @@ impl<'a> UserShell<'a> {
         }
     }
 
-    /// `request-push REPO`, for users who may write the repo: on its master, push to every
-    /// slave now; on a slave, ask the master to push here.
-    fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+    /// The repo's path and the user's access, if the repo exists and the user may read it
+    /// (and write it, with `write`). A missing repo and a forbidden one get the same answer.
+    fn admit(
+        &self,
+        repo: &RepoName,
+        write: bool,
+    ) -> Result<(std::path::PathBuf, Access), ShellError> {
         let access = self.rules.access(&self.user, repo);
-        let exists = Store::new(self.home.repositories()).find(repo).is_some();
-        if access < Access::Read || !exists {
-            return Err(ShellError::NoAccess {
-                user: self.user.clone(),
-                repo: repo.clone(),
-            });
+        let no_access = || ShellError::NoAccess {
+            user: self.user.clone(),
+            repo: repo.clone(),
+        };
+        if access < Access::Read {
+            return Err(no_access());
         }
-        if access < Access::Write {
+        let path = Store::new(self.home.repositories())
+            .find(repo)
+            .ok_or_else(no_access)?;
+        if write && access < Access::Write {
             return Err(ShellError::ReadOnly {
                 user: self.user.clone(),
                 repo: repo.clone(),
             });
         }
+        Ok((path, access))
+    }
+
+    /// `request-push REPO`, for users who may write the repo: on its master, push to every
+    /// slave now; on a slave, ask the master to push here.
+    fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+        self.admit(repo, true)?;
         let report = mirror::request(self.home, &self.config, repo)?;
         Ok(Reply::text(report.text(), report.ok))
     }
