@@ -98,6 +98,7 @@ async fn serve(
     config: Arc<ServerConfig>,
     socket: &PathBuf,
 ) -> Result<(), DaemonError> {
+    crate::transport::register().map_err(|e| DaemonError::Refused(e.message().to_string()))?;
     // We hold the lock, so a socket file left here belongs to a daemon that died.
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;

@@ -33,3 +33,4 @@ pub mod rules;
 pub mod shell;
 pub mod status;
 pub mod store;
+pub mod transport;

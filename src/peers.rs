@@ -44,7 +44,7 @@ impl From<FsError> for PeerError {
 /// An open connection to one peer.
 pub struct Connection {
     peer: AccountName,
-    session: Session,
+    session: Arc<Session>,
     slots: Semaphore,
     last_used: Mutex<std::time::Instant>,
 }
@@ -53,6 +53,11 @@ impl Connection {
     /// The peer at the other end.
     pub fn peer(&self) -> &AccountName {
         &self.peer
+    }
+
+    /// The ssh session, for commands that outlive a borrow (see [`crate::transport`]).
+    pub fn session(&self) -> Arc<Session> {
+        self.session.clone()
     }
 
     /// Waits for one of the connection's session slots; hold it while a command runs.
@@ -192,7 +197,9 @@ impl Pool {
             && let Ok(conn) = Arc::try_unwrap(conn)
         {
             tokio::spawn(async move {
-                let _ = conn.session.close().await;
+                if let Ok(session) = Arc::try_unwrap(conn.session) {
+                    let _ = session.close().await;
+                }
             });
         }
     }
@@ -231,7 +238,7 @@ impl Pool {
         info!(%peer, %host, "connected");
         Ok(Arc::new(Connection {
             peer: peer.clone(),
-            session,
+            session: Arc::new(session),
             slots: Semaphore::new(SESSIONS_PER_PEER),
             last_used: Mutex::new(std::time::Instant::now()),
         }))
@@ -246,8 +253,9 @@ impl Pool {
             };
             if let Some(Ok(conn)) = cell.into_inner()
                 && let Ok(conn) = Arc::try_unwrap(conn)
+                && let Ok(session) = Arc::try_unwrap(conn.session)
             {
-                let _ = conn.session.close().await;
+                let _ = session.close().await;
             }
         }
     }

@@ -8,13 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::git::SAFE_PATH;
-use crate::home::Home;
 use crate::names::RepoName;
 use crate::peers::Connection;
+use crate::transport::Registered;
 
 /// The push option that carries the master's HEAD to a slave.
 pub const HEAD_OPTION: &str = "gitmirror.head=";
@@ -130,80 +129,255 @@ impl RefState {
 
 /// Makes `repo` on the connection's peer identical to `local` (the state at `path`).
 /// `When::IfChanged` is decided by the caller before connecting; here it means "compare
-/// with the slave unless it never confirmed anything", given by `confirmed`.
+/// with the slave unless it never confirmed anything", given by `confirmed`. The git work
+/// runs in libgit2 on a blocking thread (see [`crate::transport`]).
 pub async fn mirror_push(
-    home: &Home,
-    conn: &Connection,
+    conn: Arc<Connection>,
     repo: &RepoName,
     path: &Path,
-    local: &RefState,
+    local: RefState,
     when: When,
     confirmed: bool,
 ) -> Result<Done, Failure> {
-    if local.refs.is_empty() {
-        return empty(home, conn, repo, path).await;
-    }
     let compare = match when {
         When::Always => false,
         When::IfDifferent => true,
         When::IfChanged => confirmed,
     };
-    if compare && let Ok(remote) = remote_state(home, conn, repo, path).await {
-        if &remote == local {
+    let runtime = tokio::runtime::Handle::current();
+    let (repo, path) = (repo.clone(), path.to_path_buf());
+    let holder = conn.clone();
+    let _slot = holder.slot().await;
+    let work = tokio::task::spawn_blocking(move || {
+        let job = Job {
+            conn: &conn,
+            runtime,
+            repo: &repo,
+            path: &path,
+        };
+        job.mirror(&local, compare)
+    });
+    match tokio::time::timeout(GIT_TIMEOUT, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(Failure::Transport(format!("mirror push failed: {e}"))),
+        Err(_) => Err(Failure::Transport(format!(
+            "no answer within {}s",
+            GIT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// One mirror push's blocking work.
+struct Job<'a> {
+    conn: &'a Connection,
+    runtime: tokio::runtime::Handle,
+    repo: &'a RepoName,
+    path: &'a Path,
+}
+
+/// What libgit2 and the remote command said during one exchange.
+struct Exchange {
+    /// The remote's messages (hook output), from the sideband and what followed it.
+    messages: String,
+}
+
+impl Job<'_> {
+    fn mirror(&self, local: &RefState, compare: bool) -> Result<Done, Failure> {
+        let nothing = || Done {
+            pushed: Pushed::Nothing,
+            diverged: None,
+        };
+        let remote = if compare || local.refs.is_empty() {
+            self.remote_state().ok()
+        } else {
+            None
+        };
+        if let Some(remote) = &remote {
+            if remote == local {
+                return Ok(nothing());
+            }
+            if remote.refs == local.refs {
+                return self.set_head(local);
+            }
+        }
+        if local.refs.is_empty() && remote.as_ref().is_none_or(|r| r.refs.is_empty()) {
+            // Nothing here; a slave without the repo needs nothing yet.
+            return Ok(nothing());
+        }
+        let exchange = self.push(Vec::new(), local.head.as_deref(), Some(local))?;
+        Ok(Done {
+            pushed: Pushed::Refs,
+            diverged: diverged_report(&exchange.messages),
+        })
+    }
+
+    /// Carries a HEAD-only change on [`SET_HEAD_REF`], pointed at any commit the slave has.
+    fn set_head(&self, local: &RefState) -> Result<Done, Failure> {
+        let (Some(head), Some(any)) = (&local.head, local.refs.values().next()) else {
             return Ok(Done {
                 pushed: Pushed::Nothing,
                 diverged: None,
             });
-        }
-        if remote.refs == local.refs {
-            return set_head(home, conn, repo, path, local).await;
-        }
+        };
+        self.push(vec![format!("+{any}:{SET_HEAD_REF}")], Some(head), None)?;
+        Ok(Done {
+            pushed: Pushed::Head,
+            diverged: None,
+        })
     }
-    let mut args: Vec<String> = ["push", "--force", "--prune", "--quiet"]
-        .map(String::from)
-        .into();
-    if let Some(head) = &local.head {
-        args.extend(["--push-option".into(), format!("{HEAD_OPTION}{head}")]);
+
+    fn git(&self) -> Result<git2::Repository, Failure> {
+        git2::Repository::open_bare(self.path)
+            .map_err(|e| Failure::Refused(e.message().to_string()))
     }
-    args.push(conn.url(repo));
-    args.extend(["+refs/*:refs/*".to_string(), format!("^{OWN_NS}*")]);
-    let out = run(home, conn, path, &args).await?;
-    Ok(Done {
-        pushed: Pushed::Refs,
-        diverged: diverged_report(&String::from_utf8_lossy(&out.stderr)),
-    })
+
+    /// The slave's refs and HEAD, as its upload-pack advertises them.
+    fn remote_state(&self) -> Result<RefState, Failure> {
+        let git = self.git()?;
+        let op = Registered::new(self.conn.session(), self.runtime.clone());
+        let mut remote = git
+            .remote_anonymous(&op.url(&self.repo.relative_dir()))
+            .map_err(|e| Failure::Refused(e.message().to_string()))?;
+        let listed = remote.connect(git2::Direction::Fetch).map(|()| {
+            let mut state = RefState::default();
+            for head in remote.list().into_iter().flatten() {
+                let name = head.name();
+                if name == "HEAD" {
+                    state.head = head.symref_target().map(str::to_string);
+                } else if !name.ends_with("^{}") && !name.starts_with(OWN_NS) {
+                    state.refs.insert(name.to_string(), head.oid().to_string());
+                }
+            }
+            state
+        });
+        let _ = remote.disconnect();
+        drop(remote);
+        let finished = op.finish();
+        listed.map_err(|e| failure(&e, finished.as_ref()))
+    }
+
+    /// Pushes `specs`, or with `mirror_of` whatever makes the slave's advertised refs equal to
+    /// that state (changed refs, force; refs it lacks, deleted), carrying HEAD as a push
+    /// option.
+    fn push(
+        &self,
+        mut specs: Vec<String>,
+        head: Option<&str>,
+        mirror_of: Option<&RefState>,
+    ) -> Result<Exchange, Failure> {
+        let git = self.git()?;
+        let op = Registered::new(self.conn.session(), self.runtime.clone());
+        let mut remote = git
+            .remote_anonymous(&op.url(&self.repo.relative_dir()))
+            .map_err(|e| Failure::Refused(e.message().to_string()))?;
+        let messages = std::cell::RefCell::new(Vec::new());
+        let rejected = std::cell::RefCell::new(Vec::new());
+        let result = (|| -> Result<(), git2::Error> {
+            remote.connect(git2::Direction::Push)?;
+            if let Some(local) = mirror_of {
+                let advertised: BTreeMap<String, String> = remote
+                    .list()?
+                    .iter()
+                    .filter(|h| h.name().starts_with("refs/") && !h.name().starts_with(OWN_NS))
+                    .map(|h| (h.name().to_string(), h.oid().to_string()))
+                    .collect();
+                // Send what differs (forced), delete what the slave has and we do not.
+                specs.extend(
+                    local
+                        .refs
+                        .iter()
+                        .filter(|(n, oid)| advertised.get(*n) != Some(*oid))
+                        .map(|(n, _)| format!("+{n}:{n}")),
+                );
+                specs.extend(
+                    advertised
+                        .keys()
+                        .filter(|n| !local.refs.contains_key(*n))
+                        .map(|n| format!(":{n}")),
+                );
+            }
+            if specs.is_empty() {
+                return Ok(());
+            }
+            let mut callbacks = git2::RemoteCallbacks::new();
+            callbacks.sideband_progress(|data| {
+                messages.borrow_mut().extend_from_slice(data);
+                true
+            });
+            callbacks.push_update_reference(|name, status| {
+                if let Some(why) = status {
+                    rejected.borrow_mut().push(format!("{name}: {why}"));
+                }
+                Ok(())
+            });
+            let option = head.map(|h| format!("{HEAD_OPTION}{h}"));
+            let options: Vec<&str> = option.iter().map(String::as_str).collect();
+            let mut opts = git2::PushOptions::new();
+            opts.remote_callbacks(callbacks)
+                .remote_push_options(&options);
+            remote.push(&specs, Some(&mut opts))
+        })();
+        let _ = remote.disconnect();
+        drop(remote);
+        let finished = op.finish();
+        if let Err(e) = result {
+            return Err(failure(&e, finished.as_ref()));
+        }
+        let rejected = rejected.into_inner();
+        if !rejected.is_empty() {
+            return Err(Failure::Refused(format!(
+                "the slave rejected {}",
+                rejected.join(", ")
+            )));
+        }
+        let mut text = String::from_utf8_lossy(&messages.into_inner()).into_owned();
+        if let Some((rest, _, _)) = &finished {
+            text.push_str(&sideband_text(rest.as_bytes()));
+        }
+        Ok(Exchange { messages: text })
+    }
 }
 
-/// A master copy with no refs: git refuses a mirror push of nothing ("No refs in common"),
-/// so delete what the slave still has one by one; a slave without the repo needs nothing yet.
-async fn empty(
-    home: &Home,
-    conn: &Connection,
-    repo: &RepoName,
-    path: &Path,
-) -> Result<Done, Failure> {
-    let nothing = Done {
-        pushed: Pushed::Nothing,
-        diverged: None,
-    };
-    let Ok(remote) = remote_state(home, conn, repo, path).await else {
-        return Ok(nothing);
-    };
-    if remote.refs.is_empty() {
-        return Ok(nothing);
+/// A libgit2 failure, in the slave's own words when its gitmirror said something.
+fn failure(e: &git2::Error, finished: Option<&(String, String, bool)>) -> Failure {
+    let stderr = finished.map_or("", |(_, err, _)| err.as_str());
+    if stderr.contains("FATAL: ") {
+        Failure::Refused(remote_words(stderr))
+    } else if stderr.trim().is_empty() {
+        Failure::Transport(e.message().to_string())
+    } else {
+        Failure::Transport(format!("{}: {}", e.message(), remote_words(stderr)))
     }
-    let mut args: Vec<String> = vec!["push".into(), "--quiet".into(), conn.url(repo)];
-    args.extend(remote.refs.keys().map(|name| format!(":{name}")));
-    let out = run(home, conn, path, &args).await?;
-    Ok(Done {
-        pushed: Pushed::Refs,
-        diverged: diverged_report(&String::from_utf8_lossy(&out.stderr)),
-    })
 }
 
-/// The slave's `DIVERGED:` lines from a push's stderr, joined on one line.
-fn diverged_report(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr
+/// The text of sideband channel-2 (progress and hook output) packets in raw protocol bytes.
+fn sideband_text(mut raw: &[u8]) -> String {
+    let mut out = Vec::new();
+    while raw.len() >= 4 {
+        let Some(len) = std::str::from_utf8(&raw[..4])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+        else {
+            break;
+        };
+        if len < 4 {
+            raw = &raw[4..];
+            continue;
+        }
+        if len > raw.len() {
+            break;
+        }
+        if len > 5 && raw[4] == 2 {
+            out.extend_from_slice(&raw[5..len]);
+        }
+        raw = &raw[len..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The slave's `DIVERGED:` lines from its messages, joined on one line.
+fn diverged_report(messages: &str) -> Option<String> {
+    let lines: Vec<&str> = messages
         .lines()
         .filter_map(|l| {
             l.trim_start_matches("remote: ")
@@ -212,103 +386,6 @@ fn diverged_report(stderr: &str) -> Option<String> {
         .map(str::trim)
         .collect();
     (!lines.is_empty()).then(|| lines.join("; "))
-}
-
-/// Carries a HEAD-only change on [`SET_HEAD_REF`], pointed at any commit the slave has.
-async fn set_head(
-    home: &Home,
-    conn: &Connection,
-    repo: &RepoName,
-    path: &Path,
-    local: &RefState,
-) -> Result<Done, Failure> {
-    let done = |pushed| Done {
-        pushed,
-        diverged: None,
-    };
-    let (Some(head), Some(any)) = (&local.head, local.refs.values().next()) else {
-        return Ok(done(Pushed::Nothing));
-    };
-    let args = [
-        "push".to_string(),
-        "--quiet".into(),
-        "--push-option".into(),
-        format!("{HEAD_OPTION}{head}"),
-        conn.url(repo),
-        format!("{any}:{SET_HEAD_REF}"),
-    ];
-    run(home, conn, path, &args).await?;
-    Ok(done(Pushed::Head))
-}
-
-/// The slave's refs and HEAD, as `git ls-remote --symref` reports them.
-async fn remote_state(
-    home: &Home,
-    conn: &Connection,
-    repo: &RepoName,
-    path: &Path,
-) -> Result<RefState, Failure> {
-    let args = ["ls-remote".to_string(), "--symref".into(), conn.url(repo)];
-    let out = run(home, conn, path, &args).await?;
-    let mut state = RefState::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((left, name)) = line.split_once('\t') else {
-            continue;
-        };
-        if let Some(target) = left.strip_prefix("ref: ") {
-            if name == "HEAD" {
-                state.head = Some(target.to_string());
-            }
-        } else if name != "HEAD" && !name.ends_with("^{}") && !name.starts_with(OWN_NS) {
-            state.refs.insert(name.to_string(), left.to_string());
-        }
-    }
-    Ok(state)
-}
-
-/// Runs `git ARGS` for `path` over the connection, holding one of its session slots, within
-/// [`GIT_TIMEOUT`]. Fails with the slave's own words, classified.
-async fn run(
-    home: &Home,
-    conn: &Connection,
-    path: &Path,
-    args: &[String],
-) -> Result<Output, Failure> {
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("HOME", home.root())
-        .env("GIT_SSH_COMMAND", conn.git_ssh_command())
-        .arg("--git-dir")
-        .arg(path)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = {
-        let _slot = conn.slot().await;
-        match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => return Err(Failure::Transport(format!("cannot run git: {e}"))),
-            Err(_) => {
-                return Err(Failure::Transport(format!(
-                    "no answer within {}s",
-                    GIT_TIMEOUT.as_secs()
-                )));
-            }
-        }
-    };
-    if out.status.success() {
-        return Ok(out);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let words = remote_words(&stderr);
-    // gitmirror on the slave refuses with a FATAL line; git refuses with "remote rejected".
-    // Anything else (ssh gone, control socket dead) is the transport.
-    if stderr.contains("FATAL: ") || stderr.contains("[remote rejected]") {
-        Err(Failure::Refused(words))
-    } else {
-        Err(Failure::Transport(words))
-    }
 }
 
 /// The slave's own words from a failed command's stderr, on one line: gitmirror's `FATAL:`

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::home::Home;
@@ -370,16 +370,8 @@ impl Replicator {
             .get(slave)
             .await
             .map_err(|e| Failure::Transport(e.to_string()))?;
-        let done = push::mirror_push(
-            &self.home,
-            &conn,
-            repo,
-            &path,
-            &local,
-            when,
-            confirmed.is_some(),
-        )
-        .await?;
+        debug!(%repo, %slave, ?when, "mirror push started");
+        let done = push::mirror_push(conn, repo, &path, local, when, confirmed.is_some()).await?;
         if done.pushed != Pushed::Nothing {
             info!(%repo, %slave, pushed = ?done.pushed, "mirror push done");
         }

@@ -108,16 +108,28 @@ fn slave_down_during_pushes_catches_up_by_itself() {
 #[test]
 fn daemon_killed_mid_push_resumes_at_next_start() {
     let w = world();
+    // The daemon says at debug level when a mirror push starts.
+    let config = w.s1().home().join("gitmirror.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
     // Freeze the slave so the next mirror push hangs in flight, then kill the daemon and
     // everything it started.
     w.s2().freeze(true);
+    let started = |s: &Server| {
+        s.log()
+            .matches("mirror push started repo=testing slave=server2")
+            .count()
+    };
+    let before = started(w.s1());
     w.commit_and_push("testing", "b");
-    let uid = w.s1().user.uid;
-    // A push (or the comparison before one) hangs on the frozen slave.
-    wait_for("mirror work in flight", Duration::from_secs(30), || {
-        !processes_running(uid, &["git", "ssh://server2/testing.git"]).is_empty()
+    wait_for("a mirror push in flight", Duration::from_secs(30), || {
+        started(w.s1()) > before
     });
     let daemon = w.s1().daemon_pid().expect("a daemon runs");
     signal(&process_tree(daemon), "KILL");

@@ -827,18 +827,6 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     tree
 }
 
-/// Pids of `uid`'s processes whose command line contains every one of `words`.
-pub fn processes_running(uid: u32, words: &[&str]) -> Vec<u32> {
-    processes_of(uid)
-        .into_iter()
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            words.iter().all(|w| cmdline.contains(w))
-        })
-        .collect()
-}
-
 impl Server {
     /// Adds `key = value` lines to gitmirror.toml's `[mirror]` table.
     pub fn mirror_settings(&self, lines: &str) {
