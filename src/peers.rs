@@ -21,8 +21,9 @@ use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 
 /// Sessions used at once on one connection. sshd allows ten per connection by default
-/// (`MaxSessions`); staying below leaves room and avoids "open failed" refusals.
-pub const SESSIONS_PER_PEER: usize = 8;
+/// (`MaxSessions`). A session's channel closes a moment after its command's exit status
+/// arrives, so this leaves room for sessions still closing.
+pub const SESSIONS_PER_PEER: usize = 6;
 
 /// Why a peer could not be reached.
 #[derive(Debug, Error, Clone)]

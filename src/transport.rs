@@ -157,16 +157,35 @@ impl SmartSubtransport for Subtransport {
         let child = op
             .runtime
             .block_on(async {
-                op.session
-                    .clone()
-                    .arc_raw_command(command)
-                    .stdin(Stdio::from(theirs_in))
-                    .stdout(Stdio::from(theirs_out))
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .await
+                // sshd refuses a session while the connection's earlier ones are still
+                // closing (MaxSessions); that clears within moments.
+                let mut pause = std::time::Duration::from_millis(5);
+                loop {
+                    let (fd_in, fd_out) = (
+                        theirs_in.try_clone().map_err(|e| e.to_string())?,
+                        theirs_out.try_clone().map_err(|e| e.to_string())?,
+                    );
+                    let spawned = op
+                        .session
+                        .clone()
+                        .arc_raw_command(&command)
+                        .stdin(Stdio::from(fd_in))
+                        .stdout(Stdio::from(fd_out))
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .await;
+                    match spawned {
+                        Err(e) if refused(&e) && pause < std::time::Duration::from_secs(1) => {
+                            tokio::time::sleep(pause).await;
+                            pause *= 2;
+                        }
+                        Err(e) => return Err(crate::peers::with_sources(&e)),
+                        Ok(child) => return Ok(child),
+                    }
+                }
             })
-            .map_err(|e| git2::Error::from_str(&crate::peers::with_sources(&e)))?;
+            .map_err(|e: String| git2::Error::from_str(&e))?;
+        drop((theirs_in, theirs_out));
         let stream = ours.try_clone().map_err(io_err)?;
         *op.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(Remote { child, ours });
         Ok(Box::new(stream))
@@ -175,6 +194,11 @@ impl SmartSubtransport for Subtransport {
     fn close(&self) -> Result<(), git2::Error> {
         Ok(())
     }
+}
+
+/// Whether sshd refused to open a session (too many open on the connection).
+fn refused(e: &openssh::Error) -> bool {
+    crate::peers::with_sources(e).contains("Session open refused")
 }
 
 fn io_err(e: std::io::Error) -> git2::Error {
