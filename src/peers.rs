@@ -46,7 +46,7 @@ impl From<FsError> for PeerError {
 pub struct Connection {
     peer: AccountName,
     session: Arc<Session>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     last_used: Mutex<std::time::Instant>,
 }
 
@@ -67,6 +67,18 @@ impl Connection {
         let permit = self
             .slots
             .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("semaphore closed"));
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        permit
+    }
+
+    /// Like [`slot`](Self::slot), for work that outlives a borrow (a blocking thread).
+    pub async fn owned_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("semaphore closed"));
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
@@ -240,7 +252,7 @@ impl Pool {
         Ok(Arc::new(Connection {
             peer: peer.clone(),
             session: Arc::new(session),
-            slots: Semaphore::new(SESSIONS_PER_PEER),
+            slots: Arc::new(Semaphore::new(SESSIONS_PER_PEER)),
             last_used: Mutex::new(std::time::Instant::now()),
         }))
     }

@@ -104,13 +104,25 @@ impl RefState {
         };
         for r in repo.references().map_err(|e| e.message().to_string())? {
             let r = r.map_err(|e| e.message().to_string())?;
-            let Ok(name) = r.name() else { continue };
+            let Ok(name) = r.name() else {
+                return Err(format!(
+                    "ref {:?} is not UTF-8; gitmirror cannot mirror it",
+                    String::from_utf8_lossy(r.name_bytes())
+                ));
+            };
             if name.starts_with(OWN_NS) {
                 continue;
             }
-            if let Some(oid) = r.resolve().ok().and_then(|r| r.target()) {
-                state.refs.insert(name.to_string(), oid.to_string());
+            let Some(oid) = r.resolve().ok().and_then(|r| r.target()) else {
+                continue;
+            };
+            // libgit2 sends a tree or blob named by a ref without its contents.
+            if !points_at_history(&repo, oid) {
+                return Err(format!(
+                    "ref {name} points at a tree or blob; gitmirror cannot mirror it"
+                ));
             }
+            state.refs.insert(name.to_string(), oid.to_string());
         }
         Ok(state)
     }
@@ -124,6 +136,18 @@ impl RefState {
         }
         git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
             .map_or_else(|_| text.len().to_string(), |o| o.to_string())
+    }
+}
+
+/// Whether `oid` is a commit, or a tag that leads to one.
+fn points_at_history(repo: &git2::Repository, oid: git2::Oid) -> bool {
+    let Ok(object) = repo.find_object(oid, None) else {
+        return false;
+    };
+    match object.kind() {
+        Some(git2::ObjectType::Commit) => true,
+        Some(git2::ObjectType::Tag) => object.peel(git2::ObjectType::Commit).is_ok(),
+        _ => false,
     }
 }
 
@@ -146,9 +170,10 @@ pub async fn mirror_push(
     };
     let runtime = tokio::runtime::Handle::current();
     let (repo, path) = (repo.clone(), path.to_path_buf());
-    let holder = conn.clone();
-    let _slot = holder.slot().await;
+    let slot = conn.owned_slot().await;
     let work = tokio::task::spawn_blocking(move || {
+        // The session slot is held as long as this thread works, even past a timeout.
+        let _slot = slot;
         let job = Job {
             conn: &conn,
             runtime,
@@ -159,6 +184,10 @@ pub async fn mirror_push(
     });
     match tokio::time::timeout(GIT_TIMEOUT, work).await {
         Ok(Ok(result)) => result,
+        // git2 panics on a ref name the slave advertises that is not UTF-8.
+        Ok(Err(e)) if e.is_panic() => Err(Failure::Refused(
+            "the slave has a ref whose name is not UTF-8; gitmirror cannot mirror it".into(),
+        )),
         Ok(Err(e)) => Err(Failure::Transport(format!("mirror push failed: {e}"))),
         Err(_) => Err(Failure::Transport(format!(
             "no answer within {}s",
@@ -177,6 +206,8 @@ struct Job<'a> {
 
 /// What libgit2 and the remote command said during one exchange.
 struct Exchange {
+    /// Whether anything was pushed (no ref differing means nothing was sent).
+    sent: bool,
     /// The remote's messages (hook output), from the sideband and what followed it.
     messages: String,
 }
@@ -187,8 +218,14 @@ impl Job<'_> {
             pushed: Pushed::Nothing,
             diverged: None,
         };
+        // A refusal here (the slave lacks the repo) is answered by pushing, which creates it;
+        // a broken connection is an error.
         let remote = if compare || local.refs.is_empty() {
-            self.remote_state().ok()
+            match self.remote_state() {
+                Ok(r) => Some(r),
+                Err(Failure::Refused(_)) => None,
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -205,6 +242,14 @@ impl Job<'_> {
             return Ok(nothing());
         }
         let exchange = self.push(Vec::new(), local.head.as_deref(), Some(local))?;
+        if !exchange.sent {
+            // No ref differed, so no push option went either: make sure of HEAD.
+            let remote = self.remote_state()?;
+            if remote.head != local.head {
+                return self.set_head(local);
+            }
+            return Ok(nothing());
+        }
         Ok(Done {
             pushed: Pushed::Refs,
             diverged: diverged_report(&exchange.messages),
@@ -253,7 +298,7 @@ impl Job<'_> {
         let _ = remote.disconnect();
         drop(remote);
         let finished = op.finish();
-        listed.map_err(|e| failure(&e, finished.as_ref()))
+        listed.map_err(|e| failure(e.message(), finished.as_ref(), ""))
     }
 
     /// Pushes `specs`, or with `mirror_of` whatever makes the slave's advertised refs equal to
@@ -272,7 +317,7 @@ impl Job<'_> {
             .map_err(|e| Failure::Refused(e.message().to_string()))?;
         let messages = std::cell::RefCell::new(Vec::new());
         let rejected = std::cell::RefCell::new(Vec::new());
-        let result = (|| -> Result<(), git2::Error> {
+        let result = (|| -> Result<bool, git2::Error> {
             remote.connect(git2::Direction::Push)?;
             if let Some(local) = mirror_of {
                 let advertised: BTreeMap<String, String> = remote
@@ -297,7 +342,7 @@ impl Job<'_> {
                 );
             }
             if specs.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             let mut callbacks = git2::RemoteCallbacks::new();
             callbacks.sideband_progress(|data| {
@@ -315,14 +360,20 @@ impl Job<'_> {
             let mut opts = git2::PushOptions::new();
             opts.remote_callbacks(callbacks)
                 .remote_push_options(&options);
-            remote.push(&specs, Some(&mut opts))
+            remote.push(&specs, Some(&mut opts)).map(|()| true)
         })();
         let _ = remote.disconnect();
         drop(remote);
         let finished = op.finish();
-        if let Err(e) = result {
-            return Err(failure(&e, finished.as_ref()));
+        let mut bytes = messages.into_inner();
+        if let Some(f) = &finished {
+            bytes.extend(sideband_text(&f.rest));
         }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let sent = match result {
+            Ok(sent) => sent,
+            Err(e) => return Err(failure(e.message(), finished.as_ref(), &text)),
+        };
         let rejected = rejected.into_inner();
         if !rejected.is_empty() {
             return Err(Failure::Refused(format!(
@@ -330,28 +381,46 @@ impl Job<'_> {
                 rejected.join(", ")
             )));
         }
-        let mut text = String::from_utf8_lossy(&messages.into_inner()).into_owned();
-        if let Some((rest, _, _)) = &finished {
-            text.push_str(&sideband_text(rest.as_bytes()));
+        // The report came, but the slave's hook (HEAD, divergence) must have run to the end.
+        if sent && finished.as_ref().and_then(|f| f.exited) != Some(true) {
+            return Err(failure(
+                "the slave's receive-pack did not finish",
+                finished.as_ref(),
+                &text,
+            ));
         }
-        Ok(Exchange { messages: text })
+        Ok(Exchange {
+            sent,
+            messages: text,
+        })
     }
 }
 
-/// A libgit2 failure, in the slave's own words when its gitmirror said something.
-fn failure(e: &git2::Error, finished: Option<&(String, String, bool)>) -> Failure {
-    let stderr = finished.map_or("", |(_, err, _)| err.as_str());
-    if stderr.contains("FATAL: ") {
-        Failure::Refused(remote_words(stderr))
-    } else if stderr.trim().is_empty() {
-        Failure::Transport(e.message().to_string())
+/// A failed exchange, classified: when the remote command never ran or its session broke,
+/// the connection is at fault (reconnect); when the slave answered, it refused (its words).
+fn failure(what: &str, finished: Option<&crate::transport::Finished>, messages: &str) -> Failure {
+    let Some(f) = finished else {
+        return Failure::Transport(what.to_string());
+    };
+    if f.stderr.contains("FATAL: ") {
+        return Failure::Refused(remote_words(&f.stderr));
+    }
+    let said = remote_words(&format!("{}\n{messages}", f.stderr));
+    let words = if said == "failed without a message" {
+        what.to_string()
     } else {
-        Failure::Transport(format!("{}: {}", e.message(), remote_words(stderr)))
+        format!("{what}: {said}")
+    };
+    if f.exited.is_none() {
+        Failure::Transport(words)
+    } else {
+        Failure::Refused(words)
     }
 }
 
-/// The text of sideband channel-2 (progress and hook output) packets in raw protocol bytes.
-fn sideband_text(mut raw: &[u8]) -> String {
+/// The payload of sideband channel-2 (progress and hook output) packets in raw protocol
+/// bytes.
+fn sideband_text(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while raw.len() >= 4 {
         let Some(len) = std::str::from_utf8(&raw[..4])
@@ -372,7 +441,7 @@ fn sideband_text(mut raw: &[u8]) -> String {
         }
         raw = &raw[len..];
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// The slave's `DIVERGED:` lines from its messages, joined on one line.

@@ -124,6 +124,7 @@ impl Replicator {
         let key = (repo.clone(), slave.clone());
         let mut slots = self.lock_slots();
         let slot = slots.entry(key.clone()).or_default();
+        debug!(%repo, %slave, ?when, queued = slot.running, "mirror push requested");
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
             slot.waiters.push(Waiter { generation, tx });

@@ -26,7 +26,7 @@ pub const SCHEME: &str = "gitmirror";
 pub struct Operation {
     session: Arc<Session>,
     runtime: Handle,
-    /// The remote command, once started: (its stderr, its end of the exchange).
+    /// The remote command, once started.
     remote: Mutex<Option<Remote>>,
 }
 
@@ -60,6 +60,20 @@ pub fn register() -> Result<(), git2::Error> {
     result
 }
 
+/// How long the socket may stay silent, and the remote's exit may take, before the exchange
+/// counts as failed. A peer that dies is noticed sooner, by ssh's keepalives.
+pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How a remote command ended.
+pub struct Finished {
+    /// Protocol bytes libgit2 left unread (the remote's last sideband messages).
+    pub rest: Vec<u8>,
+    /// What it wrote to stderr (gitmirror's own refusals).
+    pub stderr: String,
+    /// `Some(success)` when its exit status arrived; `None` when the session broke.
+    pub exited: Option<bool>,
+}
+
 /// A registered operation; dropping it unregisters it.
 pub struct Registered {
     token: String,
@@ -91,10 +105,10 @@ impl Registered {
         format!("{SCHEME}://{}/{repo}", self.token)
     }
 
-    /// After libgit2 is done: drains what it left unread (the remote's last sideband lines,
-    /// returned as text), then waits for the remote command. Returns the drained text, the
-    /// remote's stderr and whether it exited 0.
-    pub fn finish(&self) -> Option<(String, String, bool)> {
+    /// After libgit2 is done: drains what it left unread (the remote's last protocol bytes),
+    /// then waits for the remote command. `None` when no remote command was started (the
+    /// connection failed before); else what it left, its stderr, and whether it exited 0.
+    pub fn finish(&self) -> Option<Finished> {
         let remote = self
             .op
             .remote
@@ -105,15 +119,23 @@ impl Registered {
         let _ = ours.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
         let _ = ours.read_to_end(&mut rest);
-        let output = self.op.runtime.block_on(child.wait_with_output());
-        let (stderr, ok) = match output {
-            Ok(o) => (
+        let output = self
+            .op
+            .runtime
+            .block_on(async { tokio::time::timeout(IO_TIMEOUT, child.wait_with_output()).await });
+        let (stderr, exited) = match output {
+            Ok(Ok(o)) => (
                 String::from_utf8_lossy(&o.stderr).into_owned(),
-                o.status.success(),
+                Some(o.status.success()),
             ),
-            Err(e) => (e.to_string(), false),
+            Ok(Err(e)) => (crate::peers::with_sources(&e), None),
+            Err(_) => ("no exit status within the timeout".to_string(), None),
         };
-        Some((String::from_utf8_lossy(&rest).into_owned(), stderr, ok))
+        Some(Finished {
+            rest,
+            stderr,
+            exited,
+        })
     }
 }
 
@@ -151,6 +173,9 @@ impl SmartSubtransport for Subtransport {
             Service::ReceivePackLs | Service::ReceivePack => "git-receive-pack",
         };
         let (ours, theirs) = UnixStream::pair().map_err(io_err)?;
+        // On the socket, so for every copy of it: a remote that stalls cannot hang us.
+        ours.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+        ours.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
         let theirs_in: OwnedFd = theirs.try_clone().map_err(io_err)?.into();
         let theirs_out: OwnedFd = theirs.into();
         let command = format!("{verb} '{repo}'");

@@ -128,9 +128,15 @@ fn daemon_killed_mid_push_resumes_at_next_start() {
     };
     let before = started(w.s1());
     w.commit_and_push("testing", "b");
-    wait_for("a mirror push in flight", Duration::from_secs(30), || {
-        started(w.s1()) > before
-    });
+    let t = std::time::Instant::now();
+    while started(w.s1()) <= before {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no mirror push started:\n{}",
+            w.s1().log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let daemon = w.s1().daemon_pid().expect("a daemon runs");
     signal(&process_tree(daemon), "KILL");
     wait_for("the daemon gone", Duration::from_secs(10), || {

@@ -379,3 +379,24 @@ fn sync_quorum_returns_once_enough_slaves_have_the_push() {
     );
     w.in_sync();
 }
+
+#[test]
+fn a_ref_that_cannot_be_mirrored_is_reported_not_skipped() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    w.in_sync();
+    // A ref naming a tree: libgit2 would send the name without the tree.
+    let s1 = w.s("server1");
+    s1.git("testing", &["update-ref", "refs/tags/tree", "main^{tree}"])
+        .ok();
+    let out = s1.gitmirror(&["request-push", "testing"]);
+    let text = out.text();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "=X=> server2: ref refs/tags/tree points at a tree or blob; gitmirror cannot mirror it"
+        ),
+        "{text}"
+    );
+}
