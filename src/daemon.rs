@@ -214,14 +214,10 @@ fn jobs(
 }
 
 fn all_jobs(rep: &Replicator) -> Vec<(RepoName, AccountName, When, bool)> {
-    let store = crate::store::Store::new(rep.home().repositories());
-    let mut out = Vec::new();
-    for repo in store.list().unwrap_or_default() {
-        if let Ok((_, slaves)) = rep.mastered(&repo) {
-            out.extend(jobs(&repo, &slaves, When::IfChanged, true));
-        }
-    }
-    out
+    rep.mastered_pairs()
+        .into_iter()
+        .map(|(repo, slave)| (repo, slave, When::IfChanged, true))
+        .collect()
 }
 
 /// A request to the daemon, from a hook or a command.

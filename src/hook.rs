@@ -192,29 +192,30 @@ pub fn post_receive(
         _ => return Ok(Vec::new()),
     };
     let queue = Queue::new(home.queue_dir());
-    if let Err(e) = queue.enqueue(&repo, &rule.slaves) {
-        // The refs have moved: have the daemon push them even though the queue could not
-        // record it, and say so.
-        let _ = daemon::notify(home, &repo);
-        return Err(mirror_err(format!("cannot queue the mirror push: {e}")));
-    }
-    let mut lines = failing_slaves(&queue, &repo, &config.hostname);
+    let record = match queue.enqueue_record(&repo, &rule.slaves) {
+        Ok(r) => r,
+        Err(e) => {
+            // The refs have moved: have the daemon push them even though the queue could
+            // not record it, and say so.
+            let _ = daemon::notify(home, &repo);
+            return Err(mirror_err(format!("cannot queue the mirror push: {e}")));
+        }
+    };
+    let mut lines = failing_slaves(&record, &repo, &config.hostname);
     let m = &config.mirror;
     if rule.sync.unwrap_or(m.sync) {
-        let diverged = |q: &Queue| -> Vec<(String, Option<String>)> {
-            q.load(&repo).map_or(Vec::new(), |r| {
-                r.slaves
-                    .into_iter()
-                    .map(|(s, e)| (s, e.last_diverged))
-                    .collect()
-            })
+        let diverged = |r: crate::queue::Record| -> Vec<(String, Option<String>)> {
+            r.slaves
+                .into_iter()
+                .map(|(s, e)| (s, e.last_diverged))
+                .collect()
         };
-        let before = diverged(&queue);
+        let before = diverged(record);
         let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
         let report = mirror::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
             .map_err(|e| mirror_err(e.to_string()))?;
         lines.extend(report.lines);
-        for (slave, d) in diverged(&queue) {
+        for (slave, d) in queue.load(&repo).map(diverged).unwrap_or_default() {
             if let Some(d) = d.filter(|d| !before.contains(&(slave.clone(), Some(d.clone())))) {
                 lines.push(format!(
                     "WARNING: {slave} had diverged from {}; the master's state won, and {slave} kept its own: {d}",
@@ -237,10 +238,11 @@ pub fn post_receive(
 }
 
 /// Warnings for the pusher about slaves of `repo` that have been failing.
-fn failing_slaves(queue: &Queue, repo: &RepoName, this: &crate::names::AccountName) -> Vec<String> {
-    let Ok(record) = queue.load(repo) else {
-        return Vec::new();
-    };
+fn failing_slaves(
+    record: &crate::queue::Record,
+    repo: &RepoName,
+    this: &crate::names::AccountName,
+) -> Vec<String> {
     record
         .slaves
         .iter()

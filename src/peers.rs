@@ -2,8 +2,8 @@
 //! `openssh` crate and shared by every push and command that goes to that peer.
 //!
 //! A fresh ssh login costs about 190 ms, a command over an open multiplexed connection about
-//! 4 ms, so the connection, not git, is what to reuse. git rides the same connection through
-//! its control socket (see [`Connection::git_ssh_command`]).
+//! 4 ms, so the connection, not git, is what to reuse. Mirror pushes ride it as sessions opened
+//! through its control socket (see [`crate::transport`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use thiserror::Error;
-use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use tokio::sync::{OnceCell, Semaphore};
 use tracing::{debug, info};
 
 use crate::config::ServerConfig;
 use crate::fsutil::{self, FsError};
 use crate::home::Home;
-use crate::names::{AccountName, RepoName};
+use crate::names::AccountName;
 
 /// Sessions used at once on one connection. sshd allows ten per connection by default
 /// (`MaxSessions`). A session's channel closes a moment after its command's exit status
@@ -61,19 +61,8 @@ impl Connection {
         self.session.clone()
     }
 
-    /// Waits for one of the connection's session slots; hold it while a command runs.
-    pub async fn slot(&self) -> SemaphorePermit<'_> {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = self
-            .slots
-            .acquire()
-            .await
-            .unwrap_or_else(|_| unreachable!("semaphore closed"));
-        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-        permit
-    }
-
-    /// Like [`slot`](Self::slot), for work that outlives a borrow (a blocking thread).
+    /// Waits for one of the connection's session slots; hold it while a command runs (it may
+    /// move to a blocking thread).
     pub async fn owned_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         let permit = self
             .slots
@@ -92,28 +81,10 @@ impl Connection {
             .elapsed()
     }
 
-    /// The `GIT_SSH_COMMAND` that runs git over this connection. If the master connection
-    /// has died, `ProxyCommand=/bin/false` makes ssh fail at once instead of silently logging
-    /// in afresh (which would hide the failure and cost a full handshake).
-    pub fn git_ssh_command(&self) -> String {
-        // git runs this through sh: quote the socket path.
-        let socket = self.session.control_socket().display().to_string();
-        format!(
-            "ssh -F /dev/null -S '{}' -o ControlMaster=no -o ProxyCommand=/bin/false -o BatchMode=yes",
-            socket.replace('\'', "'\\''")
-        )
-    }
-
-    /// The URL git uses for `repo` on this peer; the host is a placeholder, since
-    /// [`git_ssh_command`](Self::git_ssh_command) pins the control socket.
-    pub fn url(&self, repo: &RepoName) -> String {
-        format!("ssh://{}/{}", self.peer, repo.relative_dir())
-    }
-
     /// Runs one of gitmirror's verbs on the peer (its forced command sees it as
     /// `SSH_ORIGINAL_COMMAND`) and returns its output.
     pub async fn run(&self, args: &[&str]) -> Result<std::process::Output, PeerError> {
-        let _slot = self.slot().await;
+        let _slot = self.owned_slot().await;
         let (verb, rest) = args.split_first().unwrap_or((&"info", &[]));
         self.session
             .command(*verb)

@@ -1,9 +1,9 @@
-//! One mirror push: the git commands that make one slave's copy of one repo identical to this
-//! server's, over an open peer connection.
+//! One mirror push: what makes one slave's copy of one repo identical to this server's, over
+//! an open peer connection, with libgit2 (see [`crate::transport`]).
 //!
-//! Refs travel with `git push --force --prune 'refs/*'` (a mirror push that leaves each
-//! server's own `refs/gitmirror/` alone); HEAD travels as a push option the slave's hook
-//! applies. A push option needs a ref update to ride on, so when only HEAD differs it rides on
+//! Changed refs are pushed forced and refs the slave has and the master lacks are deleted,
+//! leaving each server's own `refs/gitmirror/` alone; HEAD travels as a push option the
+//! slave's hook applies. A push option needs a ref update to ride on, so when only HEAD differs it rides on
 //! a throwaway ref ([`SET_HEAD_REF`]) that the slave's hook deletes again.
 
 use std::collections::BTreeMap;
@@ -26,8 +26,8 @@ pub const SET_HEAD_REF: &str = "refs/gitmirror/set-head";
 pub enum When {
     /// Push straight away: the caller knows refs changed (a user's push just landed).
     Always,
-    /// Compare with the slave's refs and HEAD first (one `ls-remote` round trip) and push
-    /// only what differs.
+    /// Compare with the slave's refs and HEAD first (one round trip to its upload-pack) and
+    /// push only what differs.
     IfDifferent,
     /// Compare with what the slave last confirmed, without asking it; only if that differs,
     /// compare with the slave (or, when it never confirmed anything, push straight away).
@@ -60,7 +60,7 @@ pub struct Done {
 pub enum Failure {
     /// The connection or ssh failed: the peer may be down; reconnect before the next try.
     Transport(String),
-    /// The slave answered and refused (its `FATAL:` line, or git's rejection).
+    /// The slave answered and refused (its `FATAL:` line, or a rejected ref).
     Refused(String),
 }
 
@@ -276,13 +276,22 @@ impl Job<'_> {
             .map_err(|e| Failure::Refused(e.message().to_string()))
     }
 
+    /// This repo's remote for the slave, through a freshly registered operation.
+    fn remote<'r>(
+        &self,
+        git: &'r git2::Repository,
+    ) -> Result<(git2::Remote<'r>, Registered), Failure> {
+        let op = Registered::new(self.conn.session(), self.runtime.clone());
+        let remote = git
+            .remote_anonymous(&op.url(&self.repo.relative_dir()))
+            .map_err(|e| Failure::Refused(e.message().to_string()))?;
+        Ok((remote, op))
+    }
+
     /// The slave's refs and HEAD, as its upload-pack advertises them.
     fn remote_state(&self) -> Result<RefState, Failure> {
         let git = self.git()?;
-        let op = Registered::new(self.conn.session(), self.runtime.clone());
-        let mut remote = git
-            .remote_anonymous(&op.url(&self.repo.relative_dir()))
-            .map_err(|e| Failure::Refused(e.message().to_string()))?;
+        let (mut remote, op) = self.remote(&git)?;
         let listed = remote.connect(git2::Direction::Fetch).map(|()| {
             let mut state = RefState::default();
             for head in remote.list().into_iter().flatten() {
@@ -311,10 +320,7 @@ impl Job<'_> {
         mirror_of: Option<&RefState>,
     ) -> Result<Exchange, Failure> {
         let git = self.git()?;
-        let op = Registered::new(self.conn.session(), self.runtime.clone());
-        let mut remote = git
-            .remote_anonymous(&op.url(&self.repo.relative_dir()))
-            .map_err(|e| Failure::Refused(e.message().to_string()))?;
+        let (mut remote, op) = self.remote(&git)?;
         let messages = std::cell::RefCell::new(Vec::new());
         let rejected = std::cell::RefCell::new(Vec::new());
         let result = (|| -> Result<bool, git2::Error> {
@@ -405,11 +411,9 @@ fn failure(what: &str, finished: Option<&crate::transport::Finished>, messages: 
     if f.stderr.contains("FATAL: ") {
         return Failure::Refused(remote_words(&f.stderr));
     }
-    let said = remote_words(&format!("{}\n{messages}", f.stderr));
-    let words = if said == "failed without a message" {
-        what.to_string()
-    } else {
-        format!("{what}: {said}")
+    let words = match said(&format!("{}\n{messages}", f.stderr)) {
+        Some(said) => format!("{what}: {said}"),
+        None => what.to_string(),
     };
     if f.exited.is_none() {
         Failure::Transport(words)
@@ -460,13 +464,18 @@ fn diverged_report(messages: &str) -> Option<String> {
 /// The slave's own words from a failed command's stderr, on one line: gitmirror's `FATAL:`
 /// line when there is one, else git's error lines.
 pub fn remote_words(stderr: &str) -> String {
+    said(stderr).unwrap_or_else(|| "failed without a message".to_string())
+}
+
+/// What [`remote_words`] finds, if there is anything.
+fn said(stderr: &str) -> Option<String> {
     let lines: Vec<&str> = stderr
         .lines()
         .map(|l| l.trim_start_matches("remote: ").trim())
         .filter(|l| !l.is_empty())
         .collect();
     if let Some(fatal) = lines.iter().find(|l| l.starts_with("FATAL: ")) {
-        return fatal.trim_start_matches("FATAL: ").to_string();
+        return Some(fatal.trim_start_matches("FATAL: ").to_string());
     }
     let errors: Vec<&str> = lines
         .iter()
@@ -475,11 +484,7 @@ pub fn remote_words(stderr: &str) -> String {
         .collect();
     let chosen = if errors.is_empty() { lines } else { errors };
     let text = crate::peers::one_line(&chosen.join("\n"));
-    if text.is_empty() {
-        "failed without a message".to_string()
-    } else {
-        text
-    }
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]

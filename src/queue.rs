@@ -198,18 +198,34 @@ impl Queue {
     /// Marks every one of `slaves` behind on `repo`; durable when this returns. Returns each
     /// slave's new generation.
     pub fn enqueue(&self, repo: &RepoName, slaves: &[AccountName]) -> Result<Vec<u64>, QueueError> {
+        let record = self.enqueue_record(repo, slaves)?;
+        Ok(slaves
+            .iter()
+            .map(|s| {
+                record.slaves[s.as_str()]
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.generation)
+            })
+            .collect())
+    }
+
+    /// Like [`enqueue`](Self::enqueue), returning the record as written, so that the hook
+    /// needs no second read to tell the pusher about failing slaves.
+    pub fn enqueue_record(
+        &self,
+        repo: &RepoName,
+        slaves: &[AccountName],
+    ) -> Result<Record, QueueError> {
         let t = now();
         self.update(repo, true, |record| {
-            slaves
-                .iter()
-                .map(|slave| {
-                    let entry = record.slaves.entry(slave.to_string()).or_default();
-                    let p = entry.pending.get_or_insert(Pending::new(t, 0));
-                    p.generation += 1;
-                    p.next_attempt = t;
-                    p.generation
-                })
-                .collect()
+            for slave in slaves {
+                let entry = record.slaves.entry(slave.to_string()).or_default();
+                let p = entry.pending.get_or_insert(Pending::new(t, 0));
+                p.generation += 1;
+                p.next_attempt = t;
+            }
+            record.clone()
         })
     }
 

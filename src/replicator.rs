@@ -90,11 +90,6 @@ impl Replicator {
         &self.config.hostname
     }
 
-    /// The queue it works on.
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
     /// The repo's path and slaves, if this server masters it.
     pub fn mastered(&self, repo: &RepoName) -> Result<(PathBuf, Vec<AccountName>), String> {
         let path = Store::new(self.home.repositories())
@@ -150,33 +145,24 @@ impl Replicator {
     /// second pass catches a push whose hook never ran (a crash between git's ref update and
     /// the hook).
     pub fn resume(self: &Arc<Self>) {
-        let records = self.queue.all().unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the queue");
-            Vec::new()
-        });
-        let mut resumed = 0;
-        for record in records {
-            let Ok(repo) = RepoName::parse(&record.repo) else {
-                continue;
-            };
-            for (slave, entry) in &record.slaves {
-                if let (Some(_), Ok(slave)) = (&entry.pending, AccountName::parse(slave)) {
-                    self.submit(&repo, &slave, When::IfDifferent, false);
-                    resumed += 1;
-                }
-            }
+        let resumed = self.rescan();
+        let pairs = self.mastered_pairs();
+        for (repo, slave) in &pairs {
+            self.submit(repo, slave, When::IfChanged, false);
         }
+        info!(resumed, checked = pairs.len(), "replicator started");
+    }
+
+    /// Every (repo, slave) of the repos this server masters.
+    pub fn mastered_pairs(&self) -> Vec<(RepoName, AccountName)> {
         let store = Store::new(self.home.repositories());
-        let mut checked = 0;
+        let mut pairs = Vec::new();
         for repo in store.list().unwrap_or_default() {
             if let Ok((_, slaves)) = self.mastered(&repo) {
-                for slave in &slaves {
-                    self.submit(&repo, slave, When::IfChanged, false);
-                    checked += 1;
-                }
+                pairs.extend(slaves.into_iter().map(|s| (repo.clone(), s)));
             }
         }
-        info!(resumed, checked, "replicator started");
+        pairs
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
@@ -317,13 +303,15 @@ impl Replicator {
         });
     }
 
-    /// Submits every pending entry that nothing works on: a notification that never arrived
-    /// (a hook killed at the wrong moment, a daemon restarting) is picked up within
-    /// [`RESCAN`].
-    pub fn rescan(self: &Arc<Self>) {
-        let Ok(records) = self.queue.all() else {
-            return;
-        };
+    /// Submits every pending entry that nothing works on, and returns how many: a
+    /// notification that never arrived (a hook killed at the wrong moment, a daemon
+    /// restarting) is picked up within [`RESCAN`].
+    pub fn rescan(self: &Arc<Self>) -> usize {
+        let records = self.queue.all().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the queue");
+            Vec::new()
+        });
+        let mut submitted = 0;
         for record in records {
             let Ok(repo) = RepoName::parse(&record.repo) else {
                 continue;
@@ -338,9 +326,11 @@ impl Replicator {
                     .is_some_and(|s| s.running);
                 if entry.pending.is_some() && idle {
                     self.submit(&repo, &slave, When::IfDifferent, false);
+                    submitted += 1;
                 }
             }
         }
+        submitted
     }
 
     /// One mirror push. `Ok(None)` when the repo is no longer mastered here with this slave;
