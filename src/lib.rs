@@ -1,36 +1,51 @@
 //! gitmirror: a self-hosted git server over ssh whose point is replication.
 //!
 //! Every repo has one master server and any number of slaves; the master keeps the slaves
-//! identical to itself. This crate is the whole server; `main.rs` only parses arguments.
+//! identical to itself. This crate is the whole server; `main.rs` only parses arguments and
+//! calls [`cli::Cli::run`]. Only `cli` is public: everything else is the crate's own.
 //!
-//! Data flows one way: the command line picks a [`home::Home`]; the home's config files
-//! ([`config`], [`rules`]) drive the library; the library talks to git ([`git`], [`store`]) and
-//! ssh ([`keys`]).
+//! # Layout
 //!
-//! - [`names`], [`command`]: everything a client sends is validated here first.
-//! - [`shell`]: the forced command for users; [`hook`]: what runs inside git's receive-pack.
-//! - [`home`], [`keys`], [`compile`]: the administrator's commands.
+//! Each folder is a concept, each file one noun. Imports go one way, from the top of this list
+//! to the bottom, never back up:
+//!
+//! - `cli/`: one file per subcommand: its output text and exit code.
+//! - `serve/`: what runs because someone connected: the command parser, the access decision,
+//!   the user and peer shells, launching git, and the hooks git runs (`serve/hook/`:
+//!   pre-receive, post-receive on a master, the same on a slave).
+//! - `admin/`: what an administrator runs: `init`, keys and `authorized_keys`, `compile`.
+//! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
+//!   hooks and commands use, and `request` (request-push and sync waits, over the client).
+//! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
+//!   seam), one `mirror_push`, its `push_error`, and how results and `status` read.
+//! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings.
+//! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
+//!   libgit2's git `transport` over a session on it.
+//! - `config/`: `gitmirror.toml`, `repos.toml`, and the TOML reader whose errors say
+//!   `file:line`.
+//! - Leaves, used by all: `proto` (the contract between gitmirror processes and servers:
+//!   push options, reserved refs, environment names, git-config keys, file names), `names`
+//!   (repo and server names, validated), `home` (the paths of a server home), `fs` (atomic
+//!   writes, locks), `text` (errors on one line), `log`.
+//!
+//! The command line builds a config, the config drives the library, the library talks to git
+//! and ssh.
 
-pub mod command;
-pub mod compile;
-pub mod conffile;
-pub mod config;
-pub mod daemon;
-pub mod fsutil;
-pub mod git;
-pub mod home;
-pub mod hook;
-pub mod keys;
-pub mod log;
-pub mod mirror;
-pub mod names;
-pub mod peer_shell;
-pub mod peers;
-pub mod push;
-pub mod queue;
-pub mod replicator;
-pub mod rules;
-pub mod shell;
-pub mod status;
-pub mod store;
-pub mod transport;
+pub mod cli;
+
+mod admin;
+mod config;
+mod daemon;
+mod fs;
+mod home;
+mod log;
+mod names;
+mod proto;
+mod replicate;
+mod repo;
+mod serve;
+mod ssh;
+mod text;
+
+#[cfg(test)]
+mod layout_tests;

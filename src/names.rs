@@ -10,15 +10,15 @@ use thiserror::Error;
 
 /// Longest repo name accepted, in bytes, after the `.git` suffix is stripped. Long enough for
 /// any real hierarchy, short enough that `repositories/NAME.git` stays far from `PATH_MAX`.
-pub const MAX_REPO_NAME: usize = 200;
+pub(crate) const MAX_REPO_NAME: usize = 200;
 
 /// Longest user or peer name accepted.
-pub const MAX_ACCOUNT_NAME: usize = 64;
+pub(crate) const MAX_ACCOUNT_NAME: usize = 64;
 
 /// Why a name was refused. The message names the rule that was broken, never echoes more than
 /// a bounded prefix of the input.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum NameError {
+pub(crate) enum NameError {
     #[error("empty name")]
     Empty,
     #[error("name is {len} bytes long; at most {max} are allowed")]
@@ -66,11 +66,11 @@ fn is_word_char(c: char) -> bool {
 /// digit and made of letters, digits and `._@+-`. That excludes `.`, `..`, empty components and
 /// leading `-` or `/`, so the name can be joined under `repositories/` without escaping it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RepoName(String);
+pub(crate) struct RepoName(String);
 
 impl RepoName {
     /// Validates `raw`, stripping one optional `.git` suffix.
-    pub fn parse(raw: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, NameError> {
         let name = raw.strip_suffix(".git").unwrap_or(raw);
         if name.is_empty() {
             return Err(NameError::Empty);
@@ -101,12 +101,12 @@ impl RepoName {
     }
 
     /// The name as written in config and logs, without `.git`.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The path of the repo relative to `repositories/`: `NAME.git`.
-    pub fn relative_dir(&self) -> String {
+    pub(crate) fn relative_dir(&self) -> String {
         format!("{}.git", self.0)
     }
 }
@@ -122,11 +122,11 @@ impl fmt::Display for RepoName {
 /// These names end up inside an authorized_keys `command="..."` and in file names under the
 /// home, so the pattern is strict: a letter or digit first, then letters, digits and `._@+-`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountName(String);
+pub(crate) struct AccountName(String);
 
 impl AccountName {
     /// Validates `raw` against the account name pattern.
-    pub fn parse(raw: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, NameError> {
         let mut chars = raw.chars();
         let ok = raw.len() <= MAX_ACCOUNT_NAME
             && chars.next().is_some_and(is_word_start)
@@ -141,7 +141,7 @@ impl AccountName {
     }
 
     /// The name as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

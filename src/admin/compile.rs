@@ -1,0 +1,82 @@
+//! `gitmirror compile`: make the repositories match `repos.toml`.
+//!
+//! Both config files are validated whole first; only then are missing repos created, hooks
+//! installed and mirror settings written, and finally the validated rules become the ones the
+//! shell reads. A mistake anywhere stops it before the first change.
+
+use thiserror::Error;
+use tracing::info;
+
+use crate::config::{ConfigError, Rules, ServerConfig, Source};
+use crate::fs::{FsError, ensure_dir, lock, write_if_changed};
+use crate::home::{Home, HomeError, Invocation};
+use crate::names::RepoName;
+use crate::repo::{self, Store, StoreError};
+
+/// What can stop a compile.
+#[derive(Debug, Error)]
+pub(crate) enum CompileError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// What a compile changed.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CompileReport {
+    /// Repos created because `repos.toml` names them and they were missing.
+    pub(crate) created: Vec<RepoName>,
+    /// Repos whose hooks were (re)written.
+    pub(crate) hooks_updated: usize,
+    /// Repos whose mirror settings were (re)written.
+    pub(crate) mirror_updated: Vec<RepoName>,
+    /// Repos in the store after the compile.
+    pub(crate) repos: usize,
+}
+
+/// Applies `repos.toml` to the store. See the module doc for the order of steps.
+pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
+    ServerConfig::of(home)?;
+    let source = Source::read(&home.rules_path())?;
+    let rules = Rules::from_source(&source)?;
+    let invocation = Invocation::current(home)?;
+
+    ensure_dir(&home.state_dir(), 0o700)?;
+    let _lock = lock(&home.compile_lock())?;
+
+    let store = Store::new(home.repositories());
+    ensure_dir(&home.repositories(), 0o755)?;
+    repo::write_hooks(&home.hooks_dir(), &invocation)?;
+    repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
+    let mut report = CompileReport::default();
+    for name in rules.named_repos() {
+        if store.find(name).is_none() {
+            store.create(name, &invocation, rules.mirror(name).as_ref())?;
+            info!(repo = %name, "created repo");
+            report.created.push(name.clone());
+        }
+    }
+    let all = store.list()?;
+    for name in &all {
+        let Some(path) = store.find(name) else {
+            continue;
+        };
+        if repo::install_hooks(&path, &invocation)? > 0 {
+            report.hooks_updated += 1;
+        }
+        if let Some(rule) = rules.mirror(name)
+            && repo::set_mirror_config(&path, &rule)?
+        {
+            info!(repo = %name, master = %rule.master, "mirror settings written");
+            report.mirror_updated.push(name.clone());
+        }
+    }
+    report.repos = all.len();
+    write_if_changed(&home.compiled_rules_path(), source.text().as_bytes(), 0o600)?;
+    Ok(report)
+}

@@ -1,0 +1,111 @@
+//! `gitmirror init`: creates a server home, or completes one.
+//!
+//! Every missing piece is created (directories, config templates, the server's key pair and
+//! the copy of its public key named for peers); nothing that exists is overwritten, so running
+//! it again is safe.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use thiserror::Error;
+
+use crate::config::{ConfigError, Rules, ServerConfig};
+use crate::fs::{Context, FsError, ensure_dir, write_atomic, write_if_changed};
+use crate::home::Home;
+use crate::names::AccountName;
+
+/// What can stop `init`.
+#[derive(Debug, Error)]
+pub(crate) enum InitError {
+    #[error(
+        "{config} already names this server {existing:?}, not {requested:?}; nothing was changed"
+    )]
+    HostnameMismatch {
+        config: PathBuf,
+        existing: String,
+        requested: String,
+    },
+    #[error("ssh-keygen failed ({0}); is openssh-client installed?")]
+    Keygen(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// What `init` did, for the message it prints.
+#[derive(Debug, Clone)]
+pub(crate) struct InitReport {
+    /// Files and directories created by this run.
+    pub(crate) created: Vec<PathBuf>,
+    /// The public key to hand to peers, named after this server.
+    pub(crate) peer_key: PathBuf,
+}
+
+/// Creates a server home, or completes one: every missing piece is created, nothing that
+/// exists is overwritten, and a home that already belongs to another hostname is refused.
+pub(crate) fn init(home: &Home, hostname: &AccountName) -> Result<InitReport, InitError> {
+    let config_path = home.config_path();
+    if config_path.exists() {
+        let existing = ServerConfig::load(&config_path)?;
+        if &existing.hostname != hostname {
+            return Err(InitError::HostnameMismatch {
+                config: config_path,
+                existing: existing.hostname.to_string(),
+                requested: hostname.to_string(),
+            });
+        }
+    }
+    let mut created = Vec::new();
+    for (dir, mode) in [
+        (home.root().to_path_buf(), 0o755),
+        (home.repositories(), 0o755),
+        (home.ssh_dir(), 0o700),
+        (home.keys_dir(), 0o700),
+        (home.state_dir(), 0o700),
+    ] {
+        if !dir.exists() {
+            ensure_dir(&dir, mode)?;
+            created.push(dir);
+        }
+    }
+    let files: [(PathBuf, String, u32); 5] = [
+        (config_path, ServerConfig::template(hostname), 0o644),
+        (home.rules_path(), Rules::template().to_string(), 0o644),
+        (home.authorized_keys(), String::new(), 0o600),
+        (home.keys_lock(), String::new(), 0o600),
+        (home.compile_lock(), String::new(), 0o600),
+    ];
+    for (path, text, mode) in files {
+        if !path.exists() {
+            write_atomic(&path, text.as_bytes(), mode)?;
+            created.push(path);
+        }
+    }
+    if !home.private_key().exists() {
+        keygen(&home.private_key(), hostname)?;
+        created.push(home.private_key());
+    }
+    let peer_key = home.root().join(format!("{hostname}.pub"));
+    let public = fs::read(home.public_key()).at("cannot read", &home.public_key())?;
+    if write_if_changed(&peer_key, &public, 0o644)? {
+        created.push(peer_key.clone());
+    }
+    Ok(InitReport { created, peer_key })
+}
+
+fn keygen(path: &Path, hostname: &AccountName) -> Result<(), InitError> {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("gitmirror@{hostname}"))
+        .arg("-f")
+        .arg(path)
+        .output()
+        .map_err(|e| InitError::Keygen(e.to_string()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(InitError::Keygen(err.trim().to_string()));
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! What an administrator runs on a server: [`init`] (a new home), [`keys`] (users' and
+//! peers' keys and the authorized_keys rendered from them) and [`compile`] (`repos.toml`
+//! applied to the repositories).
+
+pub(crate) mod compile;
+pub(crate) mod init;
+pub(crate) mod keys;

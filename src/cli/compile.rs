@@ -1,0 +1,23 @@
+//! `gitmirror compile`: applies `repos.toml` and prints one line per change.
+
+use super::{Outcome, print};
+use crate::admin::compile;
+use crate::home::Home;
+
+pub(super) fn run(home: &Home) -> Outcome {
+    let r = compile::compile(home).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for repo in &r.created {
+        out.push_str(&format!("created {repo}\n"));
+    }
+    for repo in &r.mirror_updated {
+        out.push_str(&format!("mirror settings written for {repo}\n"));
+    }
+    out.push_str(&format!(
+        "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
+        r.repos,
+        r.created.len(),
+        r.hooks_updated
+    ));
+    print(&out)
+}

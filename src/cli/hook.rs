@@ -1,0 +1,27 @@
+//! `gitmirror hook pre-receive | post-receive`: run by the scripts in `hooks/` inside git's
+//! receive-pack. Their stderr reaches the pusher as `remote:` lines.
+
+use std::io;
+use std::sync::Arc;
+
+use super::{Config, HookCmd, Outcome};
+use crate::home::Home;
+use crate::serve::hook;
+
+pub(super) fn run(home: &Home, config: Config, which: HookCmd) -> Outcome {
+    let updates = hook::read_updates(io::stdin().lock()).map_err(|e| e.to_string())?;
+    let pusher = hook::Pusher::from_env();
+    match which {
+        HookCmd::PreReceive => hook::pre_receive(&pusher, &updates).map_err(|e| e.to_string()),
+        HookCmd::PostReceive => {
+            let config = Arc::new(config.map_err(|e| e.to_string())?);
+            // git shows a hook's stderr to the pusher as "remote:" lines.
+            for line in
+                hook::post_receive(home, config, &pusher, &updates).map_err(|e| e.to_string())?
+            {
+                eprintln!("{line}");
+            }
+            Ok(())
+        }
+    }
+}

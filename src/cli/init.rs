@@ -1,0 +1,33 @@
+//! `gitmirror init --hostname NAME`: creates the home and says what to do next.
+
+use super::{Outcome, print};
+use crate::admin::init;
+use crate::home::Home;
+use crate::names::AccountName;
+
+const SSHD_SNIPPET: &str = include_str!("../../conf/sshd_config.snippet");
+
+pub(super) fn run(home: &Home, hostname: &str) -> Outcome {
+    let hostname = AccountName::parse(hostname).map_err(|e| format!("--hostname: {e}"))?;
+    let report = init::init(home, &hostname).map_err(|e| e.to_string())?;
+    let account = std::env::var("USER").unwrap_or_else(|_| "git".into());
+    let mut out = format!(
+        "gitmirror: server home {} is ready for {hostname}.\n",
+        home.root().display()
+    );
+    for path in &report.created {
+        out.push_str(&format!("  created {}\n", path.display()));
+    }
+    out.push_str(&format!(
+        "\nNext steps:\n\
+         1. Let sshd serve the {account} account through gitmirror: add to /etc/ssh/sshd_config\n\n{}\n\
+         2. Add users: gitmirror add-user alice alice.pub\n   (their keys go into {}; gitmirror owns its own block there)\n\
+         3. Describe repos and access in {}, then run: gitmirror compile\n\
+         4. Hand {} to the peer servers that will mirror with this one.\n",
+        SSHD_SNIPPET.replace("Match User git", &format!("Match User {account}")),
+        home.authorized_keys().display(),
+        home.rules_path().display(),
+        report.peer_key.display(),
+    ));
+    print(&out)
+}

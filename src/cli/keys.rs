@@ -1,0 +1,57 @@
+//! `add-user`, `add-mirroring-peer`, `remove-user`, `remove-mirroring-peer`: the four key
+//! commands, one file since they differ only in role and direction.
+
+use std::path::Path;
+
+use super::{Outcome, print};
+use crate::admin::keys::{self, Role};
+use crate::home::{Home, Invocation};
+
+/// `add-user NAME KEYFILE`.
+pub(super) fn add_user(home: &Home, name: &str, keyfile: &Path) -> Outcome {
+    add_key(home, Role::User, name, keyfile)
+}
+
+/// `remove-user NAME`.
+pub(super) fn remove_user(home: &Home, name: &str) -> Outcome {
+    remove_key(home, Role::User, name)
+}
+
+/// `remove-mirroring-peer NAME`.
+pub(super) fn remove_peer(home: &Home, name: &str) -> Outcome {
+    remove_key(home, Role::Peer, name)
+}
+
+fn add_key(home: &Home, role: Role, name: &str, keyfile: &Path) -> Outcome {
+    let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
+    let outcome = keys::add(home, role, name, keyfile, &invocation).map_err(|e| e.to_string())?;
+    let what = match outcome {
+        keys::Added::New => "added",
+        keys::Added::Replaced => "key replaced for",
+        keys::Added::Unchanged => "unchanged:",
+    };
+    print(&format!(
+        "gitmirror: {what} {role} {name} ({})\n",
+        home.authorized_keys().display()
+    ))
+}
+
+fn remove_key(home: &Home, role: Role, name: &str) -> Outcome {
+    let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
+    keys::remove(home, role, name, &invocation).map_err(|e| e.to_string())?;
+    print(&format!(
+        "gitmirror: removed {role} {name} ({})\n",
+        home.authorized_keys().display()
+    ))
+}
+
+/// `add-mirroring-peer NAME.pub`: the peer's name is the key file's stem, as with gitolite's
+/// `add-mirroring-peer`.
+pub(super) fn add_peer(home: &Home, keyfile: &Path) -> Outcome {
+    let stem = keyfile
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pub"))
+        .ok_or_else(|| format!("{}: expected a file named PEER.pub", keyfile.display()))?;
+    add_key(home, Role::Peer, stem, keyfile)
+}

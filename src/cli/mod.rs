@@ -1,0 +1,195 @@
+//! The command line: one file per subcommand, each owning its output text and exit code.
+//!
+//! `main.rs` parses; [`Cli::run`] finds the server home, reads the configuration and hands
+//! over to the subcommand. Everything below `cli` returns typed errors; here they become the
+//! one line a person (or, for the forced commands and hooks, a remote git client) reads.
+
+mod compile;
+mod daemon;
+mod forced;
+mod hook;
+mod init;
+mod keys;
+mod request_push;
+mod status;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, LogConfig, ServerConfig};
+use crate::home::Home;
+use crate::log;
+
+/// A self-hosted git server over ssh that keeps every repo's slaves identical to its master.
+#[derive(Parser)]
+#[command(name = "gitmirror", version, about)]
+pub struct Cli {
+    /// The server home (default: $GITMIRROR_HOME, else $HOME).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Also write logs to stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create (or complete) a server home: config files, repositories/, the server's key pair.
+    Init {
+        /// This server's name among its peers, e.g. server1.
+        #[arg(long)]
+        hostname: String,
+    },
+    /// Register a user's public key and rewrite authorized_keys.
+    AddUser {
+        /// The user's name, as it appears in repos.toml.
+        name: String,
+        /// A file holding exactly one public key line.
+        keyfile: PathBuf,
+    },
+    /// Register another gitmirror server's key (NAME.pub, as `init` wrote it there).
+    AddMirroringPeer {
+        /// The peer's public key file; its stem is the peer's hostname.
+        keyfile: PathBuf,
+    },
+    /// Remove a user's key from authorized_keys.
+    RemoveUser {
+        /// The user's name.
+        name: String,
+    },
+    /// Remove a peer server's key; it can no longer push here or ask for pushes.
+    RemoveMirroringPeer {
+        /// The peer's hostname.
+        name: String,
+    },
+    /// Apply repos.toml: create missing repos, install hooks, write mirror settings.
+    Compile,
+    /// Push a repo to its slaves now (on its master), or ask its master to (on a slave).
+    RequestPush {
+        /// The repo.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        repo: Option<String>,
+        /// Every repo this server masters, several at a time.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Per repo and slave: in sync, or pending since when, failing with what, last success.
+    /// Exits non-zero when a slave has been behind longer than mirror.alert_after_secs.
+    Status {
+        /// Only this repo.
+        repo: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the replicator: keeps peer connections open and works the mirror queue. Hooks start
+    /// one on demand; run it under systemd (conf/gitmirror.service) to have it supervised.
+    Daemon,
+    /// The forced command of a user's key (reads SSH_ORIGINAL_COMMAND); not typed by people.
+    Shell {
+        /// The user the key belongs to.
+        user: String,
+    },
+    /// The forced command of a peer server's key; not typed by people.
+    Peer {
+        /// The peer the key belongs to.
+        name: String,
+    },
+    /// Run a repository hook (called by the scripts compile installs).
+    Hook {
+        #[command(subcommand)]
+        hook: HookCmd,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum HookCmd {
+    /// Refuse rewinds, deletions and tag moves by RW users.
+    PreReceive,
+    /// Record accepted ref updates.
+    PostReceive,
+}
+
+impl Cli {
+    /// Runs the parsed command line and returns the process's exit code.
+    pub fn run(self) -> ExitCode {
+        let cmd = &self.command;
+        let is_forced = matches!(cmd, Cmd::Shell { .. } | Cmd::Peer { .. });
+        let home = match Home::locate(self.home.as_deref(), !is_forced) {
+            Ok(h) => h,
+            Err(e) => return fail(cmd, &e.to_string()),
+        };
+        let config = ServerConfig::of(&home);
+        let log_config = config.as_ref().map(|c| c.log.clone()).unwrap_or_default();
+        init_log(&home, &log_config, self.verbose);
+        let _span = tracing::info_span!("gitmirror", pid = std::process::id()).entered();
+
+        let result = match cmd {
+            Cmd::Init { hostname } => init::run(&home, hostname),
+            Cmd::AddUser { name, keyfile } => keys::add_user(&home, name, keyfile),
+            Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
+            Cmd::RemoveUser { name } => keys::remove_user(&home, name),
+            Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
+            Cmd::Compile => compile::run(&home),
+            Cmd::RequestPush { repo, all } => {
+                request_push::run(&home, config, repo.as_deref(), *all)
+            }
+            Cmd::Status { repo, json } => {
+                return status::run(cmd, &home, config, repo.as_deref(), *json);
+            }
+            Cmd::Daemon => daemon::run(&home, config),
+            Cmd::Shell { user } => {
+                return forced::run(cmd, &home, config, user, forced::Side::User);
+            }
+            Cmd::Peer { name } => return forced::run(cmd, &home, config, name, forced::Side::Peer),
+            Cmd::Hook { hook } => hook::run(&home, config, *hook),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                tracing::error!(error = %msg, "command failed");
+                fail(cmd, &msg)
+            }
+        }
+    }
+}
+
+/// What a subcommand returns: `Err` is the one line to show.
+type Outcome = Result<(), String>;
+
+/// The configuration as read at start; each subcommand decides whether it needs it.
+type Config = Result<ServerConfig, ConfigError>;
+
+fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
+    let path = home.log_path();
+    log::init(&log::LogTarget {
+        file: home.root().is_dir().then_some(path.as_path()),
+        level: &config.level,
+        stderr: verbose || config.stderr,
+        complain: verbose,
+    });
+}
+
+/// Prints a one-line error in the form the caller reads: `FATAL:` for remote clients and
+/// git (which shows hook output as `remote:` lines), `gitmirror:` for administrators.
+fn fail(cmd: &Cmd, msg: &str) -> ExitCode {
+    let prefix = match cmd {
+        Cmd::Shell { .. } | Cmd::Peer { .. } | Cmd::Hook { .. } => "FATAL",
+        _ => "gitmirror",
+    };
+    eprintln!("{prefix}: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Writes command output (not diagnostics) to stdout.
+fn print(text: &str) -> Outcome {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write output: {e}"))
+}

@@ -1,0 +1,466 @@
+//! `repos.toml`: who may read, write and rewind which repo, and which server masters it.
+//!
+//! The file is normally the same on every server of a cluster. It is validated whole before
+//! anything uses it, so a mistake is reported with its line and nothing half-applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::file::{ConfigError, Source};
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+
+/// The rule key that applies to every repo, named in the file or not.
+pub(crate) const ALL_REPOS: &str = "@all";
+/// The group that stands for every user.
+pub(crate) const ALL_USERS: &str = "@all";
+
+/// What one user may do to one repo, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Access {
+    /// Nothing; the repo is not even admitted to exist.
+    None,
+    /// Clone and fetch (`R`).
+    Read,
+    /// Push fast-forwards and new refs (`RW`).
+    Write,
+    /// Also rewind, delete and move tags (`RW+`).
+    Rewind,
+}
+
+impl Access {
+    /// The rule's spelling in `repos.toml` (empty for none).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Access::None => "",
+            Access::Read => "R",
+            Access::Write => "RW",
+            Access::Rewind => "RW+",
+        }
+    }
+}
+
+/// Which server masters a repo, which servers mirror it, and whether pushes wait for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MirrorRule {
+    /// The only server that accepts users' pushes.
+    pub(crate) master: AccountName,
+    /// The servers the master keeps identical to itself.
+    pub(crate) slaves: Vec<AccountName>,
+    /// Whether a user's push waits for the slaves; `None` defers to `gitmirror.toml`.
+    pub(crate) sync: Option<bool>,
+}
+
+impl MirrorRule {
+    /// Whether `server` is this repo's master.
+    pub(crate) fn is_master(&self, server: &AccountName) -> bool {
+        &self.master == server
+    }
+
+    /// Whether `server` is one of this repo's slaves.
+    pub(crate) fn is_slave(&self, server: &AccountName) -> bool {
+        self.slaves.contains(server)
+    }
+}
+
+/// The mirror table of one `[repos.X]` entry: `master` brings its own `slaves` (replacing
+/// those of `@all`), `sync` overrides on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MirrorPart {
+    servers: Option<(AccountName, Vec<AccountName>)>,
+    sync: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    repos: BTreeMap<Spanned<String>, RawRepo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    #[serde(rename = "RW+", default)]
+    rewind: Vec<Spanned<String>>,
+    #[serde(rename = "RW", default)]
+    write: Vec<Spanned<String>>,
+    #[serde(rename = "R", default)]
+    read: Vec<Spanned<String>>,
+    mirror: Option<Spanned<RawMirror>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    master: Option<Spanned<String>>,
+    slaves: Option<Vec<Spanned<String>>>,
+    sync: Option<bool>,
+}
+
+/// Who a rule names: one user, a group, or everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Member {
+    User(AccountName),
+    Group(String),
+    Everyone,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RepoRule {
+    grants: Vec<(Access, Member)>,
+    mirror: MirrorPart,
+}
+
+/// A validated `repos.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Rules {
+    groups: BTreeMap<String, BTreeSet<AccountName>>,
+    all: RepoRule,
+    repos: BTreeMap<RepoName, RepoRule>,
+}
+
+impl Rules {
+    /// The rules the last successful `compile` validated, which the shells read; before the
+    /// first compile there are none and nobody has access.
+    pub(crate) fn compiled(home: &Home) -> Result<Self, ConfigError> {
+        let path = home.compiled_rules_path();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Rules::default()),
+            _ => Rules::load(&path),
+        }
+    }
+
+    /// Reads and validates the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
+    /// Validates already-read text.
+    pub(crate) fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        let raw: RawRules = src.parse()?;
+        let mut groups = BTreeMap::new();
+        for (name, members) in &raw.groups {
+            if name.get_ref() == "all" || AccountName::parse(name.get_ref()).is_err() {
+                return Err(src.error(
+                    name.span(),
+                    format!(
+                        "group name {:?}: expected a name like \"devs\" (written @devs in rules; \"all\" is reserved)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            let mut set = BTreeSet::new();
+            for m in members {
+                let user = AccountName::parse(m.get_ref()).map_err(|e| {
+                    src.error(
+                        m.span(),
+                        format!(
+                            "member of group {}: {e}; groups hold user names and do not nest",
+                            name.get_ref()
+                        ),
+                    )
+                })?;
+                set.insert(user);
+            }
+            groups.insert(name.get_ref().clone(), set);
+        }
+        let mut rules = Rules {
+            groups,
+            ..Rules::default()
+        };
+        for (key, raw_repo) in &raw.repos {
+            let rule = rules.repo_rule(src, key.get_ref(), raw_repo)?;
+            if key.get_ref() == ALL_REPOS {
+                rules.all = rule;
+            } else {
+                let name = RepoName::parse(key.get_ref()).map_err(|e| {
+                    src.error(
+                        key.span(),
+                        format!("repo {e}; expected a name like \"site-b/tools\" or \"@all\""),
+                    )
+                })?;
+                if key.get_ref().ends_with(".git") {
+                    return Err(src.error(
+                        key.span(),
+                        format!("repo {:?}: write it without .git", key.get_ref()),
+                    ));
+                }
+                rules.repos.insert(name, rule);
+            }
+        }
+        Ok(rules)
+    }
+
+    fn repo_rule(&self, src: &Source, repo: &str, raw: &RawRepo) -> Result<RepoRule, ConfigError> {
+        let mut grants = Vec::new();
+        for (access, list) in [
+            (Access::Rewind, &raw.rewind),
+            (Access::Write, &raw.write),
+            (Access::Read, &raw.read),
+        ] {
+            for who in list {
+                grants.push((access, self.member(src, repo, access, who)?));
+            }
+        }
+        let mirror = match &raw.mirror {
+            None => MirrorPart::default(),
+            Some(m) => mirror_part(src, repo, m)?,
+        };
+        Ok(RepoRule { grants, mirror })
+    }
+
+    fn member(
+        &self,
+        src: &Source,
+        repo: &str,
+        access: Access,
+        who: &Spanned<String>,
+    ) -> Result<Member, ConfigError> {
+        let text = who.get_ref();
+        if text == ALL_USERS {
+            return Ok(Member::Everyone);
+        }
+        if let Some(group) = text.strip_prefix('@') {
+            if self.groups.contains_key(group) {
+                return Ok(Member::Group(group.to_string()));
+            }
+            return Err(src.error(
+                who.span(),
+                format!(
+                    "{} of repo {repo}: unknown group {text}; expected a group defined under [groups], or @all",
+                    access.label()
+                ),
+            ));
+        }
+        AccountName::parse(text).map(Member::User).map_err(|e| {
+            src.error(
+                who.span(),
+                format!(
+                    "{} of repo {repo}: {e}; expected a user name or @group",
+                    access.label()
+                ),
+            )
+        })
+    }
+
+    /// What `user` may do to `repo`: the highest grant from the repo's own rule and `@all`.
+    pub(crate) fn access(&self, user: &AccountName, repo: &RepoName) -> Access {
+        self.repos
+            .get(repo)
+            .into_iter()
+            .chain(std::iter::once(&self.all))
+            .flat_map(|rule| &rule.grants)
+            .filter(|(_, who)| self.includes(who, user))
+            .map(|(access, _)| *access)
+            .max()
+            .unwrap_or(Access::None)
+    }
+
+    fn includes(&self, who: &Member, user: &AccountName) -> bool {
+        match who {
+            Member::Everyone => true,
+            Member::User(u) => u == user,
+            Member::Group(g) => self.groups.get(g).is_some_and(|set| set.contains(user)),
+        }
+    }
+
+    /// The mirror settings for `repo`: master and slaves from its own table if it names a
+    /// master, else from `@all`; `sync` likewise on its own. `None` when no master is named.
+    pub(crate) fn mirror(&self, repo: &RepoName) -> Option<MirrorRule> {
+        let own = self.repos.get(repo).map(|r| &r.mirror);
+        let (master, slaves) = own
+            .and_then(|m| m.servers.clone())
+            .or_else(|| self.all.mirror.servers.clone())?;
+        let sync = own.and_then(|m| m.sync).or(self.all.mirror.sync);
+        Some(MirrorRule {
+            master,
+            slaves,
+            sync,
+        })
+    }
+
+    /// The repos named in the file (not counting `@all`).
+    pub(crate) fn named_repos(&self) -> impl Iterator<Item = &RepoName> {
+        self.repos.keys()
+    }
+
+    /// The text `gitmirror init` writes for a new server.
+    pub(crate) fn template() -> &'static str {
+        r#"# repos.toml: who may do what to which repo, and which server masters it.
+# Normally the same file on every server. Apply changes with `gitmirror compile`.
+#
+# [groups]
+# devs = ["alice", "bob"]
+#
+# [repos."@all"]                 # applies to every repo, named here or not
+# mirror.master = "server1"
+# mirror.slaves = ["server2", "server3"]
+#
+# [repos.testing]
+# "RW+" = ["alice"]              # push, rewind, delete, move tags
+# RW = ["@devs"]                 # push fast-forwards and new refs
+# R = ["carol"]                  # clone and fetch
+"#
+    }
+}
+
+fn mirror_part(
+    src: &Source,
+    repo: &str,
+    raw: &Spanned<RawMirror>,
+) -> Result<MirrorPart, ConfigError> {
+    let m = raw.get_ref();
+    let Some(master) = &m.master else {
+        if m.slaves.is_some() {
+            return Err(src.error(
+                raw.span(),
+                format!("mirror of repo {repo}: mirror.slaves needs mirror.master = \"server1\""),
+            ));
+        }
+        return Ok(MirrorPart {
+            servers: None,
+            sync: m.sync,
+        });
+    };
+    let server = |s: &Spanned<String>, what: &str| {
+        AccountName::parse(s.get_ref()).map_err(|e| {
+            src.error(
+                s.span(),
+                format!("{what} of repo {repo}: {e}; expected a server's hostname"),
+            )
+        })
+    };
+    let master_name = server(master, "mirror.master")?;
+    let mut slaves = Vec::new();
+    for s in m.slaves.iter().flatten() {
+        let slave = server(s, "mirror.slaves")?;
+        if slave == master_name || slaves.contains(&slave) {
+            return Err(src.error(
+                s.span(),
+                format!("mirror.slaves of repo {repo}: {slave} is listed twice or is the master"),
+            ));
+        }
+        slaves.push(slave);
+    }
+    Ok(MirrorPart {
+        servers: Some((master_name, slaves)),
+        sync: m.sync,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[groups]
+devs = ["alice", "bob"]
+
+[repos."@all"]
+mirror.master = "server1"
+mirror.slaves = ["server2", "server3"]
+R = ["auditor"]
+
+[repos.testing]
+"RW+" = ["alice"]
+RW = ["@devs"]
+R = ["carol"]
+
+[repos."site-b/tools"]
+RW = ["@devs"]
+mirror.master = "server2"
+mirror.slaves = ["server1"]
+
+[repos.public]
+R = ["@all"]
+mirror.sync = true
+"#;
+
+    fn rules(text: &str) -> Result<Rules, ConfigError> {
+        Rules::from_source(&Source::from_text("repos.toml", text))
+    }
+
+    fn user(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    fn repo(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn access_levels_combine() {
+        let r = rules(EXAMPLE).unwrap();
+        assert_eq!(r.access(&user("alice"), &repo("testing")), Access::Rewind);
+        assert_eq!(r.access(&user("bob"), &repo("testing")), Access::Write);
+        assert_eq!(r.access(&user("carol"), &repo("testing")), Access::Read);
+        assert_eq!(r.access(&user("mallory"), &repo("testing")), Access::None);
+        assert_eq!(r.access(&user("auditor"), &repo("anything")), Access::Read);
+        assert_eq!(r.access(&user("mallory"), &repo("public")), Access::Read);
+        assert_eq!(r.access(&user("bob"), &repo("site-b/tools")), Access::Write);
+    }
+
+    #[test]
+    fn mirror_settings_per_repo_override_all() {
+        let r = rules(EXAMPLE).unwrap();
+        let t = r.mirror(&repo("testing")).unwrap();
+        assert_eq!(t.master, user("server1"));
+        assert_eq!(t.slaves, vec![user("server2"), user("server3")]);
+        let s = r.mirror(&repo("site-b/tools")).unwrap();
+        assert_eq!(s.master, user("server2"));
+        assert_eq!(s.slaves, vec![user("server1")]);
+        assert_eq!(s.sync, None);
+        // A table with only `sync` keeps @all's servers.
+        let p = r.mirror(&repo("public")).unwrap();
+        assert_eq!(p.master, user("server1"));
+        assert_eq!(p.sync, Some(true));
+        assert_eq!(r.named_repos().count(), 3);
+    }
+
+    #[test]
+    fn empty_file_grants_nothing() {
+        let r = rules("").unwrap();
+        assert_eq!(r.access(&user("alice"), &repo("x")), Access::None);
+        assert!(r.mirror(&repo("x")).is_none());
+        rules(Rules::template()).unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_located() {
+        for (text, line, needle) in [
+            (
+                "[repos.testing]\nRW = [\"@nope\"]\n",
+                2,
+                "unknown group @nope",
+            ),
+            ("[repos.testing]\n\nRWX = [\"a\"]\n", 3, "unknown field"),
+            ("[repos.\"../x\"]\nR = [\"a\"]\n", 1, "repo"),
+            ("[repos.x]\nR = [\"a b\"]\n", 2, "expected a user name"),
+            ("[groups]\nall = [\"a\"]\n", 2, "reserved"),
+            ("[groups]\ndevs = [\"@x\"]\n", 2, "do not nest"),
+            (
+                "[repos.x]\nmirror.slaves = [\"s2\"]\n",
+                2,
+                "needs mirror.master",
+            ),
+            (
+                "[repos.x]\nmirror.master = \"s1\"\nmirror.slaves = [\"s1\"]\n",
+                3,
+                "twice or is the master",
+            ),
+            ("[repos.x]\nR = \"alice\"\n", 2, "expected a sequence"),
+            ("[repos.x.git]\n", 1, ""),
+        ] {
+            let err = rules(text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("repos.toml:{line}: ")), "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `gitmirror.toml`: this server's own settings (its hostname among peers, how to reach each
+//! peer, replication defaults, logging).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::file::{ConfigError, Source};
+use crate::home::Home;
+use crate::names::AccountName;
+
+/// How to reach one peer over ssh. Every field is optional: by default the peer's name is used
+/// as an ssh host alias, so `~/.ssh/config` can say the rest, as with gitolite.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PeerConfig {
+    /// Host name or address; default: the peer's name.
+    pub(crate) host: Option<String>,
+    /// ssh port; default: ssh's own default (or the alias's).
+    pub(crate) port: Option<u16>,
+    /// Account on the peer; default: ssh's own default (or the alias's).
+    pub(crate) user: Option<String>,
+}
+
+/// Replication defaults for every repo this server masters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MirrorConfig {
+    /// Whether a user's push waits for the slaves. Async (false) is the default.
+    pub(crate) sync: bool,
+    /// In sync mode, how many slaves must have the push before it returns (default: all).
+    pub(crate) sync_quorum: Option<usize>,
+    /// In sync mode, how long a push waits for the slaves before it returns anyway; the rest
+    /// stay pending and are retried.
+    pub(crate) sync_timeout_secs: f64,
+    /// First delay before retrying a failed mirror push.
+    pub(crate) retry_initial_secs: f64,
+    /// Longest delay between retries; retries never stop.
+    pub(crate) retry_max_secs: f64,
+    /// Each failure multiplies the delay by this (with jitter), up to the maximum.
+    pub(crate) retry_factor: f64,
+    /// `gitmirror status` exits non-zero when a slave has been failing longer than this.
+    pub(crate) alert_after_secs: f64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            sync: false,
+            sync_quorum: None,
+            sync_timeout_secs: 30.0,
+            retry_initial_secs: 1.0,
+            retry_max_secs: 300.0,
+            retry_factor: 2.0,
+            alert_after_secs: 600.0,
+        }
+    }
+}
+
+/// Where logs go and how much is written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogConfig {
+    /// A `tracing` filter such as `info` or `gitmirror=debug`.
+    #[serde(default = "default_level")]
+    pub(crate) level: String,
+    /// Also write logs to stderr. Off by default: for the forced commands, stderr is the
+    /// remote user's terminal.
+    #[serde(default)]
+    pub(crate) stderr: bool,
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            stderr: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerConfig {
+    hostname: Spanned<String>,
+    #[serde(default)]
+    peers: BTreeMap<Spanned<String>, PeerConfig>,
+    #[serde(default)]
+    mirror: MirrorConfig,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+    #[serde(default)]
+    stderr: bool,
+}
+
+/// Whether a host or user name can go on ssh's command line as it is: no leading `-`
+/// (it would read as an option), no whitespace or control characters.
+fn plain_ssh_word(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('-') && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A validated `gitmirror.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServerConfig {
+    /// This server's name among its peers (not its DNS name).
+    pub(crate) hostname: AccountName,
+    /// How to reach each peer, by the peer's name.
+    pub(crate) peers: BTreeMap<AccountName, PeerConfig>,
+    /// Replication defaults.
+    pub(crate) mirror: MirrorConfig,
+    /// Logging.
+    pub(crate) log: LogConfig,
+}
+
+impl ServerConfig {
+    /// Reads and validates the home's `gitmirror.toml`.
+    pub(crate) fn of(home: &Home) -> Result<Self, ConfigError> {
+        Self::load(&home.config_path())
+    }
+
+    /// Reads and validates the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
+    /// Validates already-read text.
+    pub(crate) fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        let raw: RawServerConfig = src.parse()?;
+        let name = |s: &Spanned<String>, what: &str| {
+            AccountName::parse(s.get_ref()).map_err(|e| {
+                src.error(
+                    s.span(),
+                    format!("{what}: {e}; expected a name like \"server1\""),
+                )
+            })
+        };
+        let hostname = name(&raw.hostname, "hostname")?;
+        let mut peers = BTreeMap::new();
+        for (key, peer) in raw.peers {
+            let peer_name = name(&key, "peer name")?;
+            if peer_name == hostname {
+                return Err(src.error(
+                    key.span(),
+                    format!("peer {peer_name} is this server's own hostname"),
+                ));
+            }
+            for (what, value) in [("host", &peer.host), ("user", &peer.user)] {
+                if let Some(v) = value
+                    && !plain_ssh_word(v)
+                {
+                    return Err(src.error(
+                        key.span(),
+                        format!(
+                            "peers.{peer_name}.{what} {v:?}: expected a plain name (no spaces, not starting with -)"
+                        ),
+                    ));
+                }
+            }
+            peers.insert(peer_name, peer);
+        }
+        let m = &raw.mirror;
+        const DAY: f64 = 86_400.0;
+        for (key, value, min, max) in [
+            ("sync_timeout_secs", m.sync_timeout_secs, 0.0, DAY),
+            ("retry_initial_secs", m.retry_initial_secs, 0.001, DAY),
+            (
+                "retry_max_secs",
+                m.retry_max_secs,
+                m.retry_initial_secs,
+                DAY,
+            ),
+            ("retry_factor", m.retry_factor, 1.0, 100.0),
+            ("alert_after_secs", m.alert_after_secs, 0.0, 365.0 * DAY),
+        ] {
+            if !(value.is_finite() && value >= min && value <= max) {
+                return Err(src.error_at_key(
+                    key,
+                    format!("mirror.{key} = {value}: expected a number from {min} to {max}"),
+                ));
+            }
+        }
+        let mut log = LogConfig {
+            stderr: raw.log.stderr,
+            ..LogConfig::default()
+        };
+        if let Some(level) = raw.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
+                return Err(src.error(
+                    level.span(),
+                    format!(
+                        "log.level {:?}: {e}; expected e.g. \"info\"",
+                        level.get_ref()
+                    ),
+                ));
+            }
+            log.level = level.into_inner();
+        }
+        Ok(ServerConfig {
+            hostname,
+            peers,
+            mirror: raw.mirror,
+            log,
+        })
+    }
+
+    /// The text `gitmirror init` writes for a new server.
+    pub(crate) fn template(hostname: &AccountName) -> String {
+        format!(
+            r#"# gitmirror.toml: this server's own settings.
+# hostname is this server's name among its peers (not its DNS name).
+hostname = "{hostname}"
+
+# How to reach each peer over ssh. All fields are optional: by default the peer's
+# name is used as an ssh host alias (see ~/.ssh/config).
+# [peers.server2]
+# host = "10.0.0.2"
+# port = 22
+# user = "git"
+
+[mirror]
+sync = false          # a user's push does not wait for the slaves
+# sync_quorum = 1       # in sync mode, return once this many slaves have the push
+# sync_timeout_secs = 30
+# retry_initial_secs = 1  # failed mirror pushes are retried forever, backing off
+# retry_max_secs = 300
+# retry_factor = 2
+# alert_after_secs = 600  # `gitmirror status` fails when a slave lags longer
+
+[log]
+level = "info"        # written to gitmirror.log in this server's home
+stderr = false
+"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_source(&Source::from_text("gitmirror.toml", text))
+    }
+
+    #[test]
+    fn template_round_trips() {
+        let host = AccountName::parse("server1").unwrap();
+        let cfg = load(&ServerConfig::template(&host)).unwrap();
+        assert_eq!(cfg.hostname, host);
+        assert!(!cfg.mirror.sync);
+    }
+
+    #[test]
+    fn peers_and_defaults() {
+        let cfg = load(
+            "hostname = \"server1\"\n[peers.server2]\nhost = \"10.0.0.2\"\nport = 2222\n[peers.server3]\n",
+        )
+        .unwrap();
+        let s2 = &cfg.peers[&AccountName::parse("server2").unwrap()];
+        assert_eq!(s2.port, Some(2222));
+        assert_eq!(
+            cfg.peers[&AccountName::parse("server3").unwrap()],
+            PeerConfig::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (text, line) in [
+            ("hostname = \"server1\"\n\n[mirror]\nsink = true\n", 4),
+            ("hostname = \"bad name\"\n", 1),
+            ("hostname = \"s1\"\n[peers.\"a;b\"]\n", 2),
+            ("hostname = \"s1\"\n[peers.s1]\n", 2),
+            ("hostname = \"s1\"\nport = \n", 2),
+            ("hostname = \"s1\"\n\n[log]\nlevel = \"[\"\n", 4),
+            (
+                "hostname = \"s1\"\n[mirror]\nsync = true\nretry_factor = 0.5\n",
+                4,
+            ),
+            (
+                "hostname = \"s1\"\n[peers.s2]\nhost = \"-oProxyCommand=x\"\n",
+                2,
+            ),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("gitmirror.toml:{line}: ")),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+}

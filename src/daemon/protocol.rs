@@ -1,0 +1,229 @@
+//! The daemon's socket protocol: one request line from the client, answered by reply lines.
+//!
+//! Both sides parse and print through these two types, so the server and the client cannot
+//! disagree about a word. The lines:
+//!
+//! - `push REPO`: queue a push of REPO to its slaves; answered `ok` at once.
+//! - `wait REPO`, `request REPO`, `request-for REPO SLAVE`, `all`: answered by `done REPO
+//!   SLAVE` or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`.
+//! - `error WORDS` answers a request that cannot be served.
+//!
+//! `wait` pushes straight away (the caller's refs just changed); `request` compares with each
+//! slave first; `all` compares each repo with what its slaves last confirmed and asks a slave
+//! only when that differs.
+
+use thiserror::Error;
+
+use crate::names::{AccountName, RepoName};
+use crate::text::one_line;
+
+/// A line that is not a request or reply of this protocol.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("unknown {what} {line:?}")]
+pub(crate) struct ProtocolError {
+    what: &'static str,
+    line: String,
+}
+
+/// What a hook or a command asks the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Queue pushes of a repo to its slaves; do not wait.
+    Push(RepoName),
+    /// Push a repo (refs just changed) and report each slave.
+    Wait(RepoName),
+    /// Compare a repo with its slaves, push what differs, report each slave.
+    Compare(RepoName),
+    /// The same for one slave (a slave's own request).
+    CompareFor(RepoName, AccountName),
+    /// Every repo this server masters.
+    All,
+}
+
+/// One line of the daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// A `push` was queued.
+    Ok,
+    /// The slave has the repo's state.
+    Done(RepoName, AccountName),
+    /// The push to the slave failed, in these words (one line).
+    Fail(RepoName, AccountName, String),
+    /// Every slave asked about has answered.
+    End,
+    /// The request cannot be served, and why.
+    Error(String),
+}
+
+impl Request {
+    /// Parses one request line (with or without its newline).
+    pub(crate) fn parse(line: &str) -> Result<Self, ProtocolError> {
+        let bad = || ProtocolError {
+            what: "request",
+            line: line.trim_end().to_string(),
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let repo = |raw: &str| RepoName::parse(raw).map_err(|_| bad());
+        match words.as_slice() {
+            ["push", r] => Ok(Request::Push(repo(r)?)),
+            ["wait", r] => Ok(Request::Wait(repo(r)?)),
+            ["request", r] => Ok(Request::Compare(repo(r)?)),
+            ["request-for", r, s] => Ok(Request::CompareFor(
+                repo(r)?,
+                AccountName::parse(s).map_err(|_| bad())?,
+            )),
+            ["all"] => Ok(Request::All),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The request as a line, newline included.
+    pub(crate) fn line(&self) -> String {
+        match self {
+            Request::Push(r) => format!("push {r}\n"),
+            Request::Wait(r) => format!("wait {r}\n"),
+            Request::Compare(r) => format!("request {r}\n"),
+            Request::CompareFor(r, s) => format!("request-for {r} {s}\n"),
+            Request::All => "all\n".to_string(),
+        }
+    }
+}
+
+impl Reply {
+    /// Parses one reply line (with or without its newline).
+    pub(crate) fn parse(line: &str) -> Result<Self, ProtocolError> {
+        let line = line.trim_end_matches(['\n', '\r']);
+        let bad = || ProtocolError {
+            what: "reply",
+            line: line.to_string(),
+        };
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let names = |r: Option<&str>, s: Option<&str>| -> Result<_, ProtocolError> {
+            Ok((
+                RepoName::parse(r.ok_or_else(bad)?).map_err(|_| bad())?,
+                AccountName::parse(s.ok_or_else(bad)?).map_err(|_| bad())?,
+            ))
+        };
+        match verb {
+            "ok" if rest.is_empty() => Ok(Reply::Ok),
+            "end" if rest.is_empty() => Ok(Reply::End),
+            "error" => Ok(Reply::Error(rest.to_string())),
+            "done" => {
+                let mut w = rest.split(' ');
+                let (repo, slave) = names(w.next(), w.next())?;
+                match w.next() {
+                    None => Ok(Reply::Done(repo, slave)),
+                    Some(_) => Err(bad()),
+                }
+            }
+            "fail" => {
+                let mut w = rest.splitn(3, ' ');
+                let (repo, slave) = names(w.next(), w.next())?;
+                Ok(Reply::Fail(
+                    repo,
+                    slave,
+                    w.next().unwrap_or("failed").to_string(),
+                ))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The reply as a line, newline included. Words are folded onto the one line.
+    pub(crate) fn line(&self) -> String {
+        match self {
+            Reply::Ok => "ok\n".to_string(),
+            Reply::End => "end\n".to_string(),
+            Reply::Done(r, s) => format!("done {r} {s}\n"),
+            Reply::Fail(r, s, words) => format!("fail {r} {s} {}\n", one_line(words)),
+            Reply::Error(words) => format!("error {}\n", one_line(words)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+    fn server(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            Request::Push(repo("testing")),
+            Request::Wait(repo("site-b/tools")),
+            Request::Compare(repo("a/b/c")),
+            Request::CompareFor(repo("testing"), server("server2")),
+            Request::All,
+        ] {
+            let line = request.line();
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line:?}"
+            );
+            assert_eq!(Request::parse(&line), Ok(request));
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for reply in [
+            Reply::Ok,
+            Reply::End,
+            Reply::Done(repo("site-b/tools"), server("server3")),
+            Reply::Fail(
+                repo("testing"),
+                server("server2"),
+                "cannot connect to server2: Connection refused".into(),
+            ),
+            Reply::Error("testing: mastered by server2, not server1".into()),
+        ] {
+            let line = reply.line();
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line:?}"
+            );
+            assert_eq!(Reply::parse(&line), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn multi_line_words_travel_on_one_line() {
+        let reply = Reply::Fail(repo("r"), server("s2"), "first\nsecond\n".into());
+        assert_eq!(
+            Reply::parse(&reply.line()),
+            Ok(Reply::Fail(repo("r"), server("s2"), "first; second".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_the_line() {
+        for bad in [
+            "",
+            "push",
+            "push ../etc",
+            "push a b",
+            "request-for testing",
+            "request-for testing bad;name",
+            "all now",
+            "shutdown",
+        ] {
+            let err = Request::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("unknown request"), "{bad:?}: {err}");
+        }
+        for bad in [
+            "okay",
+            "done testing",
+            "done testing s2 extra",
+            "fail",
+            "nope",
+        ] {
+            assert!(Reply::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The daemon itself: holds the lock, listens on the socket, and hands each request to the
+//! scheduler.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+
+use super::protocol::{Reply, Request};
+use super::{DaemonError, socket_path};
+use crate::config::ServerConfig;
+use crate::fs::{Context, ensure_dir, write_atomic};
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+use crate::replicate::mastered::Mastered;
+use crate::replicate::pusher::SshPusher;
+use crate::replicate::queue::{Backoff, Queue};
+use crate::replicate::scheduler::{Outcome, RESCAN, Scheduler};
+use crate::replicate::{PushError, When};
+use crate::ssh::{Pool, transport};
+
+/// A running daemon: the scheduler, and which repos it may be asked about.
+struct Daemon {
+    scheduler: Arc<Scheduler>,
+    mastered: Mastered,
+}
+
+/// One mirror push the daemon was asked for: repo, slave, how much to check, and whether the
+/// client waits for its outcome.
+type Job = (RepoName, AccountName, When, bool);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(crate) fn run(home: &Home, config: Arc<ServerConfig>) -> Result<(), DaemonError> {
+    ensure_dir(&home.state_dir(), 0o700)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.daemon_lock())
+        .at("cannot open", &home.daemon_lock())?;
+    if lock.try_lock().is_err() {
+        let pid = std::fs::read_to_string(home.daemon_pid()).unwrap_or_default();
+        return Err(DaemonError::AlreadyRunning(pid.trim().to_string()));
+    }
+    write_atomic(
+        &home.daemon_pid(),
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    )?;
+    let socket = socket_path(home)?;
+    // Two workers: queue writes fsync, and must not stall the socket or the pushes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .at("cannot start", &socket)?;
+    let result = runtime.block_on(serve(home, config, &socket));
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(home.daemon_pid());
+    drop(lock);
+    result
+}
+
+async fn serve(
+    home: &Home,
+    config: Arc<ServerConfig>,
+    socket: &PathBuf,
+) -> Result<(), DaemonError> {
+    transport::register().map_err(|e| DaemonError::Refused(e.message().to_string()))?;
+    // We hold the lock, so a socket file left here belongs to a daemon that died.
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;
+    let mastered = Mastered::new(home, &config.hostname);
+    let pusher = SshPusher::new(mastered.clone(), Pool::new(home.clone(), config.clone()));
+    let scheduler = Scheduler::new(
+        Queue::new(home.queue_dir()),
+        Backoff::from_config(&config.mirror),
+        pusher,
+    );
+    let daemon = Arc::new(Daemon {
+        scheduler,
+        mastered,
+    });
+    info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
+    daemon.scheduler.resume(&daemon.mastered.pairs());
+    let rescanner = daemon.scheduler.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RESCAN).await;
+            rescanner.rescan();
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .at("cannot catch SIGTERM in", socket)?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let d = daemon.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = d.handle(stream).await {
+                            warn!(error = %e, "client connection failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("daemon stopping");
+    daemon.scheduler.close().await;
+    Ok(())
+}
+
+impl Daemon {
+    /// Serves one client: one request line, then reply lines.
+    async fn handle(&self, stream: UnixStream) -> io::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(read.take(4096));
+        // A client that never finishes its request line is dropped.
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
+        let request = Request::parse(&line);
+        let all = request == Ok(Request::All);
+        let work = match request
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.jobs(r))
+        {
+            Ok(w) => w,
+            Err(e) => return write.write_all(Reply::Error(e).line().as_bytes()).await,
+        };
+        let mut waiting = FuturesUnordered::new();
+        for (repo, slave, when, wait) in work {
+            if let Some(rx) = self.scheduler.submit(&repo, &slave, when, wait) {
+                waiting.push(async move {
+                    let outcome: Outcome = rx.await.unwrap_or_else(|_| {
+                        Err(Arc::new(PushError::Transport("daemon stopped".into())))
+                    });
+                    (repo, slave, outcome)
+                });
+            }
+        }
+        if waiting.is_empty() && !all {
+            return write.write_all(Reply::Ok.line().as_bytes()).await;
+        }
+        while let Some((repo, slave, outcome)) = waiting.next().await {
+            let reply = match outcome {
+                Ok(()) => Reply::Done(repo, slave),
+                Err(e) => Reply::Fail(repo, slave, e.words()),
+            };
+            write.write_all(reply.line().as_bytes()).await?;
+        }
+        write.write_all(Reply::End.line().as_bytes()).await
+    }
+
+    /// The mirror pushes a request stands for, or why it cannot be served.
+    fn jobs(&self, request: Request) -> Result<Vec<Job>, String> {
+        let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, String> {
+            let (_, slaves) = self.mastered.slaves_of(&repo)?;
+            Ok(slaves
+                .into_iter()
+                .map(|s| (repo.clone(), s, when, wait))
+                .collect())
+        };
+        match request {
+            Request::Push(r) => each(r, When::Always, false),
+            Request::Wait(r) => each(r, When::Always, true),
+            Request::Compare(r) => each(r, When::IfDifferent, true),
+            Request::CompareFor(r, slave) => {
+                let (_, slaves) = self.mastered.slaves_of(&r)?;
+                if slaves.contains(&slave) {
+                    Ok(vec![(r, slave, When::IfDifferent, true)])
+                } else {
+                    Err(format!("{slave} is not a slave of {r} here"))
+                }
+            }
+            Request::All => Ok(self
+                .mastered
+                .pairs()
+                .into_iter()
+                .map(|(repo, slave)| (repo, slave, When::IfChanged, true))
+                .collect()),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The contract: every word one gitmirror process writes and another reads, in one place.
+//!
+//! A master and its slaves run gitmirror builds that may differ by a version, and the forced
+//! commands, the hooks and the daemon on one server are separate processes: what they say to
+//! each other (push options, reserved refs, hook messages, environment variables, git-config
+//! keys, file names) must not drift apart by a typo in one of them. Changing any value here
+//! changes the wire or disk format; keep old values readable when you do.
+
+use crate::names::RepoName;
+
+// ---- Master to slave, inside a mirror push -------------------------------------------------
+
+/// The push option that carries the master's HEAD to a slave (`gitmirror.head=refs/heads/x`).
+pub(crate) const HEAD_OPTION: &str = "gitmirror.head=";
+
+/// Each server's own ref namespace: never shown to users, never sent to peers, never pruned
+/// by a mirror push. Leaving it out also means a promoted former slave cannot push its kept
+/// refs.
+pub(crate) const OWN_NS: &str = "refs/gitmirror/";
+
+/// [`OWN_NS`] as `transfer.hideRefs` takes it.
+pub(crate) const OWN_NS_HIDDEN: &str = "refs/gitmirror";
+
+/// The throwaway ref that carries a HEAD-only change (a push option needs a ref update to ride
+/// on); the slave's hook deletes it on arrival.
+pub(crate) const SET_HEAD_REF: &str = "refs/gitmirror/set-head";
+
+/// Where a slave keeps refs that a mirror push overwrote after they had changed behind the
+/// master's back: `refs/gitmirror/diverged/<time>/<ref without refs/>`.
+pub(crate) const DIVERGED_NS: &str = "refs/gitmirror/diverged/";
+
+/// [`DIVERGED_NS`] as `transfer.hideRefs` takes it.
+pub(crate) const DIVERGED_NS_HIDDEN: &str = "refs/gitmirror/diverged";
+
+/// How a slave's hook starts each line about a diverged ref; the master collects these lines
+/// from the push's messages and records them.
+pub(crate) const DIVERGED_PREFIX: &str = "DIVERGED: ";
+
+/// How a forced command starts its one-line refusal; a master reads the slave's words after it.
+pub(crate) const FATAL_PREFIX: &str = "FATAL: ";
+
+// ---- Forced command to hook, in git's environment -------------------------------------------
+
+/// The user behind a push (empty for a peer's or a local push). The pre-receive script in
+/// `hooks/` reads it too, by this name.
+pub(crate) const ENV_USER: &str = "GITMIRROR_USER";
+/// The peer behind a mirror push.
+pub(crate) const ENV_PEER: &str = "GITMIRROR_PEER";
+/// The repo name as the client asked for it.
+pub(crate) const ENV_REPO: &str = "GITMIRROR_REPO";
+/// The user's access as the shell decided it (`RW`, `RW+`); the pre-receive script reads it.
+pub(crate) const ENV_ACCESS: &str = "GITMIRROR_ACCESS";
+
+/// The `PATH` git, its hooks and a spawned daemon run with: never the caller's.
+pub(crate) const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+// ---- A repo's own git config ------------------------------------------------------------------
+
+/// The git config key naming a repo's master, as gitolite spelled it.
+pub(crate) const MASTER_KEY: &str = "gitolite.mirror.master";
+/// The git config key listing a repo's slaves (space separated), as gitolite spelled it.
+pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
+/// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
+/// gitolite had no such setting).
+pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
+
+// ---- File names -------------------------------------------------------------------------------
+
+/// A repo's name as one file name (`site/tools` -> `site~tools`), for per-repo state files.
+/// `~` cannot occur in a repo name, so the flattened name is unique.
+pub(crate) fn flat_name(repo: &RepoName) -> String {
+    repo.as_str().replace('/', "~")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattening_is_unique_because_names_never_hold_a_tilde() {
+        let repo = RepoName::parse("site/tools").unwrap();
+        assert_eq!(flat_name(&repo), "site~tools");
+        assert!(RepoName::parse("site~tools").is_err());
+    }
+
+    #[test]
+    fn hidden_forms_match_their_namespaces() {
+        assert_eq!(format!("{OWN_NS_HIDDEN}/"), OWN_NS);
+        assert_eq!(format!("{DIVERGED_NS_HIDDEN}/"), DIVERGED_NS);
+        assert!(SET_HEAD_REF.starts_with(OWN_NS) && DIVERGED_NS.starts_with(OWN_NS));
+    }
+}

@@ -1,0 +1,52 @@
+//! Which repos this server masters, and to which slaves: read from each repo's own mirror
+//! settings every time, so a `compile` or a hand edit takes effect without a restart.
+
+use std::path::PathBuf;
+
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+use crate::repo::{self, Store};
+
+/// The repos of one server, as their master.
+#[derive(Debug, Clone)]
+pub(crate) struct Mastered {
+    store: Store,
+    this: AccountName,
+}
+
+impl Mastered {
+    /// The repos in `home`, seen by the server named `this`.
+    pub(crate) fn new(home: &Home, this: &AccountName) -> Self {
+        Mastered {
+            store: Store::new(home.repositories()),
+            this: this.clone(),
+        }
+    }
+
+    /// The repo's path and slaves, if this server masters it; else why not, on one line.
+    pub(crate) fn slaves_of(&self, repo: &RepoName) -> Result<(PathBuf, Vec<AccountName>), String> {
+        let path = self
+            .store
+            .find(repo)
+            .ok_or_else(|| format!("{repo}: no such repo here"))?;
+        match repo::mirror_config(&path).map_err(|e| e.to_string())? {
+            Some(rule) if rule.is_master(&self.this) => Ok((path, rule.slaves)),
+            Some(rule) => Err(format!(
+                "{repo}: mastered by {}, not {}",
+                rule.master, self.this
+            )),
+            None => Err(format!("{repo}: not mirrored")),
+        }
+    }
+
+    /// Every (repo, slave) of the repos this server masters.
+    pub(crate) fn pairs(&self) -> Vec<(RepoName, AccountName)> {
+        let mut pairs = Vec::new();
+        for repo in self.store.list().unwrap_or_default() {
+            if let Ok((_, slaves)) = self.slaves_of(&repo) {
+                pairs.extend(slaves.into_iter().map(|s| (repo.clone(), s)));
+            }
+        }
+        pairs
+    }
+}

@@ -1,0 +1,27 @@
+//! Replication: making each slave's copy of a repo identical to this server's, and never
+//! losing a push on the way.
+//!
+//! - [`queue`]: the durable record of which slaves are behind (fsynced before a pusher hears
+//!   back), with generations and backoff.
+//! - [`scheduler`]: works the queue down in the daemon: one push in flight and one queued per
+//!   (repo, slave), retries, waiters. It pushes through the [`pusher`] seam.
+//! - [`pusher`], [`mastered`]: pushing one repo to one slave for real, and which repos that is.
+//! - [`mirror_push`], [`ref_state`]: one mirror push with libgit2 over a peer's ssh session.
+//! - [`push_error`]: why a mirror push failed, and whose fault it was.
+//! - [`report`], [`status`]: how results and the queue read for people.
+
+pub(crate) mod mastered;
+pub(crate) mod mirror_push;
+pub(crate) mod push_error;
+pub(crate) mod pusher;
+pub(crate) mod queue;
+pub(crate) mod ref_state;
+pub(crate) mod report;
+pub(crate) mod scheduler;
+#[cfg(test)]
+mod scheduler_tests;
+pub(crate) mod status;
+
+pub(crate) use mirror_push::When;
+pub(crate) use push_error::PushError;
+pub(crate) use report::{Report, SlaveResult};

@@ -1,0 +1,330 @@
+//! The scheduler: works the durable queue down, inside the daemon.
+//!
+//! For each (repo, slave) at most one mirror push runs at a time and at most one more is
+//! queued behind it: any number of notifications while a push runs collapse into that one.
+//! A failed push is retried with backoff, forever; a success on a peer wakes every push that
+//! was waiting to retry on it, so a slave that comes back catches up at once. Callers that
+//! want to know (sync pushes, `request-push`) wait for a push that started after their ref
+//! updates were queued.
+//!
+//! The pushing itself is behind [`Pusher`], so this state machine is unit-tested with a fake
+//! one (`scheduler_tests.rs`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tracing::{debug, error, info, warn};
+
+use super::mirror_push::When;
+use super::push_error::{Blame, PushError};
+use super::pusher::Pusher;
+use super::queue::{Backoff, Queue};
+use crate::names::{AccountName, RepoName};
+
+/// The outcome one waiter learns: `Ok` once the slave has the state, or why not. Shared,
+/// since one push answers every waiter it covers.
+pub(crate) type Outcome = Result<(), Arc<PushError>>;
+
+struct Waiter {
+    generation: u64,
+    tx: oneshot::Sender<Outcome>,
+}
+
+/// The in-memory state of one (repo, slave).
+#[derive(Default)]
+struct Slot {
+    running: bool,
+    /// Another push is wanted after the running one (the one queued behind it)...
+    again: Option<When>,
+    /// ...for the queue generation it was asked at; a run that started from this generation
+    /// or a later one already covers it.
+    again_generation: u64,
+    waiters: Vec<Waiter>,
+    /// Cuts a retry's backoff short: someone asked for this push now.
+    kick: Arc<Notify>,
+}
+
+type Key = (RepoName, AccountName);
+
+/// The daemon's replication engine.
+pub(crate) struct Scheduler {
+    queue: Queue,
+    backoff: Backoff,
+    pusher: Arc<dyn Pusher>,
+    slots: Mutex<HashMap<Key, Slot>>,
+    peer_back: Mutex<HashMap<AccountName, Arc<Notify>>>,
+    probing: Mutex<HashSet<AccountName>>,
+}
+
+/// The longest pause between attempts to reach a peer that is down.
+const PROBE_CAP: Duration = Duration::from_secs(5);
+
+/// How often the daemon looks for queued work that nothing works on.
+pub(crate) const RESCAN: Duration = Duration::from_secs(30);
+
+impl Scheduler {
+    /// A scheduler working `queue`, pushing with `pusher`.
+    pub(crate) fn new(queue: Queue, backoff: Backoff, pusher: Arc<dyn Pusher>) -> Arc<Self> {
+        Arc::new(Scheduler {
+            queue,
+            backoff,
+            pusher,
+            slots: Mutex::new(HashMap::new()),
+            peer_back: Mutex::new(HashMap::new()),
+            probing: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Asks for a mirror push of `repo` to `slave`. With `wait`, returns a receiver that
+    /// yields the outcome of the first push that starts after this call.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        slave: &AccountName,
+        when: When,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Outcome>> {
+        // Unreadable, the queue counts as nothing pending; the run itself reads it again and
+        // reports the failure to every waiter.
+        let generation = self.queue.generation(repo, slave).unwrap_or(0);
+        let key = (repo.clone(), slave.clone());
+        let mut slots = self.lock_slots();
+        let slot = slots.entry(key.clone()).or_default();
+        debug!(%repo, %slave, ?when, queued = slot.running, "mirror push requested");
+        let rx = wait.then(|| {
+            let (tx, rx) = oneshot::channel();
+            slot.waiters.push(Waiter { generation, tx });
+            rx
+        });
+        if slot.running {
+            slot.again = Some(match (slot.again, when) {
+                (Some(When::Always), _) | (_, When::Always) => When::Always,
+                _ => When::IfDifferent,
+            });
+            slot.again_generation = slot.again_generation.max(generation);
+            slot.kick.notify_one();
+        } else {
+            slot.running = true;
+            let me = self.clone();
+            tokio::spawn(async move { me.run(key, when).await });
+        }
+        rx
+    }
+
+    /// Starts work on everything the queue holds, then checks every (repo, slave) in `pairs`
+    /// against what the slave last confirmed (without network when nothing changed). That
+    /// second pass catches a push whose hook never ran (a crash between git's ref update and
+    /// the hook).
+    pub(crate) fn resume(self: &Arc<Self>, pairs: &[(RepoName, AccountName)]) {
+        let resumed = self.rescan();
+        for (repo, slave) in pairs {
+            self.submit(repo, slave, When::IfChanged, false);
+        }
+        info!(resumed, checked = pairs.len(), "replicator started");
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peer_back(&self, peer: &AccountName) -> Arc<Notify> {
+        let mut map = self.peer_back.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer.clone()).or_default().clone()
+    }
+
+    /// Resolves the waiters a push that started at `generation` satisfies (all of them on
+    /// failure: a sync push learns at once that this slave is failing).
+    fn resolve(&self, key: &Key, generation: u64, outcome: &Outcome) {
+        let mut slots = self.lock_slots();
+        let Some(slot) = slots.get_mut(key) else {
+            return;
+        };
+        let (done, keep): (Vec<_>, Vec<_>) = slot
+            .waiters
+            .drain(..)
+            .partition(|w| outcome.is_err() || w.generation <= generation);
+        slot.waiters = keep;
+        for w in done {
+            let _ = w.tx.send(outcome.clone());
+        }
+    }
+
+    /// One attempt: the queue generation it covers, the push, and the slave's confirmation
+    /// recorded. `Ok(None)` when the slave is no longer this repo's slave here; otherwise the
+    /// generation and whether the entry was cleared (no push came in meanwhile).
+    async fn attempt(
+        &self,
+        repo: &RepoName,
+        slave: &AccountName,
+        when: When,
+    ) -> Result<Option<(u64, bool)>, PushError> {
+        let generation = self
+            .queue
+            .generation(repo, slave)
+            .map_err(PushError::QueueRead)?;
+        let confirmed = self
+            .queue
+            .confirmed(repo, slave)
+            .map_err(PushError::QueueRead)?;
+        let Some(done) = self.pusher.push(repo, slave, when, confirmed).await? else {
+            return Ok(None);
+        };
+        let cleared = self
+            .queue
+            .succeeded(repo, slave, generation, done.diverged, &done.fingerprint)
+            .map_err(PushError::QueueRecord)?;
+        Ok(Some((generation, cleared)))
+    }
+
+    /// Runs pushes for one (repo, slave) until nothing more is wanted.
+    async fn run(self: Arc<Self>, key: Key, mut when: When) {
+        let (repo, slave) = (&key.0, &key.1);
+        loop {
+            match self.attempt(repo, slave, when).await {
+                // Not this server's business any more.
+                Ok(None) => {
+                    let _ = self.queue.forget(repo, slave);
+                    let gone = PushError::NotSlave {
+                        repo: repo.clone(),
+                        slave: slave.clone(),
+                    };
+                    self.resolve(&key, u64::MAX, &Err(Arc::new(gone)));
+                    self.lock_slots().remove(&key);
+                    return;
+                }
+                Ok(Some((generation, cleared))) => {
+                    self.resolve(&key, generation, &Ok(()));
+                    self.peer_back(slave).notify_waiters();
+                    let mut slots = self.lock_slots();
+                    let slot = slots.entry(key.clone()).or_default();
+                    let again = slot
+                        .again
+                        .take()
+                        .filter(|_| slot.again_generation > generation);
+                    slot.again_generation = 0;
+                    match again {
+                        Some(next) => when = next,
+                        // A push landed meanwhile whose notification may still be on its way.
+                        None if !cleared && generation > 0 => when = When::Always,
+                        None => {
+                            slot.running = false;
+                            return;
+                        }
+                    }
+                }
+                Err(failure) => {
+                    self.retry_after(&key, failure).await;
+                    // Whatever was pushed meanwhile, a comparison decides what is left to do.
+                    when = When::IfDifferent;
+                }
+            }
+        }
+    }
+
+    /// After a failed attempt: tells the waiters, records the failure, and waits until the
+    /// next attempt is due. What ends the wait depends on whose fault it was: a peer that
+    /// comes back wakes the retries that failed to reach it; a refusal, or a failure here,
+    /// waits for its own backoff or for someone asking.
+    async fn retry_after(self: &Arc<Self>, key: &Key, failure: PushError) {
+        let (repo, slave) = (&key.0, &key.1);
+        let blame = failure.blame();
+        let words = failure.words();
+        self.resolve(key, u64::MAX, &Err(Arc::new(failure)));
+        if blame == Blame::Transport {
+            self.pusher.reset(slave);
+            self.probe(slave);
+        }
+        let delay = self
+            .queue
+            .failed(repo, slave, &words, &self.backoff)
+            .unwrap_or_else(|e| {
+                error!(%repo, %slave, error = %e, "cannot record a failed mirror push");
+                self.backoff.delay(1)
+            });
+        match blame {
+            Blame::Local => {
+                error!(%repo, %slave, error = %words, retry_in = ?delay, "mirror push failed here")
+            }
+            _ => warn!(%repo, %slave, error = %words, retry_in = ?delay, "mirror push failed"),
+        }
+        let kick = {
+            let mut slots = self.lock_slots();
+            let slot = slots.entry(key.clone()).or_default();
+            slot.again.take();
+            slot.again_generation = 0;
+            slot.kick.clone()
+        };
+        let back = self.peer_back(slave);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = back.notified(), if blame == Blame::Transport => {}
+            _ = kick.notified() => self.pusher.forget_failure(slave),
+        }
+    }
+
+    /// Keeps trying to reach a peer that is down, on a short cap whatever the per-repo
+    /// backoff says, and wakes everything waiting on it once it answers: a slave that comes
+    /// back catches up within seconds even after hours away.
+    fn probe(self: &Arc<Self>, peer: &AccountName) {
+        {
+            let mut probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+            if !probing.insert(peer.clone()) {
+                return;
+            }
+        }
+        let (me, peer) = (self.clone(), peer.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(delay).await;
+                if me.pusher.reachable(&peer).await {
+                    info!(%peer, "peer is back");
+                    me.peer_back(&peer).notify_waiters();
+                    break;
+                }
+                delay = (delay * 2).min(PROBE_CAP);
+            }
+            me.probing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
+        });
+    }
+
+    /// Submits every pending entry that nothing works on, and returns how many: a
+    /// notification that never arrived (a hook killed at the wrong moment, a daemon
+    /// restarting) is picked up within [`RESCAN`].
+    pub(crate) fn rescan(self: &Arc<Self>) -> usize {
+        let records = self.queue.all().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the queue");
+            Vec::new()
+        });
+        let mut submitted = 0;
+        for record in records {
+            let Ok(repo) = RepoName::parse(&record.repo) else {
+                continue;
+            };
+            for (slave, entry) in &record.slaves {
+                let Ok(slave) = AccountName::parse(slave) else {
+                    continue;
+                };
+                let idle = !self
+                    .lock_slots()
+                    .get(&(repo.clone(), slave.clone()))
+                    .is_some_and(|s| s.running);
+                if entry.pending.is_some() && idle {
+                    self.submit(&repo, &slave, When::IfDifferent, false);
+                    submitted += 1;
+                }
+            }
+        }
+        submitted
+    }
+
+    /// Closes the pusher's connections.
+    pub(crate) async fn close(&self) {
+        self.pusher.close().await;
+    }
+}

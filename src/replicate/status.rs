@@ -1,0 +1,148 @@
+//! `gitmirror status [REPO] [--json]`: how far behind each slave is, and why.
+//!
+//! Read from the durable queue, so it tells the truth whether or not the daemon runs. The
+//! exit status is for monitoring: non-zero when a slave has been behind longer than
+//! `mirror.alert_after_secs`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::queue::{Queue, QueueError, now};
+use crate::config::ServerConfig;
+use crate::home::Home;
+use crate::names::RepoName;
+use crate::repo::{self, Store, StoreError};
+
+/// What can stop `status`.
+#[derive(Debug, Error)]
+pub(crate) enum StatusError {
+    #[error("{0}: no such repo here")]
+    NoRepo(RepoName),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One slave of one repo.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) repo: String,
+    pub(crate) slave: String,
+    /// `in sync`, `pending` (queued, not failed yet) or `failing`.
+    pub(crate) state: &'static str,
+    /// When it fell behind (seconds since the epoch).
+    pub(crate) pending_since: Option<f64>,
+    /// Failed attempts since then.
+    pub(crate) attempts: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_success: Option<f64>,
+    /// The last divergence the slave reported (its own refs, kept under refs/gitmirror/diverged).
+    pub(crate) last_diverged: Option<String>,
+}
+
+/// The rows for every slave of every repo this server masters (or of `only`).
+pub(crate) fn collect(
+    home: &Home,
+    config: &ServerConfig,
+    only: Option<&RepoName>,
+) -> Result<Vec<Row>, StatusError> {
+    let store = Store::new(home.repositories());
+    let queue = Queue::new(home.queue_dir());
+    let repos = match only {
+        Some(r) if store.find(r).is_none() => return Err(StatusError::NoRepo(r.clone())),
+        Some(r) => vec![r.clone()],
+        None => store.list()?,
+    };
+    let mut rows = Vec::new();
+    for repo in repos {
+        let Some(path) = store.find(&repo) else {
+            continue;
+        };
+        let Some(rule) = repo::mirror_config(&path)? else {
+            continue;
+        };
+        if !rule.is_master(&config.hostname) {
+            continue;
+        }
+        let record = queue.load(&repo)?;
+        for slave in &rule.slaves {
+            let entry = record
+                .slaves
+                .get(slave.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let p = entry.pending.as_ref();
+            rows.push(Row {
+                repo: repo.to_string(),
+                slave: slave.to_string(),
+                state: match p {
+                    None => "in sync",
+                    Some(p) if p.attempts == 0 => "pending",
+                    Some(_) => "failing",
+                },
+                pending_since: p.map(|p| p.since),
+                attempts: p.map_or(0, |p| p.attempts),
+                last_error: p.and_then(|p| p.last_error.clone()),
+                last_success: entry.last_success,
+                last_diverged: entry.last_diverged.clone(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Whether any slave has been behind longer than `threshold_secs`.
+pub(crate) fn alarming(rows: &[Row], threshold_secs: f64) -> bool {
+    let t = now();
+    rows.iter()
+        .any(|r| r.pending_since.is_some_and(|s| t - s > threshold_secs))
+}
+
+/// How long ago `since` was, for people: `3m 12s`.
+pub(crate) fn age(since: f64) -> String {
+    let secs = (now() - since).max(0.0).round() as u64;
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+fn when(t: Option<f64>) -> String {
+    t.map_or("-".to_string(), |t| {
+        let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+        humantime::format_rfc3339_seconds(st).to_string()
+    })
+}
+
+/// The rows as a table.
+pub(crate) fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<24} {:<12} {:<8} {:<20} {:>8} {:<20} {}\n",
+        "REPO", "SLAVE", "STATE", "PENDING SINCE", "ATTEMPTS", "LAST SUCCESS", "LAST ERROR"
+    );
+    for r in rows {
+        let mut error = r.last_error.clone().unwrap_or_else(|| "-".into());
+        if let Some(d) = &r.last_diverged {
+            error.push_str(&format!(" (diverged: {d})"));
+        }
+        out.push_str(&format!(
+            "{:<24} {:<12} {:<8} {:<20} {:>8} {:<20} {}\n",
+            r.repo,
+            r.slave,
+            r.state,
+            when(r.pending_since),
+            r.attempts,
+            when(r.last_success),
+            error
+        ));
+    }
+    out
+}
+
+/// The rows as JSON, with the time the report was made.
+pub(crate) fn json(rows: &[Row]) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    serde_json::json!({ "now": now, "slaves": rows }).to_string()
+}

@@ -1,0 +1,49 @@
+//! The repositories of one server: where they are, the hooks installed in them, and the
+//! mirror settings each carries in its own git config.
+//!
+//! - [`store`]: finding, listing and creating bare repos under `repositories/`; nothing
+//!   outside it is ever resolved.
+//! - [`hooks`]: the hook scripts gitmirror installs.
+//! - [`mirror_settings`]: `gitolite.mirror.*` in a repo's git config.
+
+pub(crate) mod hooks;
+pub(crate) mod mirror_settings;
+pub(crate) mod store;
+
+use std::path::Path;
+
+use thiserror::Error;
+
+use crate::fs::FsError;
+
+pub(crate) use hooks::{install_hooks, write_hooks, write_peer_hooks};
+pub(crate) use mirror_settings::{mirror_config, set_mirror_config};
+pub(crate) use store::Store;
+
+/// What can go wrong in the store.
+#[derive(Debug, Error)]
+pub(crate) enum StoreError {
+    #[error("repo {repo}: {source}")]
+    Git {
+        repo: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("repo {repo}: {key} = {value:?} is not a server name")]
+    BadMirrorConfig {
+        repo: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("repo {repo}: its directory would lie outside the store")]
+    Escapes { repo: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+fn git_err(repo: &Path) -> impl FnOnce(git2::Error) -> StoreError + '_ {
+    move |source| StoreError::Git {
+        repo: repo.display().to_string(),
+        source,
+    }
+}

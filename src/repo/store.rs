@@ -1,0 +1,135 @@
+//! The repository store: bare repos under `repositories/`, found, listed and created here.
+//!
+//! Lookups go through [`Store::find`], which refuses anything that resolves outside the store
+//! (a symlink planted inside it, say), so the rest of the crate never builds a repo path itself.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::hooks::{HOOKS, write_hook_set};
+use super::mirror_settings::set_mirror_config;
+use super::{StoreError, git_err};
+use crate::config::MirrorRule;
+use crate::fs::{Context, ensure_dir};
+use crate::home::Invocation;
+use crate::names::RepoName;
+
+/// The bare repositories of one server.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store rooted at `root` (the home's `repositories/`).
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
+        Store { root: root.into() }
+    }
+
+    /// The path of an existing repo, or `None` when it is missing, is not a git directory, or
+    /// resolves (through a symlink) outside the store.
+    pub(crate) fn find(&self, name: &RepoName) -> Option<PathBuf> {
+        let path = self.root.join(name.relative_dir());
+        let real = fs::canonicalize(&path).ok()?;
+        let root = fs::canonicalize(&self.root).ok()?;
+        if !real.starts_with(&root) {
+            warn!(repo = %name, target = %real.display(), "repo resolves outside the store; ignored");
+            return None;
+        }
+        (real.join("HEAD").is_file() && real.join("objects").is_dir()).then_some(real)
+    }
+
+    /// The name of the repo at `path`, if it lies inside the store.
+    pub(crate) fn name_of(&self, path: &Path) -> Option<RepoName> {
+        let root = fs::canonicalize(&self.root).ok()?;
+        let real = fs::canonicalize(path).ok()?;
+        RepoName::parse(real.strip_prefix(root).ok()?.to_str()?).ok()
+    }
+
+    /// Creates a repo complete (bare, incoming objects checked, gitmirror's hooks, mirror
+    /// settings) and returns its path. It is built in a temporary directory and renamed into
+    /// place, so nobody ever sees a half-made repo: one without its mirror settings would
+    /// take users' pushes as if it were local.
+    pub(crate) fn create(
+        &self,
+        name: &RepoName,
+        invocation: &Invocation,
+        mirror: Option<&MirrorRule>,
+    ) -> Result<PathBuf, StoreError> {
+        let path = self.root.join(name.relative_dir());
+        let parent = path.parent().unwrap_or(&self.root);
+        ensure_dir(parent, 0o755)?;
+        let root = fs::canonicalize(&self.root).at("cannot resolve", &self.root)?;
+        let real_parent = fs::canonicalize(parent).at("cannot resolve", parent)?;
+        if !real_parent.starts_with(&root) {
+            return Err(StoreError::Escapes {
+                repo: name.to_string(),
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(&real_parent)
+            .at("cannot create a temporary directory in", &real_parent)?;
+        let staged = tmp.path().join("repo.git");
+        let mut opts = git2::RepositoryInitOptions::new();
+        // No template directory: its sample hooks are a dozen files per repo nobody runs.
+        opts.bare(true).no_reinit(true).external_template(false);
+        let repo = git2::Repository::init_opts(&staged, &opts).map_err(git_err(&path))?;
+        repo.config()
+            .and_then(|mut c| c.set_bool("receive.fsckObjects", true))
+            .map_err(git_err(&path))?;
+        // Nobody else sees the staging directory: plain writes, and one sync after the rename.
+        write_hook_set(&staged.join("hooks"), invocation, HOOKS, false)?;
+        if let Some(rule) = mirror {
+            set_mirror_config(&staged, rule)?;
+        }
+        fs::rename(&staged, &path).at("cannot move the new repo to", &path)?;
+        fs::File::open(&real_parent)
+            .and_then(|d| d.sync_all())
+            .at("cannot sync directory", &real_parent)?;
+        Ok(path)
+    }
+
+    /// Every repo in the store, found by walking it for `*.git` directories. Entries whose
+    /// names are not valid repo names are skipped with a warning.
+    pub(crate) fn list(&self) -> Result<Vec<RepoName>, StoreError> {
+        let mut found = Vec::new();
+        self.walk(&self.root, &mut found)?;
+        found.sort();
+        Ok(found)
+    }
+
+    fn walk(&self, dir: &Path, found: &mut Vec<RepoName>) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).at("cannot list", dir)?,
+        };
+        for entry in entries {
+            let entry = entry.at("cannot list", dir)?;
+            let path = entry.path();
+            // Hidden entries are gitmirror's repos in the making, or not repos at all.
+            if entry.file_name().to_string_lossy().starts_with('.')
+                || !entry.file_type().at("cannot stat", &path)?.is_dir()
+            {
+                continue;
+            }
+            let rel = path.strip_prefix(&self.root).unwrap_or(&path);
+            let rel = rel.to_string_lossy();
+            if rel.ends_with(".git") {
+                match RepoName::parse(&rel) {
+                    Ok(name) => found.push(name),
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "not a valid repo name; skipped")
+                    }
+                }
+            } else {
+                self.walk(&path, found)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The command a client asks for, parsed from `SSH_ORIGINAL_COMMAND`.
+//!
+//! sshd hands the forced command whatever string the client typed. Nothing of it reaches a
+//! shell: it is split into words here, quoting is understood only in the one form git clients
+//! produce (`git-upload-pack 'name.git'`), and anything else (extra arguments, control
+//! characters, shell syntax) is refused with a one-line reason.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::names::{NameError, RepoName};
+
+/// The two git services a client may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GitService {
+    /// Fetch and clone.
+    UploadPack,
+    /// Push.
+    ReceivePack,
+}
+
+impl GitService {
+    /// The `git` subcommand that serves it.
+    pub(crate) fn subcommand(self) -> &'static str {
+        match self {
+            GitService::UploadPack => "upload-pack",
+            GitService::ReceivePack => "receive-pack",
+        }
+    }
+
+    /// Whether the service changes the repo.
+    pub(crate) fn writes(self) -> bool {
+        matches!(self, GitService::ReceivePack)
+    }
+}
+
+impl fmt::Display for GitService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "git-{}", self.subcommand())
+    }
+}
+
+/// A parsed, validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Run a git service on a repo.
+    Git { service: GitService, repo: RepoName },
+    /// Describe the server and what the caller may do on it.
+    Info,
+    /// Push a repo to its slaves now (from a user or a slave's peer session).
+    Mirror(RepoName),
+}
+
+impl Request {
+    /// The verb and repo (empty for none), for log lines.
+    pub(crate) fn describe(&self) -> (String, String) {
+        match self {
+            Request::Info => ("info".to_string(), String::new()),
+            Request::Git { service, repo } => (service.to_string(), repo.to_string()),
+            Request::Mirror(repo) => ("request-push".to_string(), repo.to_string()),
+        }
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub(crate) enum CommandError {
+    #[error("no interactive shell here; try 'ssh <this server> info'")]
+    Empty,
+    #[error("control characters (newline, NUL, ...) are not allowed in a command")]
+    ControlCharacter,
+    #[error("command is {0} bytes long; that is not a git command")]
+    TooLong(usize),
+    #[error("shell syntax is not allowed: {0:?} is not a plain word")]
+    ShellSyntax(String),
+    #[error("unbalanced or embedded quote in {0:?}")]
+    Quoting(String),
+    #[error(
+        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push"
+    )]
+    Unknown(String),
+    #[error("{verb} takes {expected}, got {got} argument(s)")]
+    Arity {
+        verb: String,
+        expected: &'static str,
+        got: usize,
+    },
+    #[error("bad repo name: {0}")]
+    RepoName(#[from] NameError),
+}
+
+/// Longest command line considered; git sends far less.
+const MAX_COMMAND: usize = 1024;
+
+/// Splits a command line into words: plain words of safe characters, or single-quoted words
+/// with no quote inside (which is all git ever sends for a valid repo name).
+fn words(line: &str) -> Result<Vec<&str>, CommandError> {
+    if line.len() > MAX_COMMAND {
+        return Err(CommandError::TooLong(line.len()));
+    }
+    if line.chars().any(char::is_control) {
+        return Err(CommandError::ControlCharacter);
+    }
+    let mut out = Vec::new();
+    for word in line.split(' ').filter(|w| !w.is_empty()) {
+        if let Some(rest) = word.strip_prefix('\'') {
+            match rest.strip_suffix('\'') {
+                Some(inner) if !inner.contains('\'') => out.push(inner),
+                _ => return Err(CommandError::Quoting(word.chars().take(40).collect())),
+            }
+        } else if word.contains('\'') {
+            return Err(CommandError::Quoting(word.chars().take(40).collect()));
+        } else if word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-/~:=,".contains(c))
+        {
+            out.push(word);
+        } else {
+            return Err(CommandError::ShellSyntax(word.chars().take(40).collect()));
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the repo argument of a git service. Clients using `ssh://host/name.git` URLs send a
+/// leading `/`; one is dropped, and the rest must be a valid repo name.
+fn repo_arg(raw: &str) -> Result<RepoName, CommandError> {
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    Ok(RepoName::parse(raw)?)
+}
+
+fn arity(verb: &str, expected: &'static str, got: usize) -> CommandError {
+    CommandError::Arity {
+        verb: verb.to_string(),
+        expected,
+        got,
+    }
+}
+
+/// Parses `SSH_ORIGINAL_COMMAND` (absent or empty means an interactive login).
+pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
+    let line = line.unwrap_or("");
+    let words = words(line)?;
+    let Some((&verb, args)) = words.split_first() else {
+        return Err(CommandError::Empty);
+    };
+    let service = match verb {
+        "git-upload-pack" => Some(GitService::UploadPack),
+        "git-receive-pack" => Some(GitService::ReceivePack),
+        _ => None,
+    };
+    match (verb, service, args) {
+        (_, Some(service), [repo]) => Ok(Request::Git {
+            service,
+            repo: repo_arg(repo)?,
+        }),
+        (_, Some(_), _) => Err(arity(verb, "exactly one repo", args.len())),
+        ("info", None, []) => Ok(Request::Info),
+        ("info", None, _) => Err(arity(verb, "no", args.len())),
+        ("request-push", None, [repo]) => Ok(Request::Mirror(repo_arg(repo)?)),
+        ("request-push", None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(service: GitService, repo: &str) -> Request {
+        Request::Git {
+            service,
+            repo: RepoName::parse(repo).unwrap(),
+        }
+    }
+
+    #[test]
+    fn parses_what_git_clients_send() {
+        use GitService::*;
+        for (line, want) in [
+            ("git-upload-pack 'testing.git'", git(UploadPack, "testing")),
+            ("git-upload-pack '/testing.git'", git(UploadPack, "testing")),
+            (
+                "git-receive-pack 'site-b/tools'",
+                git(ReceivePack, "site-b/tools"),
+            ),
+            ("git-receive-pack testing", git(ReceivePack, "testing")),
+            ("info", Request::Info),
+            (
+                "request-push 'testing'",
+                Request::Mirror(RepoName::parse("testing").unwrap()),
+            ),
+        ] {
+            assert_eq!(parse(Some(line)), Ok(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn refuses_interactive_login() {
+        assert_eq!(parse(None), Err(CommandError::Empty));
+        assert_eq!(parse(Some("  ")), Err(CommandError::Empty));
+    }
+
+    #[test]
+    fn refuses_hostile_commands() {
+        let long = format!("git-upload-pack '{}'", "a".repeat(5000));
+        for line in [
+            "sh",
+            "bash -i",
+            "scp -t x",
+            "git-upload-archive 'r'",
+            "git-receive-pack 'r' 'x'",
+            "git-upload-pack",
+            "git-upload-pack '--upload-pack=touch /tmp/x'",
+            "git-upload-pack 'r'\nid",
+            "git-upload-pack 'r'\r",
+            "git-upload-pack 'r\0'",
+            "git-upload-pack 'r';id",
+            "git-upload-pack r;id",
+            "git-upload-pack '$(id)'",
+            "git-upload-pack $(id)",
+            "git-upload-pack `id`",
+            "git-upload-pack 'r'\\''x'",
+            "git-upload-pack \"r\"",
+            "git-upload-pack 'r",
+            "git-upload-pack r|id",
+            "git-upload-pack r&&id",
+            "git-upload-pack '../x'",
+            "git-upload-pack 'a/../../x'",
+            "git-upload-pack '//etc'",
+            "git-upload-pack '-x'",
+            "git-upload-pack 'a//b'",
+            "git-upload-pack 'r.git/config'",
+            "git-upload-pack '~root/x'",
+            "info extra",
+            "request-push",
+            "request-push a b",
+            "request-push '../x'",
+            "git upload-pack 'r'",
+            long.as_str(),
+        ] {
+            assert!(parse(Some(line)).is_err(), "accepted {line:?}");
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for line in ["a\nb", "git-upload-pack '$(id)'", "scp -t x"] {
+            let msg = parse(Some(line)).unwrap_err().to_string();
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `gitmirror hook NAME`: what the hook scripts in `hooks/` run inside git's receive-pack.
+//!
+//! - [`pre_receive`]: refuses what `RW` does not allow, for users without `RW+` (the script
+//!   calls us only for them).
+//! - [`post_receive`]: records the ref updates and, on a repo's master, queues them durably
+//!   for the slaves and has the daemon push them: waiting in sync mode, not in async mode.
+//! - [`slave`]: the same hook on a slave, for a push from its master: applies the master's
+//!   HEAD and keeps refs that had diverged from it. It replicates nothing.
+
+pub(crate) mod post_receive;
+pub(crate) mod pre_receive;
+pub(crate) mod slave;
+
+use std::io::BufRead;
+
+use thiserror::Error;
+
+use crate::proto;
+
+pub(crate) use post_receive::post_receive;
+pub(crate) use pre_receive::pre_receive;
+
+/// A ref update as git reports it to hooks: `OLD NEW REFNAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefUpdate {
+    /// The ref's value before the push (zero when created).
+    pub(crate) old: git2::Oid,
+    /// The ref's value after the push (zero when deleted).
+    pub(crate) new: git2::Oid,
+    /// The full ref name, e.g. `refs/heads/master`.
+    pub(crate) name: String,
+}
+
+/// What can go wrong in a hook.
+#[derive(Debug, Error)]
+pub(crate) enum HookError {
+    #[error("cannot read the ref updates from git: {0}")]
+    Input(#[from] std::io::Error),
+    #[error("malformed ref update line from git: {0:?}")]
+    Malformed(String),
+    #[error("cannot open the repository: {0}")]
+    Repo(#[source] git2::Error),
+    #[error("{user} may not do this to {repo}: {refused}")]
+    Refused {
+        user: String,
+        repo: String,
+        refused: String,
+    },
+    #[error("{repo}: {message}; its slaves were not updated")]
+    Mirror { repo: String, message: String },
+}
+
+/// Reads git's hook input.
+pub(crate) fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, HookError> {
+    let mut updates = Vec::new();
+    for line in input.lines() {
+        let line = line?;
+        let mut parts = line.splitn(3, ' ');
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(HookError::Malformed(line));
+        };
+        let oid = |s: &str| git2::Oid::from_str(s).map_err(|_| HookError::Malformed(line.clone()));
+        updates.push(RefUpdate {
+            old: oid(old)?,
+            new: oid(new)?,
+            name: name.to_string(),
+        });
+    }
+    Ok(updates)
+}
+
+/// Who pushed and to which repo, as the shells told git in the environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pusher {
+    /// The user behind the push; empty for a peer's or a local push.
+    pub(crate) actor: String,
+    /// The peer behind the push (a mirror push from the repo's master), if any.
+    pub(crate) peer: Option<String>,
+    /// The repo name; empty for a local push.
+    pub(crate) repo: String,
+    /// The user's access level as the shell decided it (`RW`, `RW+`).
+    pub(crate) access: String,
+}
+
+impl Pusher {
+    /// Reads what the shell that started git put into its environment (see [`proto`]).
+    pub(crate) fn from_env() -> Self {
+        let var = |k| std::env::var(k).unwrap_or_default();
+        let peer = var(proto::ENV_PEER);
+        Pusher {
+            actor: var(proto::ENV_USER),
+            peer: (!peer.is_empty()).then_some(peer),
+            repo: var(proto::ENV_REPO),
+            access: var(proto::ENV_ACCESS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hook_input() {
+        let zero = "0".repeat(40);
+        let one = "1".repeat(40);
+        let text = format!("{zero} {one} refs/heads/main\n{one} {zero} refs/tags/v 1\n");
+        let u = read_updates(text.as_bytes()).unwrap();
+        assert_eq!(u.len(), 2);
+        assert!(u[0].old.is_zero());
+        assert_eq!(u[1].name, "refs/tags/v 1");
+        assert!(read_updates("garbage\n".as_bytes()).is_err());
+        assert!(read_updates(format!("{zero} xyz refs/x\n").as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The post-receive hook on a repo's master: the accepted push becomes durable work for the
+//! slaves before the pusher hears back, and the daemon is told (or, in sync mode, waited for).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{HookError, Pusher, RefUpdate, slave};
+use crate::config::ServerConfig;
+use crate::daemon::{client, request};
+use crate::home::Home;
+use crate::names::{AccountName, RepoName};
+use crate::replicate::queue::{Queue, Record};
+use crate::replicate::status;
+use crate::repo::{self, Store};
+
+/// The post-receive step. Logs each accepted update; then, on the repo's master, queues the
+/// push for every slave durably (fsynced before the pusher hears back) and has the daemon
+/// carry it out: waiting for the slaves in sync mode, not in async mode. On a slave (a push
+/// from the master) it hands over to [`slave::received`]. Returns the lines the pusher should
+/// see.
+pub(crate) fn post_receive(
+    home: &Home,
+    config: Arc<ServerConfig>,
+    pusher: &Pusher,
+    updates: &[RefUpdate],
+) -> Result<Vec<String>, HookError> {
+    let actor = pusher.peer.as_deref().unwrap_or(&pusher.actor);
+    for u in updates {
+        info!(actor = %actor, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
+    }
+    let path = std::env::current_dir().map_err(HookError::Input)?;
+    if pusher.peer.is_some() {
+        return Ok(slave::received(home, pusher, &path, updates));
+    }
+    let mirror_err = |message: String| HookError::Mirror {
+        repo: pusher.repo.clone(),
+        message,
+    };
+    let repo = match RepoName::parse(&pusher.repo) {
+        Ok(r) => r,
+        Err(_) => match Store::new(home.repositories()).name_of(&path) {
+            Some(r) => r,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let rule = match repo::mirror_config(&path).map_err(|e| mirror_err(e.to_string()))? {
+        Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
+        _ => return Ok(Vec::new()),
+    };
+    let queue = Queue::new(home.queue_dir());
+    let record = match queue.enqueue_record(&repo, &rule.slaves) {
+        Ok(r) => r,
+        Err(e) => {
+            // The refs have moved: have the daemon push them even though the queue could
+            // not record it, and say so.
+            let _ = client::notify(home, &repo);
+            return Err(mirror_err(format!("cannot queue the mirror push: {e}")));
+        }
+    };
+    let mut lines = failing_slaves(&record, &repo, &config.hostname);
+    let m = &config.mirror;
+    if rule.sync.unwrap_or(m.sync) {
+        let diverged = |r: Record| -> Vec<(String, Option<String>)> {
+            r.slaves
+                .into_iter()
+                .map(|(s, e)| (s, e.last_diverged))
+                .collect()
+        };
+        let before = diverged(record);
+        let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
+        let report = request::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
+            .map_err(|e| mirror_err(e.to_string()))?;
+        lines.extend(report.lines);
+        for (slave, d) in queue.load(&repo).map(diverged).unwrap_or_default() {
+            if let Some(d) = d.filter(|d| !before.contains(&(slave.clone(), Some(d.clone())))) {
+                lines.push(format!(
+                    "WARNING: {slave} had diverged from {}; the master's state won, and {slave} kept its own: {d}",
+                    config.hostname
+                ));
+            }
+        }
+        return Ok(lines);
+    }
+    if let Err(e) = client::notify(home, &repo) {
+        // The queue holds the work; the daemon picks it up whenever it runs.
+        warn!(%repo, error = %e, "cannot reach the daemon; the push stays queued");
+    }
+    lines.extend(
+        rule.slaves
+            .iter()
+            .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname)),
+    );
+    Ok(lines)
+}
+
+/// Warnings for the pusher about slaves of `repo` that have been failing.
+fn failing_slaves(record: &Record, repo: &RepoName, this: &AccountName) -> Vec<String> {
+    record
+        .slaves
+        .iter()
+        .filter_map(|(slave, entry)| {
+            let p = entry.pending.as_ref()?;
+            let error = p.last_error.as_ref()?;
+            Some(format!(
+                "WARNING: {this} ==== ({repo}) =X=> {slave} has been failing for {} ({} attempts): {error}",
+                status::age(p.since),
+                p.attempts
+            ))
+        })
+        .collect()
+}

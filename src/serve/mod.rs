@@ -1,0 +1,13 @@
+//! Serving clients: everything that runs because someone connected over ssh.
+//!
+//! sshd runs one of two forced commands: [`user_shell`] for a user's key, [`peer_shell`] for
+//! another gitmirror server's. Both parse the client's command ([`command`]), decide and log
+//! through [`access`], and exec git through [`git`] in an environment we build. git then runs
+//! our [`hook`]s inside receive-pack.
+
+pub(crate) mod access;
+pub(crate) mod command;
+pub(crate) mod git;
+pub(crate) mod hook;
+pub(crate) mod peer_shell;
+pub(crate) mod user_shell;

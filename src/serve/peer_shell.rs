@@ -1,0 +1,270 @@
+//! `gitmirror peer NAME`: the forced command of another gitmirror server's key.
+//!
+//! A peer is never a user: it has no entry in the access rules and gets write access only to
+//! the repos this server's own config says it masters, with this server among their slaves.
+//! The master's word alone never creates a repo here; this server's `repos.toml` must agree.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tracing::info;
+
+use super::access::{Reply, answer};
+use super::command::{CommandError, GitService, Request};
+use super::git::{self, Launch};
+use crate::admin::keys;
+use crate::config::{MirrorRule, Rules, ServerConfig};
+use crate::daemon::request::{self, RequestError};
+use crate::home::{Home, HomeError, Invocation};
+use crate::names::{AccountName, NameError, RepoName};
+use crate::proto;
+use crate::repo::{self, Store, StoreError};
+
+/// Why a peer's request was refused; one line, safe to send back.
+#[derive(Debug, Error)]
+pub(crate) enum PeerShellError {
+    #[error("{0}")]
+    Command(#[from] CommandError),
+    #[error("bad peer name in authorized_keys: {0}")]
+    Name(NameError),
+    #[error("{peer} is not a registered peer of {this}")]
+    NotRegistered {
+        peer: AccountName,
+        this: AccountName,
+    },
+    #[error("{this} refuses {repo} from {peer}: {why}")]
+    NotYours {
+        this: AccountName,
+        repo: RepoName,
+        peer: AccountName,
+        why: String,
+    },
+    #[error(
+        "{this} has no repo {repo}, and its repos.toml does not make {peer} its master with {this} among its slaves"
+    )]
+    NoRule {
+        this: AccountName,
+        repo: RepoName,
+        peer: AccountName,
+    },
+    #[error("cannot create {repo}: {message}")]
+    Create { repo: RepoName, message: String },
+    #[error("{0}")]
+    Request(#[from] RequestError),
+}
+
+impl From<StoreError> for PeerShellError {
+    fn from(e: StoreError) -> Self {
+        PeerShellError::Request(RequestError::Store(e.to_string()))
+    }
+}
+
+/// One peer's session on this server.
+pub(crate) struct PeerShell<'a> {
+    home: &'a Home,
+    config: Arc<ServerConfig>,
+    rules: &'a Rules,
+    peer: AccountName,
+}
+
+impl<'a> PeerShell<'a> {
+    /// A session for the peer named by the authorized_keys line that let it in.
+    pub(crate) fn new(
+        home: &'a Home,
+        config: Arc<ServerConfig>,
+        rules: &'a Rules,
+        peer: &str,
+    ) -> Result<Self, PeerShellError> {
+        let peer = AccountName::parse(peer).map_err(PeerShellError::Name)?;
+        if !keys::is_registered(home, keys::Role::Peer, &peer) {
+            return Err(PeerShellError::NotRegistered {
+                peer,
+                this: config.hostname.clone(),
+            });
+        }
+        Ok(PeerShell {
+            home,
+            config,
+            rules,
+            peer,
+        })
+    }
+
+    fn this(&self) -> &AccountName {
+        &self.config.hostname
+    }
+
+    /// Answers the peer's command and logs one line with the decision.
+    pub(crate) fn serve(
+        &self,
+        original: Option<&str>,
+        protocol: Option<&OsStr>,
+    ) -> Result<Reply, PeerShellError> {
+        answer(
+            keys::Role::Peer,
+            &self.peer,
+            original,
+            |request| match request {
+                Request::Info => Ok(Reply::text(
+                    format!("Hello {}, I am {}\n", self.peer, self.this()),
+                    true,
+                )),
+                Request::Git {
+                    service: GitService::ReceivePack,
+                    repo,
+                } => self.receive(&repo, protocol),
+                Request::Git {
+                    service: GitService::UploadPack,
+                    repo,
+                } => self.upload(&repo, protocol),
+                Request::Mirror(repo) => self.request_push(&repo),
+            },
+        )
+    }
+
+    fn refuse(&self, repo: &RepoName, why: String) -> PeerShellError {
+        PeerShellError::NotYours {
+            this: self.this().clone(),
+            repo: repo.clone(),
+            peer: self.peer.clone(),
+            why,
+        }
+    }
+
+    /// Whether `rule` makes the peer this repo's master with this server as a slave.
+    fn peer_masters(
+        &self,
+        repo: &RepoName,
+        rule: Option<&MirrorRule>,
+    ) -> Result<(), PeerShellError> {
+        match rule {
+            None => Err(self.refuse(repo, "it is not mirrored here".into())),
+            Some(m) if !m.is_master(&self.peer) => {
+                Err(self.refuse(repo, format!("its master here is {}", m.master)))
+            }
+            Some(m) if !m.is_slave(self.this()) => Err(self.refuse(
+                repo,
+                format!("{} is not among its slaves here", self.this()),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A mirror push from the repo's master. A missing repo is created when this server's
+    /// own rules say the peer masters it.
+    fn receive(&self, repo: &RepoName, protocol: Option<&OsStr>) -> Result<Reply, PeerShellError> {
+        let store = Store::new(self.home.repositories());
+        let path = match store.find(repo) {
+            Some(path) => {
+                self.peer_masters(repo, repo::mirror_config(&path)?.as_ref())?;
+                path
+            }
+            None => self.create(&store, repo)?,
+        };
+        let launch = self
+            .launch(GitService::ReceivePack, repo, &path, protocol)
+            // The master's state wins on a slave: it must take rewinds and deletions, and the
+            // master's HEAD arrives as a push option.
+            .with_config("receive.advertisePushOptions", "true")
+            .with_config("receive.denyNonFastForwards", "false")
+            .with_config("receive.denyDeletes", "false");
+        Ok(Reply::Git(launch))
+    }
+
+    fn create(&self, store: &Store, repo: &RepoName) -> Result<PathBuf, PeerShellError> {
+        let rule = self.rules.mirror(repo);
+        if self.peer_masters(repo, rule.as_ref()).is_err() {
+            return Err(PeerShellError::NoRule {
+                this: self.this().clone(),
+                repo: repo.clone(),
+                peer: self.peer.clone(),
+            });
+        }
+        let create_err = |message: String| PeerShellError::Create {
+            repo: repo.clone(),
+            message,
+        };
+        let invocation =
+            Invocation::current(self.home).map_err(|e: HomeError| create_err(e.to_string()))?;
+        let path = store
+            .create(repo, &invocation, rule.as_ref())
+            .map_err(|e| create_err(e.to_string()))?;
+        info!(repo = %repo, peer = %self.peer, "created repo for its master");
+        Ok(path)
+    }
+
+    /// Reads are allowed for repos mirrored between the two servers, either way round.
+    fn upload(&self, repo: &RepoName, protocol: Option<&OsStr>) -> Result<Reply, PeerShellError> {
+        let store = Store::new(self.home.repositories());
+        let path = store
+            .find(repo)
+            .ok_or_else(|| self.refuse(repo, "no such repo here".into()))?;
+        let rule = repo::mirror_config(&path)?;
+        let shared = rule.as_ref().is_some_and(|m| {
+            (m.is_master(&self.peer) && m.is_slave(self.this()))
+                || (m.is_master(self.this()) && m.is_slave(&self.peer))
+        });
+        if !shared {
+            return Err(self.refuse(repo, "it is not mirrored between us".into()));
+        }
+        Ok(Reply::Git(self.launch(
+            GitService::UploadPack,
+            repo,
+            &path,
+            protocol,
+        )))
+    }
+
+    /// A slave asks this master to push `repo` to it now.
+    fn request_push(&self, repo: &RepoName) -> Result<Reply, PeerShellError> {
+        let store = Store::new(self.home.repositories());
+        let path = store
+            .find(repo)
+            .ok_or_else(|| self.refuse(repo, "no such repo here".into()))?;
+        match repo::mirror_config(&path)? {
+            Some(m) if m.is_master(self.this()) && m.is_slave(&self.peer) => {}
+            _ => {
+                return Err(self.refuse(
+                    repo,
+                    format!(
+                        "{} does not master it with {} as a slave",
+                        self.this(),
+                        self.peer
+                    ),
+                ));
+            }
+        }
+        let report = request::request_for(self.home, &self.config, repo, &self.peer)?;
+        Ok(Reply::text(report.text(), report.ok))
+    }
+
+    /// A git service for the peer. Refs this server keeps from a divergence are hidden from
+    /// peers, so the master neither compares against them nor prunes them.
+    fn launch(
+        &self,
+        service: GitService,
+        repo: &RepoName,
+        path: &std::path::Path,
+        protocol: Option<&OsStr>,
+    ) -> Launch {
+        let identity = vec![
+            (proto::ENV_PEER.to_string(), self.peer.to_string()),
+            (proto::ENV_REPO.to_string(), repo.to_string()),
+        ];
+        Launch::new(
+            service,
+            path,
+            self.home.root(),
+            git::sanitize_protocol(protocol),
+            identity,
+        )
+        .with_config("transfer.hideRefs", proto::DIVERGED_NS_HIDDEN)
+        // Peers run only the post-receive hook.
+        .with_config(
+            "core.hooksPath",
+            &self.home.peer_hooks_dir().display().to_string(),
+        )
+    }
+}

@@ -1,0 +1,226 @@
+//! `gitmirror shell USER`: the forced command every user's key runs.
+//!
+//! It turns `SSH_ORIGINAL_COMMAND` into a [`Request`], decides whether this user may have it,
+//! logs the decision, and answers with either text (`info`) or a git service to exec. The
+//! decision is made here, before git starts: a refused client never reaches git.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tracing::warn;
+
+use super::access::{Reply, answer};
+use super::command::{CommandError, GitService, Request};
+use super::git::{self, Launch};
+use crate::admin::keys;
+use crate::config::{Access, Rules, ServerConfig};
+use crate::daemon::request::{self, RequestError};
+use crate::home::Home;
+use crate::names::{AccountName, NameError, RepoName};
+use crate::proto;
+use crate::repo::{self, Store};
+
+/// Why a user's request was refused. Each message is one line, safe to show the user.
+#[derive(Debug, Error)]
+pub(crate) enum ShellError {
+    #[error("{0}")]
+    Command(#[from] CommandError),
+    #[error("bad user name in authorized_keys: {0}")]
+    User(NameError),
+    #[error("{0} is not a registered user here")]
+    NotRegistered(AccountName),
+    #[error("{repo}: no such repo, or {user} may not read it")]
+    NoAccess { user: AccountName, repo: RepoName },
+    #[error("{user} may read {repo} but not push to it")]
+    ReadOnly { user: AccountName, repo: RepoName },
+    #[error(
+        "{repo} is mirrored from {master}; {this} is a slave and accepts pushes only from its master."
+    )]
+    Slave {
+        repo: RepoName,
+        master: AccountName,
+        this: AccountName,
+    },
+    #[error("{repo}: the repo's mirror settings cannot be read; ask the administrator")]
+    RepoConfig { repo: RepoName },
+    #[error(
+        "this server's hooks are not installed; ask its administrator to run gitmirror compile"
+    )]
+    NotCompiled,
+    #[error("{0}")]
+    Request(#[from] RequestError),
+}
+
+/// One user's session: the server as this user sees it.
+pub(crate) struct UserShell<'a> {
+    home: &'a Home,
+    config: Arc<ServerConfig>,
+    rules: &'a Rules,
+    user: AccountName,
+}
+
+impl<'a> UserShell<'a> {
+    /// A session for `user`, as named by the authorized_keys line that let them in.
+    pub(crate) fn new(
+        home: &'a Home,
+        config: Arc<ServerConfig>,
+        rules: &'a Rules,
+        user: &str,
+    ) -> Result<Self, ShellError> {
+        let user = AccountName::parse(user).map_err(ShellError::User)?;
+        if !keys::is_registered(home, keys::Role::User, &user) {
+            return Err(ShellError::NotRegistered(user));
+        }
+        Ok(UserShell {
+            home,
+            config,
+            rules,
+            user,
+        })
+    }
+
+    /// Answers `original` (the client's command) and logs one line with the decision.
+    pub(crate) fn serve(
+        &self,
+        original: Option<&str>,
+        protocol: Option<&OsStr>,
+    ) -> Result<Reply, ShellError> {
+        answer(
+            keys::Role::User,
+            &self.user,
+            original,
+            |request| match &request {
+                Request::Info => Ok(Reply::text(self.info(), true)),
+                Request::Git { service, repo } => {
+                    self.authorize_git(*service, repo).map(|(path, access)| {
+                        Reply::Git(self.launch(*service, repo, &path, access, protocol))
+                    })
+                }
+                Request::Mirror(repo) => self.request_push(repo),
+            },
+        )
+    }
+
+    /// Checks that the user may run `service` on `repo` here; returns the repo's path and
+    /// the user's access level.
+    fn authorize_git(
+        &self,
+        service: GitService,
+        repo: &RepoName,
+    ) -> Result<(std::path::PathBuf, Access), ShellError> {
+        let (path, access) = self.admit(repo, service.writes())?;
+        if !service.writes() {
+            return Ok((path, access));
+        }
+        if !self.home.hooks_dir().join("pre-receive").is_file() {
+            return Err(ShellError::NotCompiled);
+        }
+        match repo::mirror_config(&path) {
+            Ok(Some(m)) if m.master != self.config.hostname => Err(ShellError::Slave {
+                repo: repo.clone(),
+                master: m.master,
+                this: self.config.hostname.clone(),
+            }),
+            Ok(_) => Ok((path, access)),
+            Err(e) => {
+                warn!(repo = %repo, error = %e, "cannot read mirror settings; refusing the push");
+                Err(ShellError::RepoConfig { repo: repo.clone() })
+            }
+        }
+    }
+
+    /// The repo's path and the user's access, if the repo exists and the user may read it
+    /// (and write it, with `write`). A missing repo and a forbidden one get the same answer.
+    fn admit(
+        &self,
+        repo: &RepoName,
+        write: bool,
+    ) -> Result<(std::path::PathBuf, Access), ShellError> {
+        let access = self.rules.access(&self.user, repo);
+        let no_access = || ShellError::NoAccess {
+            user: self.user.clone(),
+            repo: repo.clone(),
+        };
+        if access < Access::Read {
+            return Err(no_access());
+        }
+        let path = Store::new(self.home.repositories())
+            .find(repo)
+            .ok_or_else(no_access)?;
+        if write && access < Access::Write {
+            return Err(ShellError::ReadOnly {
+                user: self.user.clone(),
+                repo: repo.clone(),
+            });
+        }
+        Ok((path, access))
+    }
+
+    /// `request-push REPO`, for users who may write the repo: on its master, push to every
+    /// slave now; on a slave, ask the master to push here.
+    fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+        self.admit(repo, true)?;
+        let report = request::request(self.home, &self.config, repo)?;
+        Ok(Reply::text(report.text(), report.ok))
+    }
+
+    fn launch(
+        &self,
+        service: GitService,
+        repo: &RepoName,
+        path: &std::path::Path,
+        access: Access,
+        protocol: Option<&OsStr>,
+    ) -> Launch {
+        let identity = vec![
+            (proto::ENV_USER.to_string(), self.user.to_string()),
+            (proto::ENV_REPO.to_string(), repo.to_string()),
+            (proto::ENV_ACCESS.to_string(), access.label().to_string()),
+        ];
+        // refs/gitmirror/ is each server's own (kept divergences, the HEAD carrier): users
+        // neither see it nor push to it.
+        Launch::new(
+            service,
+            path,
+            self.home.root(),
+            git::sanitize_protocol(protocol),
+            identity,
+        )
+        .with_config("transfer.hideRefs", proto::OWN_NS_HIDDEN)
+    }
+
+    /// The `info` text: who you are, where you are, and every repo you may read.
+    fn info(&self) -> String {
+        let mut out = format!(
+            "hello {}, this is gitmirror {} on {}\n\n",
+            self.user,
+            env!("CARGO_PKG_VERSION"),
+            self.config.hostname
+        );
+        let store = Store::new(self.home.repositories());
+        let repos = store.list().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list repositories");
+            Vec::new()
+        });
+        for repo in repos {
+            let access = self.rules.access(&self.user, &repo);
+            if access < Access::Read {
+                continue;
+            }
+            let role = store
+                .find(&repo)
+                .and_then(|p| repo::mirror_config(&p).ok().flatten())
+                .map(|m| {
+                    if m.master == self.config.hostname {
+                        "  (master)".to_string()
+                    } else {
+                        format!("  (slave of {})", m.master)
+                    }
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(" {:<4}{repo}{role}\n", access.label()));
+        }
+        out
+    }
+}

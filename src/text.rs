@@ -1,0 +1,44 @@
+//! Error text as people read it: on one line, with the words that say what happened.
+//!
+//! What a peer, ssh or git said ends up in `status`, in the log and in a pusher's terminal,
+//! each of which wants one line; and the useful words ("Permission denied (publickey)") often
+//! sit in an error's source, not in its top message.
+
+/// An error with the errors it wraps, joined by `: `.
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Collapses a multi-line text to one line, dropping empty lines.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_and_sources_chain() {
+        assert_eq!(one_line("a\n\n b \r\nc"), "a; b; c");
+        let inner = std::io::Error::other("Permission denied (publickey)");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            with_sources(&Outer(inner)),
+            "cannot connect: Permission denied (publickey)"
+        );
+    }
+}
