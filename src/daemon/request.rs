@@ -17,7 +17,7 @@ use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::replicate::Report;
 use crate::replicate::push_error::remote_words;
-use crate::repo::{self, Store};
+use crate::repo::{self, Store, StoreError};
 use crate::ssh::Pool;
 
 /// Why a request could not be made at all (per-slave failures are results).
@@ -27,15 +27,17 @@ pub(crate) enum RequestError {
     NoRepo(RepoName),
     #[error("{0} has no mirror settings here (gitolite.mirror.master is not set)")]
     NotMirrored(RepoName),
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Settings(#[from] StoreError),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Daemon(#[from] DaemonError),
 }
 
 /// A runtime for the synchronous entry points that need async work (asking a master over
 /// ssh; the daemon): one thread is enough, since the work is waiting on ssh and git.
-pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,9 +53,8 @@ pub(crate) fn request(
     let path = Store::new(home.repositories())
         .find(repo)
         .ok_or_else(|| RequestError::NoRepo(repo.clone()))?;
-    let rule = repo::mirror_config(&path)
-        .map_err(|e| RequestError::Store(e.to_string()))?
-        .ok_or_else(|| RequestError::NotMirrored(repo.clone()))?;
+    let rule =
+        repo::mirror_config(&path)?.ok_or_else(|| RequestError::NotMirrored(repo.clone()))?;
     if rule.is_master(&config.hostname) {
         let answer = client::ask(
             home,
@@ -69,7 +70,7 @@ pub(crate) fn request(
             &answer.results,
         ));
     }
-    let runtime = runtime().map_err(|e| RequestError::Store(e.to_string()))?;
+    let runtime = runtime().map_err(RequestError::Runtime)?;
     Ok(runtime.block_on(ask_master(home, config.clone(), repo, &rule.master)))
 }
 

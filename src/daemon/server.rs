@@ -166,7 +166,7 @@ impl Daemon {
     /// The mirror pushes a request stands for, or why it cannot be served.
     fn jobs(&self, request: Request) -> Result<Vec<Job>, String> {
         let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, String> {
-            let (_, slaves) = self.mastered.slaves_of(&repo)?;
+            let (_, slaves) = self.mastered.slaves_of(&repo).map_err(|e| e.to_string())?;
             Ok(slaves
                 .into_iter()
                 .map(|s| (repo.clone(), s, when, wait))
@@ -177,7 +177,7 @@ impl Daemon {
             Request::Wait(r) => each(r, When::Always, true),
             Request::Compare(r) => each(r, When::IfDifferent, true),
             Request::CompareFor(r, slave) => {
-                let (_, slaves) = self.mastered.slaves_of(&r)?;
+                let (_, slaves) = self.mastered.slaves_of(&r).map_err(|e| e.to_string())?;
                 if slaves.contains(&slave) {
                     Ok(vec![(r, slave, When::IfDifferent, true)])
                 } else {

@@ -3,9 +3,28 @@
 
 use std::path::PathBuf;
 
+use thiserror::Error;
+
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
-use crate::repo::{self, Store};
+use crate::repo::{self, Store, StoreError};
+
+/// Why this server does not master a repo it was asked about.
+#[derive(Debug, Error)]
+pub(crate) enum NotMastered {
+    #[error("{0}: no such repo here")]
+    NoRepo(RepoName),
+    #[error("{repo}: mastered by {master}, not {this}")]
+    Elsewhere {
+        repo: RepoName,
+        master: AccountName,
+        this: AccountName,
+    },
+    #[error("{0}: not mirrored")]
+    NotMirrored(RepoName),
+    #[error(transparent)]
+    Settings(#[from] StoreError),
+}
 
 /// The repos of one server, as their master.
 #[derive(Debug, Clone)]
@@ -23,19 +42,23 @@ impl Mastered {
         }
     }
 
-    /// The repo's path and slaves, if this server masters it; else why not, on one line.
-    pub(crate) fn slaves_of(&self, repo: &RepoName) -> Result<(PathBuf, Vec<AccountName>), String> {
+    /// The repo's path and slaves, if this server masters it.
+    pub(crate) fn slaves_of(
+        &self,
+        repo: &RepoName,
+    ) -> Result<(PathBuf, Vec<AccountName>), NotMastered> {
         let path = self
             .store
             .find(repo)
-            .ok_or_else(|| format!("{repo}: no such repo here"))?;
-        match repo::mirror_config(&path).map_err(|e| e.to_string())? {
+            .ok_or_else(|| NotMastered::NoRepo(repo.clone()))?;
+        match repo::mirror_config(&path)? {
             Some(rule) if rule.is_master(&self.this) => Ok((path, rule.slaves)),
-            Some(rule) => Err(format!(
-                "{repo}: mastered by {}, not {}",
-                rule.master, self.this
-            )),
-            None => Err(format!("{repo}: not mirrored")),
+            Some(rule) => Err(NotMastered::Elsewhere {
+                repo: repo.clone(),
+                master: rule.master,
+                this: self.this.clone(),
+            }),
+            None => Err(NotMastered::NotMirrored(repo.clone())),
         }
     }
 

@@ -51,14 +51,10 @@ pub(crate) enum PeerShellError {
     },
     #[error("cannot create {repo}: {message}")]
     Create { repo: RepoName, message: String },
+    #[error(transparent)]
+    Settings(#[from] StoreError),
     #[error("{0}")]
     Request(#[from] RequestError),
-}
-
-impl From<StoreError> for PeerShellError {
-    fn from(e: StoreError) -> Self {
-        PeerShellError::Request(RequestError::Store(e.to_string()))
-    }
 }
 
 /// One peer's session on this server.

@@ -15,7 +15,10 @@ use std::io::BufRead;
 
 use thiserror::Error;
 
+use crate::daemon::request::RequestError;
 use crate::proto;
+use crate::replicate::queue::QueueError;
+use crate::repo::StoreError;
 
 pub(crate) use post_receive::post_receive;
 pub(crate) use pre_receive::pre_receive;
@@ -46,8 +49,24 @@ pub(crate) enum HookError {
         repo: String,
         refused: String,
     },
-    #[error("{repo}: {message}; its slaves were not updated")]
-    Mirror { repo: String, message: String },
+    #[error("{repo}: {source}; its slaves were not updated")]
+    Settings {
+        repo: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{repo}: cannot queue the mirror push: {source}; its slaves were not updated")]
+    Queue {
+        repo: String,
+        #[source]
+        source: QueueError,
+    },
+    #[error("{repo}: {source}; its slaves were not updated")]
+    Wait {
+        repo: String,
+        #[source]
+        source: RequestError,
+    },
 }
 
 /// Reads git's hook input.
@@ -71,7 +90,7 @@ pub(crate) fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, HookEr
 
 /// Who pushed and to which repo, as the shells told git in the environment.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Pusher {
+pub(crate) struct PushedBy {
     /// The user behind the push; empty for a peer's or a local push.
     pub(crate) actor: String,
     /// The peer behind the push (a mirror push from the repo's master), if any.
@@ -82,12 +101,12 @@ pub(crate) struct Pusher {
     pub(crate) access: String,
 }
 
-impl Pusher {
+impl PushedBy {
     /// Reads what the shell that started git put into its environment (see [`proto`]).
     pub(crate) fn from_env() -> Self {
         let var = |k| std::env::var(k).unwrap_or_default();
         let peer = var(proto::ENV_PEER);
-        Pusher {
+        PushedBy {
             actor: var(proto::ENV_USER),
             peer: (!peer.is_empty()).then_some(peer),
             repo: var(proto::ENV_REPO),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{HookError, Pusher, RefUpdate, slave};
+use super::{HookError, PushedBy, RefUpdate, slave};
 use crate::config::ServerConfig;
 use crate::daemon::{client, request};
 use crate::home::Home;
@@ -23,7 +23,7 @@ use crate::repo::{self, Store};
 pub(crate) fn post_receive(
     home: &Home,
     config: Arc<ServerConfig>,
-    pusher: &Pusher,
+    pusher: &PushedBy,
     updates: &[RefUpdate],
 ) -> Result<Vec<String>, HookError> {
     let actor = pusher.peer.as_deref().unwrap_or(&pusher.actor);
@@ -34,10 +34,6 @@ pub(crate) fn post_receive(
     if pusher.peer.is_some() {
         return Ok(slave::received(home, pusher, &path, updates));
     }
-    let mirror_err = |message: String| HookError::Mirror {
-        repo: pusher.repo.clone(),
-        message,
-    };
     let repo = match RepoName::parse(&pusher.repo) {
         Ok(r) => r,
         Err(_) => match Store::new(home.repositories()).name_of(&path) {
@@ -45,7 +41,11 @@ pub(crate) fn post_receive(
             None => return Ok(Vec::new()),
         },
     };
-    let rule = match repo::mirror_config(&path).map_err(|e| mirror_err(e.to_string()))? {
+    let settings = repo::mirror_config(&path).map_err(|source| HookError::Settings {
+        repo: pusher.repo.clone(),
+        source,
+    })?;
+    let rule = match settings {
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
         _ => return Ok(Vec::new()),
     };
@@ -56,7 +56,10 @@ pub(crate) fn post_receive(
             // The refs have moved: have the daemon push them even though the queue could
             // not record it, and say so.
             let _ = client::notify(home, &repo);
-            return Err(mirror_err(format!("cannot queue the mirror push: {e}")));
+            return Err(HookError::Queue {
+                repo: repo.to_string(),
+                source: e,
+            });
         }
     };
     let mut lines = failing_slaves(&record, &repo, &config.hostname);
@@ -71,7 +74,10 @@ pub(crate) fn post_receive(
         let before = diverged(record);
         let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
         let report = request::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
-            .map_err(|e| mirror_err(e.to_string()))?;
+            .map_err(|source| HookError::Wait {
+                repo: repo.to_string(),
+                source,
+            })?;
         lines.extend(report.lines);
         for (slave, d) in queue.load(&repo).map(diverged).unwrap_or_default() {
             if let Some(d) = d.filter(|d| !before.contains(&(slave.clone(), Some(d.clone())))) {

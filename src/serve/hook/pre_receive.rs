@@ -5,7 +5,7 @@
 
 use tracing::info;
 
-use super::{HookError, Pusher, RefUpdate};
+use super::{HookError, PushedBy, RefUpdate};
 
 /// Namespaces in which `RW` may create refs and fast-forward them. Anything else (say
 /// `refs/replace/`, which changes what every fetcher sees) needs `RW+`.
@@ -44,7 +44,7 @@ fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
 /// update must be one `RW` allows. The whole push is refused on the first that is not, so an
 /// `--atomic` push and a plain one end the same way. Runs inside git's quarantine, so the
 /// repository is opened from git's environment.
-pub(crate) fn pre_receive(pusher: &Pusher, updates: &[RefUpdate]) -> Result<(), HookError> {
+pub(crate) fn pre_receive(pusher: &PushedBy, updates: &[RefUpdate]) -> Result<(), HookError> {
     let refuse = |refused: String| {
         info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %refused, "ref update");
         HookError::Refused {

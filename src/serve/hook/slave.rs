@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{Pusher, RefUpdate};
+use super::{PushedBy, RefUpdate};
 use crate::fs::{ensure_dir, replace};
 use crate::home::Home;
 use crate::names::RepoName;
@@ -16,7 +16,7 @@ use crate::proto::{self, DIVERGED_NS, DIVERGED_PREFIX, HEAD_OPTION, OWN_NS, SET_
 /// check. Returns the lines the master should see.
 pub(crate) fn received(
     home: &Home,
-    pusher: &Pusher,
+    pusher: &PushedBy,
     path: &Path,
     updates: &[RefUpdate],
 ) -> Vec<String> {
@@ -26,7 +26,12 @@ pub(crate) fn received(
 
 /// Keeps every ref the push overwrote that was not what the master last gave us (changed
 /// behind its back), reports it, and remembers the new state.
-fn keep_diverged(home: &Home, pusher: &Pusher, path: &Path, updates: &[RefUpdate]) -> Vec<String> {
+fn keep_diverged(
+    home: &Home,
+    pusher: &PushedBy,
+    path: &Path,
+    updates: &[RefUpdate],
+) -> Vec<String> {
     let Ok(repo_name) = RepoName::parse(&pusher.repo) else {
         return Vec::new();
     };
