@@ -13,15 +13,12 @@
 //! 4. Catch-up: repos pushed while a slave is down; time from its return until it is in sync.
 //! 5. Memory: the daemon's peak RSS during case 3.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use gitmirror_testkit::*;
 
 struct Options {
     runs: usize,

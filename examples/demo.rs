@@ -5,12 +5,9 @@
 //! Run it with `scripts/demo` (as root). It uses the same harness as the integration tests,
 //! and everything it starts is stopped and removed when it ends.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::process::ExitCode;
 
-use support::{Client, Cluster, OutputExt};
+use gitmirror_testkit::{Client, Cluster, OutputExt};
 
 fn step(text: &str) {
     println!("\n==> {text}");

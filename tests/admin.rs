@@ -1,13 +1,11 @@
 //! The administrator's commands run directly: init, add-user, compile. No sshd needed, except
 //! to check that the shipped sshd snippet is valid.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::*;
+use gitmirror_testkit::*;
 
 /// Runs gitmirror with `--home` (not the default home), as root.
 fn gm(home: &Path, args: &[&str]) -> Output {

@@ -3,11 +3,9 @@
 //! behind its master's back. Each test checks that no accepted push is lost and that master
 //! and slaves end identical in refs and HEAD.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use gitmirror_testkit::*;
 
 const RULES: &str = r#"
 [repos."@all"]

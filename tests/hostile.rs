@@ -1,13 +1,11 @@
 //! Hostile clients against a real sshd: commands, repo names and environment variables that
 //! must be refused with one clear line and leave the server's disk exactly as it was.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use gitmirror_testkit::*;
 
 fn server_with(users: &[&Client]) -> Server {
     let server = Server::start("server1");

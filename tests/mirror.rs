@@ -3,9 +3,7 @@
 //! master, missing repos are created only when the slave's rules agree, request-push works
 //! from either side, and two sites can master repos for each other.
 
-mod support;
-
-use support::*;
+use gitmirror_testkit::*;
 
 const RULES: &str = r#"
 [repos."@all"]

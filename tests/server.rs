@@ -1,11 +1,9 @@
 //! One server behind a real sshd, driven by the real ssh and git clients: clone, push,
 //! fetch, protocol v2, `info`, and the R / RW / RW+ / group rules.
 
-mod support;
-
 use std::fs;
 
-use support::*;
+use gitmirror_testkit::*;
 
 const RULES: &str = r#"
 [groups]

@@ -1,0 +1,162 @@
+//! Servers that mirror each other, set up with gitmirror's own commands as an administrator
+//! would: `[peers.NAME]` tables in gitmirror.toml, `add-mirroring-peer` with the key each
+//! peer's `init` wrote, `[mirror]` settings. And the check every mirroring test ends with:
+//! master and slaves identical in refs and HEAD ([`Cluster::wait_in_sync`]).
+
+use std::fs;
+use std::io::Write;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::process::{OutputExt, run};
+use crate::sandbox::sandbox;
+use crate::server::Server;
+
+/// Several servers that know each other as mirroring peers, set up with gitmirror's own
+/// commands: `init` on each, `[peers.X]` in each gitmirror.toml, `add-mirroring-peer` both ways.
+pub struct Cluster {
+    pub servers: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn new(names: &[&str]) -> Cluster {
+        let servers: Vec<Server> = names.iter().map(|n| Server::start(n)).collect();
+        for a in &servers {
+            for b in servers.iter().filter(|b| b.hostname != a.hostname) {
+                a.append_config(&b.peer_entry());
+                b.add_peer(a);
+            }
+        }
+        Cluster { servers }
+    }
+
+    pub fn server(&self, name: &str) -> &Server {
+        self.servers
+            .iter()
+            .find(|s| s.hostname == name)
+            .unwrap_or_else(|| panic!("no server {name}"))
+    }
+
+    pub fn add_user(&self, client: &Client) {
+        for s in &self.servers {
+            s.add_user(&client.name, &client.key);
+        }
+    }
+
+    /// Writes the same repos.toml on every server and compiles it.
+    pub fn set_rules(&self, text: &str) {
+        for s in &self.servers {
+            s.set_rules(text);
+        }
+    }
+
+    /// Waits until `repo` on each of `slaves` has exactly the refs and HEAD of `master`.
+    pub fn wait_in_sync(&self, repo: &str, master: &str, slaves: &[&str]) {
+        let m = self.server(master);
+        for name in slaves {
+            let s = self.server(name);
+            let mut last = String::new();
+            let start = Instant::now();
+            loop {
+                let want = m.refs(repo);
+                if s.repo_path(repo).exists() {
+                    last = s.refs(repo);
+                    if last == want {
+                        break;
+                    }
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "{name} never matched {master} for {repo}:\nmaster:\n{want}\n{name}:\n{last}\n{name}'s log:\n{}\n{master}'s log:\n{}",
+                    s.log(),
+                    m.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Appends text to gitmirror.toml (peer addresses, mirror settings).
+    fn append_config(&self, text: &str) {
+        let path = self.home().join("gitmirror.toml");
+        let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// How a peer reaches this server, as a `[peers.NAME]` table.
+    fn peer_entry(&self) -> String {
+        format!(
+            "\n[peers.{}]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
+            self.hostname, self.addr, self.port, self.user.name
+        )
+    }
+
+    /// Registers `other` as a mirroring peer, from the `NAME.pub` its init wrote.
+    pub fn add_peer(&self, other: &Server) {
+        let copy = self.sshd_dir.path().join(format!("{}.pub", other.hostname));
+        fs::copy(other.home().join(format!("{}.pub", other.hostname)), &copy).unwrap();
+        self.gitmirror(&["add-mirroring-peer", copy.to_str().unwrap()])
+            .ok();
+    }
+
+    /// Turns sync mode on or off in gitmirror.toml's `[mirror]` table.
+    pub fn set_sync(&self, sync: bool) {
+        let path = self.home().join("gitmirror.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("sync = false", &format!("sync = {sync}"))
+            .replace("sync = true", &format!("sync = {sync}"));
+        fs::write(&path, text).unwrap();
+    }
+
+    /// Adds `key = value` lines to gitmirror.toml's `[mirror]` table.
+    pub fn mirror_settings(&self, lines: &str) {
+        let path = self.home().join("gitmirror.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let text = text.replacen("[mirror]\n", &format!("[mirror]\n{lines}\n"), 1);
+        fs::write(&path, text).unwrap();
+    }
+
+    /// `ssh OTHER COMMAND` as this server's account with its own key: what a peer sends.
+    pub fn ssh_as_peer(&self, other: &Server, command: &str) -> Output {
+        run(self
+            .user
+            .command("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-i")
+            .arg(self.home().join(".ssh/id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                sandbox().known_hosts.display()
+            ))
+            .args(["-p", &other.port.to_string()])
+            .arg(format!("{}@{}", other.user.name, other.addr))
+            .arg(command))
+    }
+
+    /// Every ref with its value, plus where HEAD points: what must match across a mirror.
+    /// A slave's `refs/gitmirror/diverged/` (what it kept when it had diverged) is its own and
+    /// left out.
+    pub fn refs(&self, repo: &str) -> String {
+        let refs: String = self
+            .git(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])
+            .ok()
+            .lines()
+            .filter(|l| !l.contains(" refs/gitmirror/diverged/"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let head = self.git(repo, &["symbolic-ref", "HEAD"]).ok();
+        format!("{refs}HEAD -> {head}")
+    }
+}

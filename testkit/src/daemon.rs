@@ -1,0 +1,76 @@
+//! The replication daemon, seen from outside: started by a test ([`Server::start_daemon`]) or
+//! by the hooks, found by its pid file, and observed through what the administrator sees:
+//! `gitmirror status --json` and the log. The fault tests kill and restart it and then check,
+//! through these, that no accepted push was lost.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use crate::process::OutputExt;
+use crate::sandbox::sandbox;
+use crate::server::Server;
+
+/// A daemon a test started itself; stopped (by pid) and reaped on drop.
+pub struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// The pid the running daemon wrote, if one runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.home().join("state/daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped
+    /// (by pid) and reaped when the returned guard drops.
+    pub fn start_daemon(&self) -> Daemon {
+        Daemon(
+            self.user
+                .command(&sandbox().bin)
+                .arg("daemon")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// `gitmirror status --json`, parsed, and whether it exited 0.
+    pub fn status(&self) -> (serde_json::Value, bool) {
+        let out = self.gitmirror(&["status", "--json"]);
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}{}", out.text(), out.err()));
+        (v, out.status.success())
+    }
+
+    /// The status row of `repo` on `slave`.
+    pub fn slave_status(&self, repo: &str, slave: &str) -> serde_json::Value {
+        let (v, _) = self.status();
+        v["slaves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["repo"] == repo && r["slave"] == slave)
+            .cloned()
+            .unwrap_or_else(|| panic!("no status row for {repo} on {slave}: {v}"))
+    }
+
+    /// How many receive-pack sessions from `peer` this server has admitted.
+    pub fn mirror_pushes_from(&self, peer: &str) -> usize {
+        self.log()
+            .matches(&format!("actor={peer} verb=\"git-receive-pack\""))
+            .count()
+    }
+}
