@@ -116,6 +116,14 @@ fn daemon_killed_mid_push_resumes_at_next_start() {
     .unwrap();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
+    // The refs land on the slave a moment before that mirror push ends (the slave's hook, its
+    // exit status): wait until the master has recorded it, or the freeze below would catch
+    // that push instead of the next one.
+    wait_for(
+        "the first mirror push recorded",
+        Duration::from_secs(30),
+        || w.s1().slave_status("testing", "server2")["state"] == "in sync",
+    );
     // Freeze the slave so the next mirror push hangs in flight, then kill the daemon and
     // everything it started.
     w.s2().freeze(true);
