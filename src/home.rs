@@ -13,15 +13,11 @@ use thiserror::Error;
 
 use crate::fs::{Context, FsError, ensure_dir};
 
-/// What can go wrong locating or creating a home.
+/// What can go wrong locating a home.
 #[derive(Debug, Error)]
 pub(crate) enum HomeError {
     #[error("no server home: pass --home DIR or set GITMIRROR_HOME or HOME")]
     Unknown,
-    #[error(
-        "{path} holds characters that cannot go into an authorized_keys command or a hook (use an absolute path of letters, digits and /._+@-)"
-    )]
-    UnsafePath { path: PathBuf },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -184,71 +180,4 @@ fn private_runtime_dir() -> Result<PathBuf, FsError> {
         .at("refusing", &dir);
     }
     Ok(dir)
-}
-
-/// How gitmirror invokes itself from authorized_keys lines and repo hooks: its absolute
-/// path, plus `--home` when the server home is not the account's `$HOME`.
-///
-/// Built only from paths that need no quoting inside `command="..."` and no escaping for the
-/// login shell that runs it, so the string can be pasted into both as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Invocation(String);
-
-impl Invocation {
-    /// Checks both paths and joins them.
-    pub(crate) fn new(exe: &Path, home: Option<&Path>) -> Result<Self, HomeError> {
-        let plain = |p: &Path| -> Result<String, HomeError> {
-            let s = p.to_str().unwrap_or("");
-            let ok = s.starts_with('/')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/._+@-".contains(c));
-            if ok {
-                Ok(s.to_string())
-            } else {
-                Err(HomeError::UnsafePath {
-                    path: p.to_path_buf(),
-                })
-            }
-        };
-        let mut prefix = plain(exe)?;
-        if let Some(home) = home {
-            prefix.push_str(" --home ");
-            prefix.push_str(&plain(home)?);
-        }
-        Ok(Invocation(prefix))
-    }
-
-    /// The running binary, with `--home` unless `home` is the account's `$HOME`.
-    pub(crate) fn current(home: &Home) -> Result<Self, HomeError> {
-        let exe = std::env::current_exe().at("cannot locate", Path::new("the gitmirror binary"))?;
-        Self::new(&exe, (!home.is_default()).then(|| home.root()))
-    }
-
-    /// The command prefix, e.g. `/usr/bin/gitmirror --home /srv/git`.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invocation_paths_must_be_plain() {
-        let exe = Path::new("/usr/bin/gitmirror");
-        let cmd = Invocation::new(exe, Some(Path::new("/srv/git"))).unwrap();
-        assert_eq!(cmd.as_str(), "/usr/bin/gitmirror --home /srv/git");
-        for bad in [
-            "/opt/my dir/gitmirror",
-            "/x/\"y",
-            "/x/$(id)",
-            "/x/a'b",
-            "/x/\\",
-            "rel/x",
-        ] {
-            assert!(Invocation::new(Path::new(bad), None).is_err(), "{bad}");
-            assert!(Invocation::new(exe, Some(Path::new(bad))).is_err(), "{bad}");
-        }
-    }
 }

@@ -14,7 +14,8 @@ const LEVELS: &[&[&str]] = &[
     &["replicate"],
     &["repo", "ssh"],
     &["config"],
-    &["proto", "home", "log"],
+    &["proto", "invocation", "log"],
+    &["home"],
     &["names", "fs", "text"],
 ];
 

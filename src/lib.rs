@@ -25,8 +25,9 @@
 //!   `file:line`.
 //! - Leaves, used by all: `proto` (the contract between gitmirror processes and servers:
 //!   push options, reserved refs, environment names, git-config keys, file names), `names`
-//!   (repo and server names, validated), `home` (the paths of a server home), `fs` (atomic
-//!   writes, locks), `text` (errors on one line), `log`.
+//!   (repo and server names, validated), `home` (the paths of a server home), `invocation`
+//!   (how gitmirror names itself in authorized_keys lines and hooks), `fs` (atomic writes,
+//!   locks), `text` (errors on one line), `log`.
 //!
 //! The command line builds a config, the config drives the library, the library talks to git
 //! and ssh.
@@ -38,6 +39,7 @@ mod config;
 mod daemon;
 mod fs;
 mod home;
+mod invocation;
 mod log;
 mod names;
 mod proto;

@@ -9,7 +9,8 @@ use tracing::info;
 
 use crate::config::{ConfigError, Rules, ServerConfig, Source};
 use crate::fs::{FsError, ensure_dir, lock, write_if_changed};
-use crate::home::{Home, HomeError, Invocation};
+use crate::home::Home;
+use crate::invocation::{Invocation, InvocationError};
 use crate::names::RepoName;
 use crate::repo::{self, Store, StoreError};
 
@@ -19,7 +20,7 @@ pub(crate) enum CompileError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Home(#[from] HomeError),
+    Invocation(#[from] InvocationError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -14,7 +14,8 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::fs::{self as files, Context, FsError};
-use crate::home::{Home, Invocation};
+use crate::home::Home;
+use crate::invocation::Invocation;
 use crate::names::{AccountName, NameError};
 
 /// Key types sshd accepts that we let through.

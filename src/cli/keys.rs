@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::{Outcome, print};
 use crate::admin::keys::{self, Role};
-use crate::home::{Home, Invocation};
+use crate::home::Home;
+use crate::invocation::Invocation;
 
 /// `add-user NAME KEYFILE`.
 pub(super) fn add_user(home: &Home, name: &str, keyfile: &Path) -> Outcome {

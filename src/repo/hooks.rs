@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::StoreError;
 use crate::fs::{Context, ensure_dir, write_if_changed};
-use crate::home::Invocation;
+use crate::invocation::Invocation;
 
 /// The hooks gitmirror installs into every repo, from `hooks/` in the source tree.
 /// `@GITMIRROR@` is replaced by the [`Invocation`] of the compiling binary.

@@ -14,7 +14,7 @@ use super::mirror_settings::set_mirror_config;
 use super::{StoreError, git_err};
 use crate::config::MirrorRule;
 use crate::fs::{Context, ensure_dir};
-use crate::home::Invocation;
+use crate::invocation::Invocation;
 use crate::names::RepoName;
 
 /// The bare repositories of one server.

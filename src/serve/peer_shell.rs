@@ -17,7 +17,8 @@ use super::git::{self, Launch};
 use crate::admin::keys;
 use crate::config::{MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
-use crate::home::{Home, HomeError, Invocation};
+use crate::home::Home;
+use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
 use crate::repo::{self, Store, StoreError};
@@ -182,8 +183,8 @@ impl<'a> PeerShell<'a> {
             repo: repo.clone(),
             message,
         };
-        let invocation =
-            Invocation::current(self.home).map_err(|e: HomeError| create_err(e.to_string()))?;
+        let invocation = Invocation::current(self.home)
+            .map_err(|e: InvocationError| create_err(e.to_string()))?;
         let path = store
             .create(repo, &invocation, rule.as_ref())
             .map_err(|e| create_err(e.to_string()))?;

@@ -13,12 +13,14 @@
 //!   administrator runs there.
 //! - `client`: a person at a workstation ([`Client`], [`Key`]): real `ssh` and `git`.
 //! - `cluster`: servers that mirror each other ([`Cluster`]) and the peer settings they need.
+//! - `faults`: a server's sshd crashed, or frozen and thawed.
 //! - `daemon`: the replication daemon a test starts ([`Daemon`]) and what it reports.
 //! - `snapshot`: a server's disk before and after, to check a refusal changed nothing.
 
 mod client;
 mod cluster;
 mod daemon;
+mod faults;
 mod process;
 mod sandbox;
 mod server;

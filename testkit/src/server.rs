@@ -1,7 +1,8 @@
 //! One gitmirror server as it runs in production: a unix account whose home `gitmirror init`
 //! made, behind a real sshd of its own on its own 127.0.0.x address. A test reaches it the way
 //! users and peers do (over ssh) and acts on it the way its administrator does (`gitmirror`
-//! and `git` run as the account). It can also lose its sshd: stopped, crashed or frozen.
+//! and `git` run as the account). Its sshd can be stopped and started again; harsher faults are
+//! in `faults`.
 
 use std::fs;
 use std::io::Write;
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::Key;
-use crate::process::{OutputExt, process_tree, run, signal};
+use crate::process::{OutputExt, run, signal};
 use crate::sandbox::{SSHD, Scratch, sandbox, unique};
 use crate::unix_user::UnixUser;
 
@@ -21,7 +22,7 @@ pub struct Server {
     pub user: UnixUser,
     pub addr: Ipv4Addr,
     pub port: u16,
-    sshd: Option<Child>,
+    pub(crate) sshd: Option<Child>,
     pub sshd_dir: Scratch,
     _root: Scratch,
 }
@@ -163,25 +164,6 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-
-    /// sshd and everything it runs: the listener, each connection, each session.
-    fn sshd_tree(&self) -> Vec<u32> {
-        self.sshd
-            .as_ref()
-            .map_or(Vec::new(), |c| process_tree(c.id()))
-    }
-
-    /// The whole server goes down: sshd and every connection and session it serves.
-    pub fn crash_sshd(&mut self) {
-        let tree = self.sshd_tree();
-        signal(&tree, "KILL");
-        self.stop_sshd();
-    }
-
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) sshd and everything it runs.
-    pub fn freeze(&self, frozen: bool) {
-        signal(&self.sshd_tree(), if frozen { "STOP" } else { "CONT" });
     }
 
     fn add_known_host(&self) {
