@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::fs::{Context, FsError, ensure_dir};
+use crate::proto::ENV_HOME;
 
 /// What can go wrong locating a home.
 #[derive(Debug, Error)]
@@ -42,7 +43,7 @@ impl Home {
         };
         let root = explicit
             .map(Path::to_path_buf)
-            .or_else(|| from_env.then(|| env("GITMIRROR_HOME")).flatten())
+            .or_else(|| from_env.then(|| env(ENV_HOME)).flatten())
             .or_else(|| env("HOME"))
             .ok_or(HomeError::Unknown)?;
         let root = std::path::absolute(&root).at("cannot resolve", &root)?;
@@ -99,7 +100,7 @@ impl Home {
     pub(crate) fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")
     }
-    /// Runtime state: compiled rules, locks, and later the mirror queue.
+    /// Runtime state: compiled rules, locks, the mirror queue, the daemon's socket.
     pub(crate) fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }
@@ -132,6 +133,14 @@ impl Home {
     pub(crate) fn peer_hooks_dir(&self) -> PathBuf {
         self.state_dir().join("peer-hooks")
     }
+    /// What a slave remembers of the state its master last gave it, per repo.
+    pub(crate) fn mirrored_dir(&self) -> PathBuf {
+        self.state_dir().join("mirrored")
+    }
+    /// Where the control sockets of the ssh connections to peers are preferred to live.
+    pub(crate) fn ssh_control_dir(&self) -> PathBuf {
+        self.state_dir().join("ssh")
+    }
     /// The log file.
     pub(crate) fn log_path(&self) -> PathBuf {
         self.root.join("gitmirror.log")
@@ -139,7 +148,7 @@ impl Home {
 
     /// A short name for this home, for paths outside it; stable across versions (git's SHA-1
     /// of the path), so a hook and a daemon built apart agree on it.
-    pub(crate) fn tag(&self) -> String {
+    fn tag(&self) -> String {
         let path = self.root.as_os_str().as_encoded_bytes();
         let oid = git2::Oid::hash_object(git2::ObjectType::Blob, path)
             .map(|o| o.to_string())

@@ -14,8 +14,9 @@ const LEVELS: &[&[&str]] = &[
     &["replicate"],
     &["repo", "ssh"],
     &["config"],
-    &["proto", "invocation", "log"],
+    &["invocation", "log"],
     &["home"],
+    &["proto"],
     &["names", "fs", "text"],
 ];
 

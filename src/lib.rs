@@ -23,8 +23,9 @@
 //!   libgit2's git `transport` over a session on it.
 //! - `config/`: `gitmirror.toml`, `repos.toml`, and the TOML reader whose errors say
 //!   `file:line`.
-//! - Leaves, used by all: `proto` (the contract between gitmirror processes and servers:
-//!   push options, reserved refs, environment names, git-config keys, file names), `names`
+//! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`
+//!   (the contract between gitmirror processes and servers: push options, reserved refs,
+//!   verbs, environment names, git-config keys, how a repo name becomes a file name), `names`
 //!   (repo and server names, validated), `home` (the paths of a server home), `invocation`
 //!   (how gitmirror names itself in authorized_keys lines and hooks), `fs` (atomic writes,
 //!   locks), `text` (errors on one line), `log`.

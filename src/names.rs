@@ -10,10 +10,10 @@ use thiserror::Error;
 
 /// Longest repo name accepted, in bytes, after the `.git` suffix is stripped. Long enough for
 /// any real hierarchy, short enough that `repositories/NAME.git` stays far from `PATH_MAX`.
-pub(crate) const MAX_REPO_NAME: usize = 200;
+const MAX_REPO_NAME: usize = 200;
 
 /// Longest user or peer name accepted.
-pub(crate) const MAX_ACCOUNT_NAME: usize = 64;
+const MAX_ACCOUNT_NAME: usize = 64;
 
 /// Why a name was refused. The message names the rule that was broken, never echoes more than
 /// a bounded prefix of the input.

@@ -2,9 +2,10 @@
 //!
 //! A master and its slaves run gitmirror builds that may differ by a version, and the forced
 //! commands, the hooks and the daemon on one server are separate processes: what they say to
-//! each other (push options, reserved refs, hook messages, environment variables, git-config
-//! keys, file names) must not drift apart by a typo in one of them. Changing any value here
-//! changes the wire or disk format; keep old values readable when you do.
+//! each other (push options, reserved refs, hook messages, verbs, environment variables,
+//! git-config keys, how a repo name becomes a file name) must not drift apart by a typo in one
+//! of them. Changing any value here changes the wire or disk format; keep old values readable
+//! when you do. (Where files live in a home is the `home` module's business.)
 
 use crate::names::RepoName;
 
@@ -39,6 +40,9 @@ pub(crate) const DIVERGED_PREFIX: &str = "DIVERGED: ";
 /// How a forced command starts its one-line refusal; a master reads the slave's words after it.
 pub(crate) const FATAL_PREFIX: &str = "FATAL: ";
 
+/// The verb a slave sends its master to ask for a push now (users may send it too).
+pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
+
 // ---- Forced command to hook, in git's environment -------------------------------------------
 
 /// The user behind a push (empty for a peer's or a local push). The pre-receive script in
@@ -50,6 +54,10 @@ pub(crate) const ENV_PEER: &str = "GITMIRROR_PEER";
 pub(crate) const ENV_REPO: &str = "GITMIRROR_REPO";
 /// The user's access as the shell decided it (`RW`, `RW+`); the pre-receive script reads it.
 pub(crate) const ENV_ACCESS: &str = "GITMIRROR_ACCESS";
+
+/// The server home, for the administrator's commands (the forced commands never read it: their
+/// environment comes partly from sshd).
+pub(crate) const ENV_HOME: &str = "GITMIRROR_HOME";
 
 /// The `PATH` git, its hooks and a spawned daemon run with: never the caller's.
 pub(crate) const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -64,7 +72,10 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 /// gitolite had no such setting).
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
 
-// ---- File names -------------------------------------------------------------------------------
+// ---- Files ------------------------------------------------------------------------------------
+
+/// Replaced, in the hook scripts of `hooks/`, by how gitmirror invokes itself.
+pub(crate) const HOOK_PLACEHOLDER: &str = "@GITMIRROR@";
 
 /// A repo's name as one file name (`site/tools` -> `site~tools`), for per-repo state files.
 /// `~` cannot occur in a repo name, so the flattened name is unique.

@@ -4,13 +4,17 @@
 //! each of which wants one line; and the useful words ("Permission denied (publickey)") often
 //! sit in an error's source, not in its top message.
 
-/// An error with the errors it wraps, joined by `: `.
+/// An error with the errors it wraps, joined by `: `. A source whose words the text already
+/// ends with is not repeated: many errors print their source in their own message.
 pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let words = s.to_string();
+        if !text.ends_with(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
         source = s.source();
     }
     text
@@ -40,5 +44,11 @@ mod tests {
             with_sources(&Outer(inner)),
             "cannot connect: Permission denied (publickey)"
         );
+        // A message that already ends with its source's words does not repeat them.
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x: {0}")]
+        struct Echo(#[source] std::io::Error);
+        let echo = Echo(std::io::Error::other("Permission denied"));
+        assert_eq!(with_sources(&echo), "cannot read x: Permission denied");
     }
 }

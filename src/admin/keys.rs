@@ -19,7 +19,7 @@ use crate::invocation::Invocation;
 use crate::names::{AccountName, NameError};
 
 /// Key types sshd accepts that we let through.
-pub(crate) const KEY_TYPES: &[&str] = &[
+const KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
@@ -149,7 +149,7 @@ impl Role {
     }
 
     /// The gitmirror subcommand its forced command runs.
-    pub(crate) fn forced_verb(self) -> &'static str {
+    fn forced_verb(self) -> &'static str {
         match self {
             Role::User => "shell",
             Role::Peer => "peer",

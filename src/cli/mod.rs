@@ -1,8 +1,8 @@
 //! The command line: one file per subcommand, each owning its output text and exit code.
 //!
 //! `main.rs` parses; [`Cli::run`] finds the server home, reads the configuration and hands
-//! over to the subcommand. Everything below `cli` returns typed errors; here they become the
-//! one line a person (or, for the forced commands and hooks, a remote git client) reads.
+//! over to the subcommand. Errors become here the one line a person (or, for the forced
+//! commands and hooks, a remote git client) reads, and the exit code.
 
 mod compile;
 mod daemon;
@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigError, LogConfig, ServerConfig};
 use crate::home::Home;
 use crate::log;
+use crate::proto::FATAL_PREFIX;
 
 /// A self-hosted git server over ssh that keeps every repo's slaves identical to its master.
 #[derive(Parser)]
@@ -179,10 +180,10 @@ fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
 /// git (which shows hook output as `remote:` lines), `gitmirror:` for administrators.
 fn fail(cmd: &Cmd, msg: &str) -> ExitCode {
     let prefix = match cmd {
-        Cmd::Shell { .. } | Cmd::Peer { .. } | Cmd::Hook { .. } => "FATAL",
-        _ => "gitmirror",
+        Cmd::Shell { .. } | Cmd::Peer { .. } | Cmd::Hook { .. } => FATAL_PREFIX,
+        _ => "gitmirror: ",
     };
-    eprintln!("{prefix}: {msg}");
+    eprintln!("{prefix}{msg}");
     ExitCode::FAILURE
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::debug;
 
 use super::protocol::{Reply, Request};
 use super::{DaemonError, socket_path};
@@ -74,7 +74,7 @@ pub(crate) fn ask(
             Ok(Reply::Fail(repo, slave, words)) => (repo, slave, Err(words)),
             // A newer daemon may say more than this client knows; what it knows still counts.
             Err(e) => {
-                warn!(error = %e, "ignoring a reply from the daemon");
+                debug!(error = %e, "ignoring a reply from the daemon");
                 continue;
             }
         };

@@ -5,7 +5,8 @@
 //!
 //! - `push REPO`: queue a push of REPO to its slaves; answered `ok` at once.
 //! - `wait REPO`, `request REPO`, `request-for REPO SLAVE`, `all`: answered by `done REPO
-//!   SLAVE` or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`.
+//!   SLAVE` or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`. With no slave
+//!   to wait for, the first three are answered `ok` and `all` is answered `end`.
 //! - `error WORDS` answers a request that cannot be served.
 //!
 //! `wait` pushes straight away (the caller's refs just changed); `request` compares with each
@@ -14,15 +15,17 @@
 
 use thiserror::Error;
 
-use crate::names::{AccountName, RepoName};
+use crate::names::{AccountName, NameError, RepoName};
 use crate::text::one_line;
 
 /// A line that is not a request or reply of this protocol.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("unknown {what} {line:?}")]
-pub(crate) struct ProtocolError {
-    what: &'static str,
-    line: String,
+pub(crate) enum ProtocolError {
+    #[error("unknown {what} {line:?}")]
+    Unknown { what: &'static str, line: String },
+    /// The line has the right shape, but a repo or server name in it is not valid.
+    #[error("{0}")]
+    BadName(#[from] NameError),
 }
 
 /// What a hook or a command asks the daemon.
@@ -58,22 +61,18 @@ pub(crate) enum Reply {
 impl Request {
     /// Parses one request line (with or without its newline).
     pub(crate) fn parse(line: &str) -> Result<Self, ProtocolError> {
-        let bad = || ProtocolError {
-            what: "request",
-            line: line.trim_end().to_string(),
-        };
         let words: Vec<&str> = line.split_whitespace().collect();
-        let repo = |raw: &str| RepoName::parse(raw).map_err(|_| bad());
+        let repo = |raw: &str| RepoName::parse(raw);
         match words.as_slice() {
             ["push", r] => Ok(Request::Push(repo(r)?)),
             ["wait", r] => Ok(Request::Wait(repo(r)?)),
             ["request", r] => Ok(Request::Compare(repo(r)?)),
-            ["request-for", r, s] => Ok(Request::CompareFor(
-                repo(r)?,
-                AccountName::parse(s).map_err(|_| bad())?,
-            )),
+            ["request-for", r, s] => Ok(Request::CompareFor(repo(r)?, AccountName::parse(s)?)),
             ["all"] => Ok(Request::All),
-            _ => Err(bad()),
+            _ => Err(ProtocolError::Unknown {
+                what: "request",
+                line: line.trim_end().to_string(),
+            }),
         }
     }
 
@@ -93,7 +92,7 @@ impl Reply {
     /// Parses one reply line (with or without its newline).
     pub(crate) fn parse(line: &str) -> Result<Self, ProtocolError> {
         let line = line.trim_end_matches(['\n', '\r']);
-        let bad = || ProtocolError {
+        let bad = || ProtocolError::Unknown {
             what: "reply",
             line: line.to_string(),
         };
@@ -119,11 +118,8 @@ impl Reply {
             "fail" => {
                 let mut w = rest.splitn(3, ' ');
                 let (repo, slave) = names(w.next(), w.next())?;
-                Ok(Reply::Fail(
-                    repo,
-                    slave,
-                    w.next().unwrap_or("failed").to_string(),
-                ))
+                let words = w.next().filter(|w| !w.is_empty()).unwrap_or("failed");
+                Ok(Reply::Fail(repo, slave, words.to_string()))
             }
             _ => Err(bad()),
         }
@@ -193,6 +189,15 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_without_words_still_says_it_failed() {
+        let reply = Reply::Fail(repo("r"), server("s2"), String::new());
+        assert_eq!(
+            Reply::parse(&reply.line()),
+            Ok(Reply::Fail(repo("r"), server("s2"), "failed".into()))
+        );
+    }
+
+    #[test]
     fn multi_line_words_travel_on_one_line() {
         let reply = Reply::Fail(repo("r"), server("s2"), "first\nsecond\n".into());
         assert_eq!(
@@ -206,15 +211,22 @@ mod tests {
         for bad in [
             "",
             "push",
-            "push ../etc",
             "push a b",
             "request-for testing",
-            "request-for testing bad;name",
             "all now",
             "shutdown",
         ] {
             let err = Request::parse(bad).unwrap_err().to_string();
-            assert!(err.starts_with("unknown request"), "{bad:?}: {err}");
+            assert_eq!(err, format!("unknown request {bad:?}"));
+        }
+        // A bad name is refused in the name's own words, as the shell would.
+        for (bad, name) in [
+            ("push ../etc", "../etc"),
+            ("request-for testing bad;name", "bad;name"),
+        ] {
+            let err = Request::parse(bad).unwrap_err();
+            assert!(matches!(err, ProtocolError::BadName(_)), "{bad:?}: {err}");
+            assert!(err.to_string().contains(name), "{bad:?}: {err}");
         }
         for bad in [
             "okay",

@@ -1,5 +1,5 @@
-//! Mirror requests as people and peers make them (`request-push`, sync pushes), and how their
-//! results read: one line per slave, in gitolite's style.
+//! Mirror requests as people and peers make them (`request-push`, sync pushes), each answered
+//! with a [`Report`] (one line per slave, in gitolite's style).
 //!
 //! The work itself is the daemon's (see [`super::server`]); this module turns a request into
 //! questions for it, or, on a slave, into a question for the repo's master over ssh.
@@ -15,6 +15,7 @@ use super::protocol::Request;
 use crate::config::ServerConfig;
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
+use crate::proto::{MASTER_KEY, REQUEST_PUSH_VERB};
 use crate::replicate::Report;
 use crate::replicate::push_error::remote_words;
 use crate::repo::{self, Store, StoreError};
@@ -25,7 +26,7 @@ use crate::ssh::Pool;
 pub(crate) enum RequestError {
     #[error("{0}: no such repo here")]
     NoRepo(RepoName),
-    #[error("{0} has no mirror settings here (gitolite.mirror.master is not set)")]
+    #[error("{0} has no mirror settings here ({key} is not set)", key = MASTER_KEY)]
     NotMirrored(RepoName),
     #[error(transparent)]
     Settings(#[from] StoreError),
@@ -35,8 +36,8 @@ pub(crate) enum RequestError {
     Daemon(#[from] DaemonError),
 }
 
-/// A runtime for the synchronous entry points that need async work (asking a master over
-/// ssh; the daemon): one thread is enough, since the work is waiting on ssh and git.
+/// A runtime for asking a master over ssh from a synchronous command: one thread is enough,
+/// since the work is waiting on ssh.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,7 +133,7 @@ async fn ask_master(
     let this = config.hostname.clone();
     let pool = Pool::new(home.clone(), config);
     let reply = match pool.get(master).await {
-        Ok(conn) => conn.run(&["request-push", repo.as_str()]).await,
+        Ok(conn) => conn.run(&[REQUEST_PUSH_VERB, repo.as_str()]).await,
         Err(e) => Err(e),
     };
     pool.close().await;

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
-use super::protocol::{Reply, Request};
+use super::protocol::{ProtocolError, Reply, Request};
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
-use crate::replicate::mastered::Mastered;
+use crate::replicate::mastered::{Mastered, NotMastered};
 use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
 use crate::replicate::scheduler::{Outcome, RESCAN, Scheduler};
@@ -29,6 +30,17 @@ use crate::ssh::{Pool, transport};
 struct Daemon {
     scheduler: Arc<Scheduler>,
     mastered: Mastered,
+}
+
+/// Why a request cannot be served; its words go back as the `error` reply.
+#[derive(Debug, Error)]
+enum JobError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    NotMastered(#[from] NotMastered),
+    #[error("{slave} is not a slave of {repo} here")]
+    NotSlave { repo: RepoName, slave: AccountName },
 }
 
 /// One mirror push the daemon was asked for: repo, slave, how much to check, and whether the
@@ -72,7 +84,7 @@ async fn serve(
     config: Arc<ServerConfig>,
     socket: &PathBuf,
 ) -> Result<(), DaemonError> {
-    transport::register().map_err(|e| DaemonError::Refused(e.message().to_string()))?;
+    transport::register().map_err(DaemonError::Transport)?;
     // We hold the lock, so a socket file left here belongs to a daemon that died.
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;
@@ -132,20 +144,20 @@ impl Daemon {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
         let request = Request::parse(&line);
         let all = request == Ok(Request::All);
-        let work = match request
-            .map_err(|e| e.to_string())
-            .and_then(|r| self.jobs(r))
-        {
+        let work = match request.map_err(JobError::from).and_then(|r| self.jobs(r)) {
             Ok(w) => w,
-            Err(e) => return write.write_all(Reply::Error(e).line().as_bytes()).await,
+            Err(e) => {
+                let reply = Reply::Error(e.to_string());
+                return write.write_all(reply.line().as_bytes()).await;
+            }
         };
         let mut waiting = FuturesUnordered::new();
         for (repo, slave, when, wait) in work {
             if let Some(rx) = self.scheduler.submit(&repo, &slave, when, wait) {
                 waiting.push(async move {
-                    let outcome: Outcome = rx.await.unwrap_or_else(|_| {
-                        Err(Arc::new(PushError::Transport("daemon stopped".into())))
-                    });
+                    let outcome: Outcome = rx
+                        .await
+                        .unwrap_or_else(|_| Err(Arc::new(PushError::Stopped)));
                     (repo, slave, outcome)
                 });
             }
@@ -164,9 +176,9 @@ impl Daemon {
     }
 
     /// The mirror pushes a request stands for, or why it cannot be served.
-    fn jobs(&self, request: Request) -> Result<Vec<Job>, String> {
-        let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, String> {
-            let (_, slaves) = self.mastered.slaves_of(&repo).map_err(|e| e.to_string())?;
+    fn jobs(&self, request: Request) -> Result<Vec<Job>, JobError> {
+        let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, JobError> {
+            let (_, slaves) = self.mastered.slaves_of(&repo)?;
             Ok(slaves
                 .into_iter()
                 .map(|s| (repo.clone(), s, when, wait))
@@ -177,11 +189,11 @@ impl Daemon {
             Request::Wait(r) => each(r, When::Always, true),
             Request::Compare(r) => each(r, When::IfDifferent, true),
             Request::CompareFor(r, slave) => {
-                let (_, slaves) = self.mastered.slaves_of(&r).map_err(|e| e.to_string())?;
+                let (_, slaves) = self.mastered.slaves_of(&r)?;
                 if slaves.contains(&slave) {
                     Ok(vec![(r, slave, When::IfDifferent, true)])
                 } else {
-                    Err(format!("{slave} is not a slave of {r} here"))
+                    Err(JobError::NotSlave { repo: r, slave })
                 }
             }
             Request::All => Ok(self

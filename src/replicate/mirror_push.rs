@@ -176,8 +176,7 @@ impl Job<'_> {
     }
 
     fn git(&self) -> Result<git2::Repository, PushError> {
-        git2::Repository::open_bare(self.path)
-            .map_err(|e| PushError::LocalRepo(e.message().to_string()))
+        git2::Repository::open_bare(self.path).map_err(PushError::LocalRepo)
     }
 
     /// This repo's remote for the slave, through a freshly registered operation.
@@ -188,7 +187,7 @@ impl Job<'_> {
         let op = Registered::new(self.conn.session(), self.runtime.clone());
         let remote = git
             .remote_anonymous(&op.url(&self.repo.relative_dir()))
-            .map_err(|e| PushError::LocalRepo(e.message().to_string()))?;
+            .map_err(PushError::LocalRepo)?;
         Ok((remote, op))
     }
 

@@ -41,9 +41,10 @@ pub(crate) enum PushError {
     /// The mirror push's worker thread died without an answer.
     #[error("mirror push failed")]
     Worker(#[source] tokio::task::JoinError),
-    /// Our own copy could not be opened or read.
-    #[error("{0}")]
-    LocalRepo(String),
+    /// Our own copy could not be opened or read (libgit2's message; its class and code stay
+    /// in the error).
+    #[error("{}", .0.message())]
+    LocalRepo(git2::Error),
     /// Our own copy holds something that cannot be mirrored.
     #[error("{0}")]
     Unmirrorable(String),
@@ -53,6 +54,9 @@ pub(crate) enum PushError {
     /// The slave has the state, but the queue could not record it.
     #[error("cannot record success")]
     QueueRecord(#[source] QueueError),
+    /// The daemon stopped before the push was done (told to waiters).
+    #[error("daemon stopped")]
+    Stopped,
     /// The repo is no longer mastered here with this slave (told to waiters, not retried).
     #[error("{slave} is no longer a slave of {repo} here")]
     NotSlave { repo: RepoName, slave: AccountName },
@@ -71,6 +75,7 @@ impl PushError {
             | PushError::Unmirrorable(_)
             | PushError::QueueRead(_)
             | PushError::QueueRecord(_)
+            | PushError::Stopped
             | PushError::NotSlave { .. } => Blame::Local,
         }
     }
@@ -129,7 +134,9 @@ fn said(stderr: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue::Queue;
     use super::*;
+    use crate::fs::FsError;
 
     #[test]
     fn remote_words_prefer_gitmirrors_fatal_line() {
@@ -178,19 +185,28 @@ mod tests {
     #[test]
     fn a_local_queue_failure_is_blamed_on_this_server() {
         let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::new(dir.path());
+        let repo = RepoName::parse("r").unwrap();
+        // The record cannot be read: a directory stands where its file should be.
         let file = dir.path().join("r.json");
-        std::fs::write(&file, "{not json").unwrap();
-        let corrupt = QueueError::Corrupt {
-            file,
-            message: "expected ident".into(),
-        };
-        let e = PushError::QueueRead(corrupt);
+        std::fs::create_dir(&file).unwrap();
+        let e = PushError::QueueRead(queue.load(&repo).unwrap_err());
         assert_eq!(e.blame(), Blame::Local);
-        let words = e.words();
-        assert!(words.starts_with("cannot read the queue: "), "{words}");
-        assert!(words.contains("r.json"), "{words}");
+        // The OS's words once, though both the queue's error and its source carry them.
         assert_eq!(
-            PushError::Connect(PeerError::Local("no socket dir".into())).blame(),
+            e.words(),
+            format!(
+                "cannot read the queue: cannot read {}: Is a directory (os error 21)",
+                file.display()
+            )
+        );
+        let no_dir = FsError {
+            action: "cannot create directory",
+            path: "/tmp/x".into(),
+            source: std::io::Error::other("read-only file system"),
+        };
+        assert_eq!(
+            PushError::Connect(PeerError::from(no_dir)).blame(),
             Blame::Local
         );
     }

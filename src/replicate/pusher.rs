@@ -20,8 +20,6 @@ use crate::ssh::Pool;
 /// What a slave confirmed after a mirror push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Confirmed {
-    /// What was pushed.
-    pub(crate) pushed: Pushed,
     /// The fingerprint of the state the slave now has (see [`RefState::fingerprint`]).
     pub(crate) fingerprint: String,
     /// The slave's report of refs changed behind the master's back, if any.
@@ -82,7 +80,6 @@ impl SshPusher {
         let fingerprint = local.fingerprint();
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
-                pushed: Pushed::Nothing,
                 fingerprint,
                 diverged: None,
             }));
@@ -98,7 +95,6 @@ impl SshPusher {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
         }
         Ok(Some(Confirmed {
-            pushed: done.pushed,
             fingerprint,
             diverged: done.diverged,
         }))

@@ -10,15 +10,15 @@ use crate::proto::OWN_NS;
 /// Refs (without [`OWN_NS`]) and HEAD of one copy of a repo.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct RefState {
-    pub(crate) head: Option<String>,
-    pub(crate) refs: BTreeMap<String, String>,
+    pub(super) head: Option<String>,
+    pub(super) refs: BTreeMap<String, String>,
 }
 
 impl RefState {
     /// This server's copy, read from disk. Symbolic refs other than HEAD count as the value
     /// they point to, as a push carries them and `ls-remote` shows them.
     pub(crate) fn local(path: &Path) -> Result<Self, PushError> {
-        let local = |e: git2::Error| PushError::LocalRepo(e.message().to_string());
+        let local = PushError::LocalRepo;
         let repo = git2::Repository::open_bare(path).map_err(local)?;
         let mut state = RefState {
             head: repo

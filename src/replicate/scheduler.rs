@@ -204,6 +204,9 @@ impl Scheduler {
                         .take()
                         .filter(|_| slot.again_generation > generation);
                     slot.again_generation = 0;
+                    // A request made while this push ran has been answered (or queued as
+                    // `again`); its kick must not cut the backoff of a later failure short.
+                    slot.kick = Arc::default();
                     match again {
                         Some(next) => when = next,
                         // A push landed meanwhile whose notification may still be on its way.

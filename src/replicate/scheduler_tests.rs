@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
-use super::mirror_push::{Pushed, When};
+use super::mirror_push::When;
 use super::push_error::{Blame, PushError};
 use super::pusher::{Confirmed, Pusher};
 use super::queue::{Backoff, Queue};
@@ -42,6 +42,7 @@ struct FakePusher {
     calls: mpsc::UnboundedSender<Call>,
     reachable: AtomicBool,
     resets: AtomicUsize,
+    probes: AtomicUsize,
     pushed: AtomicUsize,
 }
 
@@ -54,6 +55,7 @@ impl FakePusher {
             calls: tx,
             reachable: AtomicBool::new(false),
             resets: AtomicUsize::new(0),
+            probes: AtomicUsize::new(0),
             pushed: AtomicUsize::new(0),
         });
         (fake, rx)
@@ -91,7 +93,6 @@ impl Pusher for FakePusher {
                 None => {
                     let n = self.pushed.fetch_add(1, Ordering::SeqCst);
                     Ok(Some(Confirmed {
-                        pushed: Pushed::Refs,
                         fingerprint: format!("f{n}"),
                         diverged: None,
                     }))
@@ -101,6 +102,7 @@ impl Pusher for FakePusher {
     }
 
     fn reachable<'a>(&'a self, _peer: &'a AccountName) -> BoxFuture<'a, bool> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { self.reachable.load(Ordering::SeqCst) })
     }
 
@@ -202,7 +204,11 @@ async fn pushes_while_one_runs_collapse_into_one_more() {
     }
     let last = w.user_push(&r, true);
     w.fake.release(2);
-    w.next_call().await;
+    assert_eq!(
+        w.next_call().await.when,
+        When::Always,
+        "users' pushes need no compare"
+    );
     assert!(outcome(last).await.is_ok());
     assert_eq!(w.fake.pushed.load(Ordering::SeqCst), 2);
     assert!(w.calls.try_recv().is_err(), "a third push ran");
@@ -246,13 +252,31 @@ async fn waiters_learn_the_outcome_of_a_push_that_covers_them() {
     w.fake.release(1);
     assert!(outcome(late).await.is_ok());
 
-    // A failure answers every waiter at once, with the slave's words and whose fault it is.
+    // A failure answers every waiter at once, also those the failed push did not cover, with
+    // the slave's words and whose fault it is.
     w.fake.answer(&[Answer::Refuse]);
-    let failed = w.user_push(&r, true);
+    let covered = w.user_push(&r, true);
     w.next_call().await;
+    let not_covered = w.user_push(&r, true);
     w.fake.release(1);
-    let err = outcome(failed).await.unwrap_err();
-    assert_eq!((err.blame(), err.words().as_str()), (Blame::Slave, "no"));
+    for waiter in [covered, not_covered] {
+        let err = outcome(waiter).await.unwrap_err();
+        assert_eq!((err.blame(), err.words().as_str()), (Blame::Slave, "no"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_while_a_push_runs_is_answered_by_that_push_when_nothing_new_is_queued() {
+    let mut w = world(false);
+    let r = repo("testing");
+    w.user_push(&r, false);
+    w.next_call().await;
+    // request-push, or a sync wait, with no new ref update behind it.
+    let asked = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
+    w.fake.release(1);
+    assert!(outcome(asked).await.is_ok());
+    assert_eq!(w.fake.pushed.load(Ordering::SeqCst), 1);
+    assert!(w.calls.try_recv().is_err(), "a second push ran");
 }
 
 #[tokio::test(start_paused = true)]
@@ -343,4 +367,40 @@ async fn a_local_queue_failure_is_local_and_leaves_the_connection_alone() {
         1,
         "a push ran without the queue"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_not_woken_when_the_peer_answers_for_another_repo() {
+    // Backoff of at least 75 s; the peer answering for `b` must not cut `a`'s short.
+    let mut w = world_with(true, 100.0);
+    let (a, b) = (repo("a"), repo("b"));
+    w.fake.answer(&[Answer::Refuse]);
+    w.user_push(&a, false);
+    let a_failed = w.next_call().await;
+    w.user_push(&b, false);
+    assert_eq!(w.next_call().await.repo, b);
+    let a_retry = w.next_call().await;
+    assert_eq!(a_retry.repo, a);
+    let waited = (a_retry.at - a_failed.at).as_secs_f64();
+    assert!(waited >= 75.0, "a refused push retried after {waited}s");
+    assert_eq!(w.fake.resets.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_answered_by_a_success_does_not_cut_a_later_backoff() {
+    let mut w = world(false);
+    let r = repo("testing");
+    w.user_push(&r, false);
+    w.next_call().await;
+    let asked = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
+    w.fake.release(1);
+    assert!(outcome(asked).await.is_ok());
+    // Later, a push is refused: its retry waits for the backoff, not for that old request.
+    w.fake.answer(&[Answer::Refuse]);
+    w.user_push(&r, false);
+    w.fake.release(2);
+    let failed = w.next_call().await.at;
+    let retried = w.next_call().await.at;
+    let gap = (retried - failed).as_secs_f64();
+    assert!(gap >= 0.74, "retried after {gap}s");
 }

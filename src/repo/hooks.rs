@@ -11,10 +11,11 @@ use std::path::Path;
 use super::StoreError;
 use crate::fs::{Context, ensure_dir, write_if_changed};
 use crate::invocation::Invocation;
+use crate::proto::HOOK_PLACEHOLDER;
 
 /// The hooks gitmirror installs into every repo, from `hooks/` in the source tree.
-/// `@GITMIRROR@` is replaced by the [`Invocation`] of the compiling binary.
-pub(crate) const HOOKS: &[(&str, &str)] = &[
+/// [`HOOK_PLACEHOLDER`] is replaced by the [`Invocation`] of the compiling binary.
+pub(super) const HOOKS: &[(&str, &str)] = &[
     ("pre-receive", include_str!("../../hooks/pre-receive")),
     ("post-receive", include_str!("../../hooks/post-receive")),
 ];
@@ -41,7 +42,7 @@ pub(crate) fn write_peer_hooks(dir: &Path, invocation: &Invocation) -> Result<us
 
 /// Writes `hooks` into `dir`: replacing live files atomically (`in_place`), or plainly into a
 /// directory nobody uses yet.
-pub(crate) fn write_hook_set(
+pub(super) fn write_hook_set(
     dir: &Path,
     invocation: &Invocation,
     hooks: &[(&str, &str)],
@@ -50,7 +51,7 @@ pub(crate) fn write_hook_set(
     ensure_dir(dir, 0o755)?;
     let mut written = 0;
     for (name, template) in hooks {
-        let text = template.replace("@GITMIRROR@", invocation.as_str());
+        let text = template.replace(HOOK_PLACEHOLDER, invocation.as_str());
         let path = dir.join(name);
         if in_place {
             if write_if_changed(&path, text.as_bytes(), 0o755)? {

@@ -10,6 +10,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::names::{NameError, RepoName};
+use crate::proto::REQUEST_PUSH_VERB;
 
 /// The two git services a client may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl Request {
         match self {
             Request::Info => ("info".to_string(), String::new()),
             Request::Git { service, repo } => (service.to_string(), repo.to_string()),
-            Request::Mirror(repo) => ("request-push".to_string(), repo.to_string()),
+            Request::Mirror(repo) => (REQUEST_PUSH_VERB.to_string(), repo.to_string()),
         }
     }
 }
@@ -158,8 +159,8 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (_, Some(_), _) => Err(arity(verb, "exactly one repo", args.len())),
         ("info", None, []) => Ok(Request::Info),
         ("info", None, _) => Err(arity(verb, "no", args.len())),
-        ("request-push", None, [repo]) => Ok(Request::Mirror(repo_arg(repo)?)),
-        ("request-push", None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        (REQUEST_PUSH_VERB, None, [repo]) => Ok(Request::Mirror(repo_arg(repo)?)),
+        (REQUEST_PUSH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }

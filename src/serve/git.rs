@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::command::GitService;
+use crate::home::Home;
 use crate::proto::SAFE_PATH;
 
 /// Returns `GIT_PROTOCOL` if it is exactly `version=N` for a single digit N; anything else
@@ -41,13 +42,13 @@ impl Launch {
     pub(crate) fn new(
         service: GitService,
         repo: &Path,
-        home: &Path,
+        home: &Home,
         protocol: Option<String>,
         identity: Vec<(String, String)>,
     ) -> Self {
         let mut env = vec![
             ("PATH".to_string(), SAFE_PATH.to_string()),
-            ("HOME".to_string(), home.display().to_string()),
+            ("HOME".to_string(), home.root().display().to_string()),
         ];
         if let Some(p) = protocol {
             env.push(("GIT_PROTOCOL".to_string(), p));
@@ -60,9 +61,8 @@ impl Launch {
             config: Vec::new(),
         };
         if service == GitService::ReceivePack {
-            let hooks = home.join("hooks");
             launch
-                .with_config("core.hooksPath", &hooks.display().to_string())
+                .with_config("core.hooksPath", &home.hooks_dir().display().to_string())
                 .with_config("receive.fsckObjects", "true")
         } else {
             launch
@@ -134,7 +134,7 @@ mod tests {
         let l = Launch::new(
             GitService::UploadPack,
             Path::new("/srv/r.git"),
-            Path::new("/srv"),
+            &Home::locate(Some(Path::new("/srv")), false).unwrap(),
             None,
             vec![("GITMIRROR_USER".into(), "alice".into())],
         );
@@ -146,7 +146,7 @@ mod tests {
         let push = Launch::new(
             GitService::ReceivePack,
             Path::new("/srv/r.git"),
-            Path::new("/srv"),
+            &Home::locate(Some(Path::new("/srv")), false).unwrap(),
             None,
             Vec::new(),
         );

@@ -253,7 +253,7 @@ impl<'a> PeerShell<'a> {
         Launch::new(
             service,
             path,
-            self.home.root(),
+            self.home,
             git::sanitize_protocol(protocol),
             identity,
         )

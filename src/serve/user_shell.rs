@@ -183,7 +183,7 @@ impl<'a> UserShell<'a> {
         Launch::new(
             service,
             path,
-            self.home.root(),
+            self.home,
             git::sanitize_protocol(protocol),
             identity,
         )

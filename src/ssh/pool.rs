@@ -24,7 +24,7 @@ use crate::text::{one_line, with_sources};
 /// Sessions used at once on one connection. sshd allows ten per connection by default
 /// (`MaxSessions`). A session's channel closes a moment after its command's exit status
 /// arrives, so this leaves room for sessions still closing.
-pub(crate) const SESSIONS_PER_PEER: usize = 6;
+const SESSIONS_PER_PEER: usize = 6;
 
 /// Why a peer could not be reached.
 #[derive(Debug, Error, Clone)]
@@ -33,13 +33,13 @@ pub(crate) enum PeerError {
     #[error("cannot connect to {peer}: {message}")]
     Connect { peer: AccountName, message: String },
     /// The local control directory could not be prepared.
-    #[error("{0}")]
-    Local(String),
+    #[error(transparent)]
+    Local(Arc<FsError>),
 }
 
 impl From<FsError> for PeerError {
     fn from(e: FsError) -> Self {
-        PeerError::Local(e.to_string())
+        PeerError::Local(Arc::new(e))
     }
 }
 
@@ -246,5 +246,5 @@ impl Pool {
 fn control_dir(home: &Home) -> Result<PathBuf, PeerError> {
     // The crate adds "/.ssh-connectionXXXXXX/master" (30 bytes), and OpenSSH first binds
     // that name plus ".XXXXXXXXXXXXXXXX" (17 more) before renaming it.
-    Ok(home.socket_dir(&home.state_dir().join("ssh"), 50)?)
+    Ok(home.socket_dir(&home.ssh_control_dir(), 50)?)
 }

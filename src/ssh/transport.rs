@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use crate::text::with_sources;
 
 /// The URL scheme registered with libgit2.
-pub(crate) const SCHEME: &str = "gitmirror";
+const SCHEME: &str = "gitmirror";
 
 /// What one operation (a push or a listing of one repo on one peer) needs from the daemon.
 pub(crate) struct Operation {
@@ -64,7 +64,7 @@ pub(crate) fn register() -> Result<(), git2::Error> {
 
 /// How long the socket may stay silent, and the remote's exit may take, before the exchange
 /// counts as failed. A peer that dies is noticed sooner, by ssh's keepalives.
-pub(crate) const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How a remote command ended.
 pub(crate) struct Finished {

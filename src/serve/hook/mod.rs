@@ -16,6 +16,7 @@ use std::io::BufRead;
 use thiserror::Error;
 
 use crate::daemon::request::RequestError;
+use crate::names::RepoName;
 use crate::proto;
 use crate::replicate::queue::QueueError;
 use crate::repo::StoreError;
@@ -51,19 +52,19 @@ pub(crate) enum HookError {
     },
     #[error("{repo}: {source}; its slaves were not updated")]
     Settings {
-        repo: String,
+        repo: RepoName,
         #[source]
         source: StoreError,
     },
     #[error("{repo}: cannot queue the mirror push: {source}; its slaves were not updated")]
     Queue {
-        repo: String,
+        repo: RepoName,
         #[source]
         source: QueueError,
     },
     #[error("{repo}: {source}; its slaves were not updated")]
     Wait {
-        repo: String,
+        repo: RepoName,
         #[source]
         source: RequestError,
     },

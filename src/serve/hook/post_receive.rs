@@ -42,7 +42,7 @@ pub(crate) fn post_receive(
         },
     };
     let settings = repo::mirror_config(&path).map_err(|source| HookError::Settings {
-        repo: pusher.repo.clone(),
+        repo: repo.clone(),
         source,
     })?;
     let rule = match settings {
@@ -57,7 +57,7 @@ pub(crate) fn post_receive(
             // not record it, and say so.
             let _ = client::notify(home, &repo);
             return Err(HookError::Queue {
-                repo: repo.to_string(),
+                repo: repo.clone(),
                 source: e,
             });
         }
@@ -75,7 +75,7 @@ pub(crate) fn post_receive(
         let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
         let report = request::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
             .map_err(|source| HookError::Wait {
-                repo: repo.to_string(),
+                repo: repo.clone(),
                 source,
             })?;
         lines.extend(report.lines);

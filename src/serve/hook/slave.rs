@@ -36,8 +36,7 @@ fn keep_diverged(
         return Vec::new();
     };
     let memory = home
-        .state_dir()
-        .join("mirrored")
+        .mirrored_dir()
         .join(format!("{}.json", proto::flat_name(&repo_name)));
     let last: BTreeMap<String, String> = std::fs::read(&memory)
         .ok()
