@@ -398,3 +398,25 @@ fn a_ref_that_cannot_be_mirrored_is_reported_not_skipped() {
         "{text}"
     );
 }
+
+#[test]
+fn a_slave_without_its_hooks_refuses_mirror_pushes_until_compiled() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    // An upgrade that skipped compile on server2: its peers' hooks are gone.
+    let s2 = w.s("server2");
+    std::fs::remove_file(s2.home().join("state/peer-hooks/post-receive")).unwrap();
+    w.alice.commit("w", "two");
+    let err = w.push(&["main"]);
+    assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
+    assert!(
+        err.contains("server1 ==== (testing) =X=> server2: server2 cannot take mirror pushes: its hooks are not installed"),
+        "{err}"
+    );
+    assert_ne!(s2.refs("testing"), w.s("server1").refs("testing"));
+    // Compiling puts them back; the master's retry (or a request) then lands the push.
+    s2.gitmirror(&["compile"]).ok();
+    w.s("server1").gitmirror(&["request-push", "testing"]).ok();
+    w.in_sync();
+}

@@ -40,6 +40,21 @@ pub(crate) fn write_peer_hooks(dir: &Path, invocation: &Invocation) -> Result<us
     write_hook_set(dir, invocation, PEER_HOOKS, true)
 }
 
+/// Whether every hook a user's push runs is in `dir` (the home's `hooks/`).
+pub(crate) fn user_hooks_installed(dir: &Path) -> bool {
+    installed(dir, HOOKS)
+}
+
+/// Whether every hook a peer's mirror push runs is in `dir`: without them a slave would take
+/// the push but neither apply the master's HEAD nor keep refs that diverged.
+pub(crate) fn peer_hooks_installed(dir: &Path) -> bool {
+    installed(dir, PEER_HOOKS)
+}
+
+fn installed(dir: &Path, hooks: &[(&str, &str)]) -> bool {
+    hooks.iter().all(|(name, _)| dir.join(name).is_file())
+}
+
 /// Writes `hooks` into `dir`: replacing live files atomically (`in_place`), or plainly into a
 /// directory nobody uses yet.
 pub(super) fn write_hook_set(

@@ -16,7 +16,9 @@ use thiserror::Error;
 
 use crate::fs::FsError;
 
-pub(crate) use hooks::{install_hooks, write_hooks, write_peer_hooks};
+pub(crate) use hooks::{
+    install_hooks, peer_hooks_installed, user_hooks_installed, write_hooks, write_peer_hooks,
+};
 pub(crate) use mirror_settings::{mirror_config, set_mirror_config};
 pub(crate) use store::Store;
 

@@ -50,6 +50,10 @@ pub(crate) enum PeerShellError {
         repo: RepoName,
         peer: AccountName,
     },
+    #[error(
+        "{this} cannot take mirror pushes: its hooks are not installed; its administrator must run gitmirror compile"
+    )]
+    NotCompiled { this: AccountName },
     #[error("cannot create {repo}: {message}")]
     Create { repo: RepoName, message: String },
     #[error(transparent)]
@@ -152,6 +156,13 @@ impl<'a> PeerShell<'a> {
     /// A mirror push from the repo's master. A missing repo is created when this server's
     /// own rules say the peer masters it.
     fn receive(&self, repo: &RepoName, protocol: Option<&OsStr>) -> Result<Reply, PeerShellError> {
+        // Without its hooks the push would land without the master's HEAD and without keeping
+        // refs that diverged here: refuse it, and the master retries until someone compiles.
+        if !repo::peer_hooks_installed(&self.home.peer_hooks_dir()) {
+            return Err(PeerShellError::NotCompiled {
+                this: self.this().clone(),
+            });
+        }
         let store = Store::new(self.home.repositories());
         let path = match store.find(repo) {
             Some(path) => {

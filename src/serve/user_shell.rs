@@ -113,7 +113,7 @@ impl<'a> UserShell<'a> {
         if !service.writes() {
             return Ok((path, access));
         }
-        if !self.home.hooks_dir().join("pre-receive").is_file() {
+        if !repo::user_hooks_installed(&self.home.hooks_dir()) {
             return Err(ShellError::NotCompiled);
         }
         match repo::mirror_config(&path) {
