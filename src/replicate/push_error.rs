@@ -8,6 +8,7 @@
 
 use thiserror::Error;
 
+use super::mastered::NotMastered;
 use super::queue::QueueError;
 use crate::names::{AccountName, RepoName};
 use crate::proto::FATAL_PREFIX;
@@ -41,6 +42,10 @@ pub(crate) enum PushError {
     /// The mirror push's worker thread died without an answer.
     #[error("mirror push failed")]
     Worker(#[source] tokio::task::JoinError),
+    /// This repo's mirror settings could not be read, or the repo is not where it was: the
+    /// work stays pending (only settings that positively drop the slave end it).
+    #[error("cannot tell this repo's slaves: {0}")]
+    Settings(#[source] NotMastered),
     /// Our own copy could not be opened or read (libgit2's message; its class and code stay
     /// in the error).
     #[error("{}", .0.message())]
@@ -71,6 +76,7 @@ impl PushError {
             | PushError::Worker(_) => Blame::Transport,
             PushError::Refused(_) => Blame::Slave,
             PushError::Connect(PeerError::Local(_))
+            | PushError::Settings(_)
             | PushError::LocalRepo(_)
             | PushError::Unmirrorable(_)
             | PushError::QueueRead(_)

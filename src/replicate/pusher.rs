@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
 
-use super::mastered::Mastered;
+use super::mastered::{Mastered, NotMastered};
 use super::mirror_push::{self, Pushed, When};
 use super::push_error::PushError;
 use super::ref_state::RefState;
@@ -70,8 +70,14 @@ impl SshPusher {
         when: When,
         confirmed: Option<String>,
     ) -> Result<Option<Confirmed>, PushError> {
-        let Ok((path, slaves)) = self.mastered.slaves_of(repo) else {
-            return Ok(None);
+        // Only settings that say so end the work; a repo that cannot be read (a typo in its
+        // config, its directory away for a moment) keeps it pending, as a failure.
+        let (path, slaves) = match self.mastered.slaves_of(repo) {
+            Ok(found) => found,
+            Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
+            Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
+                return Err(PushError::Settings(e));
+            }
         };
         if !slaves.contains(slave) {
             return Ok(None);
@@ -129,5 +135,82 @@ impl Pusher for SshPusher {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.pool.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServerConfig, Source};
+    use crate::home::Home;
+    use crate::replicate::push_error::Blame;
+
+    /// A pusher for server1 over a home with one repo whose git config is `config`. Nothing
+    /// here connects: every case is decided before a connection is needed.
+    fn pusher_with(config: Option<&str>) -> (tempfile::TempDir, Arc<SshPusher>) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path()), false).unwrap();
+        let path = home.repositories().join("testing.git");
+        git2::Repository::init_bare(&path).unwrap();
+        if let Some(text) = config {
+            std::fs::write(path.join("config"), text).unwrap();
+        }
+        let server = ServerConfig::from_source(&Source::from_text(
+            "gitmirror.toml",
+            "hostname = \"server1\"\n",
+        ))
+        .unwrap();
+        let this = server.hostname.clone();
+        let pool = Pool::new(home.clone(), Arc::new(server));
+        (dir, SshPusher::new(Mastered::new(&home, &this), pool))
+    }
+
+    async fn push(pusher: &SshPusher) -> Result<Option<Confirmed>, PushError> {
+        let repo = RepoName::parse("testing").unwrap();
+        let slave = AccountName::parse("server2").unwrap();
+        pusher.push(&repo, &slave, When::IfChanged, None).await
+    }
+
+    const BARE: &str = "[core]\n\tbare = true\n";
+
+    #[tokio::test]
+    async fn settings_that_drop_the_slave_end_the_work() {
+        for mirror in [
+            "",
+            "[gitolite \"mirror\"]\n\tmaster = server3\n\tslaves = server1 server2\n",
+            "[gitolite \"mirror\"]\n\tmaster = server1\n\tslaves = server3\n",
+        ] {
+            let (_dir, pusher) = pusher_with(Some(&format!("{BARE}{mirror}")));
+            assert!(push(&pusher).await.unwrap().is_none(), "{mirror:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_be_read_keep_the_work_pending() {
+        for broken in [
+            // A typo in a hand-edited slave list.
+            format!(
+                "{BARE}[gitolite \"mirror\"]\n\tmaster = server1\n\tslaves = server2 bad/name\n"
+            ),
+            // Not git config at all.
+            "[gitolite \"mirror\"\n\tmaster = server1\n".to_string(),
+        ] {
+            let (_dir, pusher) = pusher_with(Some(&broken));
+            let err = push(&pusher).await.unwrap_err();
+            assert_eq!(err.blame(), Blame::Local, "{broken:?}: {}", err.words());
+            assert!(
+                err.words().starts_with("cannot tell this repo's slaves: "),
+                "{}",
+                err.words()
+            );
+        }
+        // The repo gone from where it was.
+        let (dir, pusher) = pusher_with(None);
+        std::fs::remove_dir_all(dir.path().join("repositories/testing.git")).unwrap();
+        let err = push(&pusher).await.unwrap_err();
+        assert_eq!(
+            err.words(),
+            "cannot tell this repo's slaves: testing: no such repo here"
+        );
     }
 }

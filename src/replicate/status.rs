@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use thiserror::Error;
+use tracing::warn;
 
 use super::queue::{Queue, QueueError, now};
 use crate::config::ServerConfig;
@@ -61,23 +62,25 @@ pub(crate) fn collect(
         let Some(path) = store.find(&repo) else {
             continue;
         };
-        let Some(rule) = repo::mirror_config(&path)? else {
-            continue;
-        };
-        if !rule.is_master(&config.hostname) {
-            continue;
-        }
         let record = queue.load(&repo)?;
-        for slave in &rule.slaves {
-            let entry = record
-                .slaves
-                .get(slave.as_str())
-                .cloned()
-                .unwrap_or_default();
+        // Settings that cannot be read hide nothing: the slaves the queue knows are shown,
+        // with the failure the replicator recorded for them.
+        let slaves: Vec<String> = match repo::mirror_config(&path) {
+            Ok(Some(rule)) if rule.is_master(&config.hostname) => {
+                rule.slaves.iter().map(ToString::to_string).collect()
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                warn!(%repo, error = %e, "cannot read the repo's mirror settings");
+                record.slaves.keys().cloned().collect()
+            }
+        };
+        for slave in &slaves {
+            let entry = record.slaves.get(slave).cloned().unwrap_or_default();
             let p = entry.pending.as_ref();
             rows.push(Row {
                 repo: repo.to_string(),
-                slave: slave.to_string(),
+                slave: slave.clone(),
                 state: match p {
                     None => "in sync",
                     Some(p) if p.attempts == 0 => "pending",
@@ -145,4 +148,45 @@ pub(crate) fn json(rows: &[Row]) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     serde_json::json!({ "now": now, "slaves": rows }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use crate::names::AccountName;
+
+    #[test]
+    fn unreadable_settings_show_the_slaves_the_queue_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path()), false).unwrap();
+        let path = home.repositories().join("testing.git");
+        git2::Repository::init_bare(&path).unwrap();
+        let repo = RepoName::parse("testing").unwrap();
+        let slave = AccountName::parse("server2").unwrap();
+        let queue = Queue::new(home.queue_dir());
+        queue
+            .enqueue_record(&repo, std::slice::from_ref(&slave))
+            .unwrap();
+        queue
+            .failed(
+                &repo,
+                &slave,
+                "cannot tell this repo's slaves",
+                &crate::replicate::queue::Backoff::from_config(&Default::default()),
+            )
+            .unwrap();
+        // A hand edit broke the repo's config.
+        std::fs::write(path.join("config"), "[gitolite \"mirror\"\n").unwrap();
+        let config =
+            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
+                .unwrap();
+        let rows = collect(&home, &config, None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].slave.as_str(), rows[0].state),
+            ("server2", "failing")
+        );
+        assert!(alarming(&rows, -1.0));
+    }
 }
