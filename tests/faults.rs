@@ -379,3 +379,18 @@ fn status_reports_and_alerts() {
         .gitmirror(&["status", "nope"])
         .fails_with("nope: no such repo here");
 }
+
+#[test]
+fn a_ref_update_no_hook_announced_reaches_the_slave_by_the_next_sweep() {
+    let w = world();
+    w.s1().mirror_settings("rescan_secs = 0.5");
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // A ref moves on the master with no hook to queue it: an administrator's update-ref, or
+    // a post-receive that failed before it wrote the queue.
+    let head = w.s1().git("testing", &["rev-parse", "main"]).ok();
+    w.s1()
+        .git("testing", &["update-ref", "refs/heads/copy", head.trim()])
+        .ok();
+    w.in_sync("testing");
+}

@@ -43,6 +43,9 @@ pub(crate) struct MirrorConfig {
     pub(crate) retry_factor: f64,
     /// `gitmirror status` exits non-zero when a slave has been failing longer than this.
     pub(crate) alert_after_secs: f64,
+    /// How often the daemon compares every repo it masters with what its slaves last
+    /// confirmed (no network when nothing changed), catching ref updates no hook announced.
+    pub(crate) rescan_secs: f64,
 }
 
 impl Default for MirrorConfig {
@@ -55,6 +58,7 @@ impl Default for MirrorConfig {
             retry_max_secs: 300.0,
             retry_factor: 2.0,
             alert_after_secs: 600.0,
+            rescan_secs: 30.0,
         }
     }
 }
@@ -183,6 +187,7 @@ impl ServerConfig {
             ),
             ("retry_factor", m.retry_factor, 1.0, 100.0),
             ("alert_after_secs", m.alert_after_secs, 0.0, 365.0 * DAY),
+            ("rescan_secs", m.rescan_secs, 0.1, DAY),
         ] {
             if !(value.is_finite() && value >= min && value <= max) {
                 return Err(src.error_at_key(
@@ -237,6 +242,7 @@ sync = false          # a user's push does not wait for the slaves
 # retry_max_secs = 300
 # retry_factor = 2
 # alert_after_secs = 600  # `gitmirror status` fails when a slave lags longer
+# rescan_secs = 30        # how often the daemon looks for changes no hook announced
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home
@@ -252,6 +258,12 @@ mod tests {
 
     fn load(text: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_source(&Source::from_text("gitmirror.toml", text))
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let cfg = load(include_str!("../../conf/gitmirror.toml.example")).unwrap();
+        assert_eq!(cfg.mirror.rescan_secs, 30.0);
     }
 
     #[test]

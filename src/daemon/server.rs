@@ -22,7 +22,7 @@ use crate::names::{AccountName, RepoName};
 use crate::replicate::mastered::{Mastered, NotMastered};
 use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
-use crate::replicate::scheduler::{Outcome, RESCAN, Scheduler};
+use crate::replicate::scheduler::{Outcome, Scheduler};
 use crate::replicate::{PushError, When};
 use crate::ssh::{Pool, transport};
 
@@ -100,12 +100,22 @@ async fn serve(
         mastered,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
-    daemon.scheduler.resume(&daemon.mastered.pairs());
-    let rescanner = daemon.scheduler.clone();
+    let sweeper = daemon.clone();
+    let every = Duration::from_secs_f64(config.mirror.rescan_secs);
     tokio::spawn(async move {
+        let mut first = true;
         loop {
-            tokio::time::sleep(RESCAN).await;
-            rescanner.rescan();
+            // Listing every repo and reading its settings is disk work: off the workers.
+            let mastered = sweeper.mastered.clone();
+            let pairs = tokio::task::spawn_blocking(move || mastered.pairs())
+                .await
+                .unwrap_or_default();
+            let (resumed, checked) = sweeper.scheduler.sweep(&pairs);
+            if first {
+                info!(resumed, checked, "replicator started");
+                first = false;
+            }
+            tokio::time::sleep(every).await;
         }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -20,6 +20,8 @@ use crate::ssh::Pool;
 /// What a slave confirmed after a mirror push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Confirmed {
+    /// False when nothing had changed since the slave last confirmed, so it was not asked.
+    pub(crate) contacted: bool,
     /// The fingerprint of the state the slave now has (see [`RefState::fingerprint`]).
     pub(crate) fingerprint: String,
     /// The slave's report of refs changed behind the master's back, if any.
@@ -86,6 +88,7 @@ impl SshPusher {
         let fingerprint = local.fingerprint();
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
+                contacted: false,
                 fingerprint,
                 diverged: None,
             }));
@@ -101,6 +104,7 @@ impl SshPusher {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
         }
         Ok(Some(Confirmed {
+            contacted: true,
             fingerprint,
             diverged: done.diverged,
         }))

@@ -61,9 +61,6 @@ pub(crate) struct Scheduler {
 /// The longest pause between attempts to reach a peer that is down.
 const PROBE_CAP: Duration = Duration::from_secs(5);
 
-/// How often the daemon looks for queued work that nothing works on.
-pub(crate) const RESCAN: Duration = Duration::from_secs(30);
-
 impl Scheduler {
     /// A scheduler working `queue`, pushing with `pusher`.
     pub(crate) fn new(queue: Queue, backoff: Backoff, pusher: Arc<dyn Pusher>) -> Arc<Self> {
@@ -116,13 +113,25 @@ impl Scheduler {
     /// Starts work on everything the queue holds, then checks every (repo, slave) in `pairs`
     /// against what the slave last confirmed (without network when nothing changed). That
     /// second pass catches a push whose hook never ran (a crash between git's ref update and
-    /// the hook).
-    pub(crate) fn resume(self: &Arc<Self>, pairs: &[(RepoName, AccountName)]) {
+    /// the hook). The daemon runs this at start and every `mirror.rescan_secs`.
+    pub(crate) fn sweep(self: &Arc<Self>, pairs: &[(RepoName, AccountName)]) -> (usize, usize) {
         let resumed = self.rescan();
+        let mut checked = 0;
         for (repo, slave) in pairs {
-            self.submit(repo, slave, When::IfChanged, false);
+            // A push in flight already covers whatever changed before it started; one queued
+            // behind it covers the rest.
+            if !self.is_running(repo, slave) {
+                self.submit(repo, slave, When::IfChanged, false);
+                checked += 1;
+            }
         }
-        info!(resumed, checked = pairs.len(), "replicator started");
+        (resumed, checked)
+    }
+
+    fn is_running(&self, repo: &RepoName, slave: &AccountName) -> bool {
+        self.lock_slots()
+            .get(&(repo.clone(), slave.clone()))
+            .is_some_and(|s| s.running)
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
@@ -171,6 +180,11 @@ impl Scheduler {
         let Some(done) = self.pusher.push(repo, slave, when, confirmed).await? else {
             return Ok(None);
         };
+        // Nothing was pending and nothing changed: there is nothing new to record, and a
+        // sweep over thousands of repos writes nothing.
+        if !done.contacted && generation == 0 {
+            return Ok(Some((generation, true)));
+        }
         let cleared = self
             .queue
             .succeeded(repo, slave, generation, done.diverged, &done.fingerprint)
@@ -298,7 +312,7 @@ impl Scheduler {
 
     /// Submits every pending entry that nothing works on, and returns how many: a
     /// notification that never arrived (a hook killed at the wrong moment, a daemon
-    /// restarting) is picked up within [`RESCAN`].
+    /// restarting) is picked up by the next sweep.
     pub(crate) fn rescan(self: &Arc<Self>) -> usize {
         let records = self.queue.all().unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the queue");
@@ -313,11 +327,7 @@ impl Scheduler {
                 let Ok(slave) = AccountName::parse(slave) else {
                     continue;
                 };
-                let idle = !self
-                    .lock_slots()
-                    .get(&(repo.clone(), slave.clone()))
-                    .is_some_and(|s| s.running);
-                if entry.pending.is_some() && idle {
+                if entry.pending.is_some() && !self.is_running(&repo, &slave) {
                     self.submit(&repo, &slave, When::IfDifferent, false);
                     submitted += 1;
                 }

@@ -93,6 +93,7 @@ impl Pusher for FakePusher {
                 None => {
                     let n = self.pushed.fetch_add(1, Ordering::SeqCst);
                     Ok(Some(Confirmed {
+                        contacted: true,
                         fingerprint: format!("f{n}"),
                         diverged: None,
                     }))
