@@ -40,6 +40,10 @@ pub(crate) const DIVERGED_PREFIX: &str = "DIVERGED: ";
 /// How a forced command starts its one-line refusal; a master reads the slave's words after it.
 pub(crate) const FATAL_PREFIX: &str = "FATAL: ";
 
+/// How a peer's refusal ends when it does not have the repo at all: the one refusal a master
+/// may take for "the slave is empty" (a mirror push then creates the repo there).
+pub(crate) const NO_SUCH_REPO: &str = "no such repo here";
+
 /// The verb a slave sends its master to ask for a push now (users may send it too).
 pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
 

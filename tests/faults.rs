@@ -394,3 +394,21 @@ fn a_ref_update_no_hook_announced_reaches_the_slave_by_the_next_sweep() {
         .ok();
     w.in_sync("testing");
 }
+
+#[test]
+fn a_master_with_no_refs_does_not_take_a_refusal_for_an_empty_slave() {
+    let w = world();
+    // server2 believes another server masters testing; server1's copy has no refs yet.
+    w.s2()
+        .git("testing", &["config", "gitolite.mirror.master", "server3"])
+        .ok();
+    let out = w.s1().gitmirror(&["request-push", "testing"]);
+    let text = out.text();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("server1 ==== (testing) =X=> server2: server2 refuses testing from server1"),
+        "{text}"
+    );
+    let row = w.s1().slave_status("testing", "server2");
+    assert_ne!(row["state"], "in sync", "{row}");
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::push_error::{Blame, PushError};
+use super::push_error::PushError;
 use super::ref_state::RefState;
 use crate::names::RepoName;
 use crate::proto::{DIVERGED_PREFIX, HEAD_OPTION, OWN_NS, SET_HEAD_REF};
@@ -122,12 +122,13 @@ impl Job<'_> {
             pushed: Pushed::Nothing,
             diverged: None,
         };
-        // A refusal here (the slave lacks the repo) is answered by pushing, which creates it;
-        // a broken connection, or a failure here, is an error.
+        // Only a slave that says it has no such repo is answered by pushing, which creates it
+        // there; any other refusal, a broken connection or a failure here is an error (and a
+        // master with no refs must not take a refusal for an empty slave).
         let remote = if compare || local.refs.is_empty() {
             match self.remote_state() {
                 Ok(r) => Some(r),
-                Err(e) if e.blame() == Blame::Slave => None,
+                Err(PushError::Missing(_)) => None,
                 Err(e) => return Err(e),
             }
         } else {

@@ -11,7 +11,7 @@ use thiserror::Error;
 use super::mastered::NotMastered;
 use super::queue::QueueError;
 use crate::names::{AccountName, RepoName};
-use crate::proto::FATAL_PREFIX;
+use crate::proto::{FATAL_PREFIX, NO_SUCH_REPO};
 use crate::ssh::PeerError;
 use crate::ssh::transport::Finished;
 use crate::text::{one_line, with_sources};
@@ -39,6 +39,9 @@ pub(crate) enum PushError {
     /// The slave answered and refused: its `FATAL:` line, git's error, or a rejected ref.
     #[error("{0}")]
     Refused(String),
+    /// The slave answered that it has no such repo (a mirror push creates it).
+    #[error("{0}")]
+    Missing(String),
     /// The mirror push's worker thread died without an answer.
     #[error("mirror push failed")]
     Worker(#[source] tokio::task::JoinError),
@@ -74,7 +77,7 @@ impl PushError {
             PushError::Connect(PeerError::Connect { .. })
             | PushError::Transport(_)
             | PushError::Worker(_) => Blame::Transport,
-            PushError::Refused(_) => Blame::Slave,
+            PushError::Refused(_) | PushError::Missing(_) => Blame::Slave,
             PushError::Connect(PeerError::Local(_))
             | PushError::Settings(_)
             | PushError::LocalRepo(_)
@@ -98,7 +101,11 @@ impl PushError {
             return PushError::Transport(what.to_string());
         };
         if f.stderr.contains(FATAL_PREFIX) {
-            return PushError::Refused(remote_words(&f.stderr));
+            let words = remote_words(&f.stderr);
+            if words.ends_with(NO_SUCH_REPO) {
+                return PushError::Missing(words);
+            }
+            return PushError::Refused(words);
         }
         let words = match said(&format!("{}\n{messages}", f.stderr)) {
             Some(said) => format!("{what}: {said}"),
@@ -171,6 +178,13 @@ mod tests {
         // The session broke before an exit status.
         let e = PushError::from_exchange("early EOF", Some(&finished("", None)), "");
         assert_eq!(e.blame(), Blame::Transport);
+        // The slave has no such repo: the one refusal a push answers by creating it.
+        let f = finished(
+            "FATAL: server2 refuses testing from server1: no such repo here\n",
+            Some(false),
+        );
+        let e = PushError::from_exchange("listing failed", Some(&f), "");
+        assert!(matches!(e, PushError::Missing(_)), "{e:?}");
         // The slave's forced command refused, in its own words.
         let f = finished(
             "FATAL: server2 refuses testing from server1: no\n",

@@ -208,7 +208,7 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         let path = store
             .find(repo)
-            .ok_or_else(|| self.refuse(repo, "no such repo here".into()))?;
+            .ok_or_else(|| self.refuse(repo, proto::NO_SUCH_REPO.into()))?;
         let rule = repo::mirror_config(&path)?;
         let shared = rule.as_ref().is_some_and(|m| {
             (m.is_master(&self.peer) && m.is_slave(self.this()))
@@ -230,7 +230,7 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         let path = store
             .find(repo)
-            .ok_or_else(|| self.refuse(repo, "no such repo here".into()))?;
+            .ok_or_else(|| self.refuse(repo, proto::NO_SUCH_REPO.into()))?;
         match repo::mirror_config(&path)? {
             Some(m) if m.is_master(self.this()) && m.is_slave(&self.peer) => {}
             _ => {
