@@ -420,3 +420,17 @@ fn a_slave_without_its_hooks_refuses_mirror_pushes_until_compiled() {
     w.s("server1").gitmirror(&["request-push", "testing"]).ok();
     w.in_sync();
 }
+
+#[test]
+fn renaming_a_branch_into_a_directory_reaches_the_slaves_at_once() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main", "main:refs/heads/topic"]);
+    // topic -> topic/one: a deletion and a creation that cannot both exist on disk.
+    let err = w.push(&[":refs/heads/topic", "main:refs/heads/topic/one"]);
+    assert!(err.contains("server1 ==== (testing) ===> server2"), "{err}");
+    assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
+    for slave in ["server2", "server3"] {
+        assert_eq!(w.s(slave).refs("testing"), w.s("server1").refs("testing"));
+    }
+}

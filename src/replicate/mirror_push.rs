@@ -112,6 +112,9 @@ struct Job<'a> {
 struct Exchange {
     /// Whether anything was pushed (no ref differing means nothing was sent).
     sent: bool,
+    /// Only the deletions that stood in the way of creations were sent (`a` deleted so that
+    /// `a/b` can be created): the rest needs another exchange.
+    partial: bool,
     /// The remote's messages (hook output), from the sideband and what followed it.
     messages: String,
 }
@@ -146,7 +149,18 @@ impl Job<'_> {
             // Nothing here; a slave without the repo needs nothing yet.
             return Ok(nothing());
         }
-        let exchange = self.push(Vec::new(), local.head.as_deref(), Some(local))?;
+        let mut exchange = self.push(Vec::new(), local.head.as_deref(), Some(local))?;
+        let mut messages = std::mem::take(&mut exchange.messages);
+        // Conflicting deletions went first; the rest follows on a fresh listing. Bounded: a
+        // second round finds no conflict unless the master changed in between.
+        for _ in 0..2 {
+            if !exchange.partial {
+                break;
+            }
+            exchange = self.push(Vec::new(), local.head.as_deref(), Some(local))?;
+            exchange.sent = true;
+            messages.push_str(&exchange.messages);
+        }
         if !exchange.sent {
             // No ref differed, so no push option went either: make sure of HEAD.
             let remote = self.remote_state()?;
@@ -157,7 +171,7 @@ impl Job<'_> {
         }
         Ok(Done {
             pushed: Pushed::Refs,
-            diverged: diverged_report(&exchange.messages),
+            diverged: diverged_report(&messages),
         })
     }
 
@@ -227,6 +241,7 @@ impl Job<'_> {
         let (mut remote, op) = self.remote(&git)?;
         let messages = std::cell::RefCell::new(Vec::new());
         let rejected = std::cell::RefCell::new(Vec::new());
+        let mut partial = false;
         let result = (|| -> Result<bool, git2::Error> {
             remote.connect(git2::Direction::Push)?;
             if let Some(local) = mirror_of {
@@ -244,12 +259,23 @@ impl Job<'_> {
                         .filter(|(n, oid)| advertised.get(*n) != Some(*oid))
                         .map(|(n, _)| format!("+{n}:{n}")),
                 );
-                specs.extend(
-                    advertised
-                        .keys()
-                        .filter(|n| !local.refs.contains_key(*n))
-                        .map(|n| format!(":{n}")),
-                );
+                let deletions: Vec<&String> = advertised
+                    .keys()
+                    .filter(|n| !local.refs.contains_key(*n))
+                    .collect();
+                // git cannot delete `a` and create `a/b` in one push: deletions in the way of
+                // a new ref go alone first.
+                let blocking: Vec<String> = deletions
+                    .iter()
+                    .filter(|d| blocks(d, &local.refs))
+                    .map(|d| format!(":{d}"))
+                    .collect();
+                if blocking.is_empty() {
+                    specs.extend(deletions.iter().map(|n| format!(":{n}")));
+                } else {
+                    specs = blocking;
+                    partial = true;
+                }
             }
             if specs.is_empty() {
                 return Ok(false);
@@ -307,9 +333,27 @@ impl Job<'_> {
         }
         Ok(Exchange {
             sent,
+            partial,
             messages: text,
         })
     }
+}
+
+/// Whether the slave's ref `deleted` stands in the way of one of `refs`: a ref cannot be both
+/// a file and a directory (`a` and `a/b`).
+fn blocks(deleted: &str, refs: &BTreeMap<String, String>) -> bool {
+    let below = format!("{deleted}/");
+    let under = refs
+        .range::<str, _>((
+            std::ops::Bound::Included(below.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .is_some_and(|(n, _)| n.starts_with(&below));
+    let above = deleted
+        .match_indices('/')
+        .any(|(i, _)| refs.contains_key(&deleted[..i]));
+    under || above
 }
 
 /// The payload of sideband channel-2 (progress and hook output) packets in raw protocol
@@ -349,4 +393,28 @@ fn diverged_report(messages: &str) -> Option<String> {
         .map(str::trim)
         .collect();
     (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_blocks_a_ref_below_or_above_it() {
+        let refs: BTreeMap<String, String> = [
+            "refs/heads/a-x",
+            "refs/heads/a.y",
+            "refs/heads/a/b",
+            "refs/heads/c",
+            "refs/heads/ab",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), String::new()))
+        .collect();
+        assert!(blocks("refs/heads/a", &refs));
+        assert!(blocks("refs/heads/c/d", &refs));
+        assert!(!blocks("refs/heads/b", &refs));
+        assert!(!blocks("refs/heads/a/bc", &refs));
+        assert!(!blocks("refs/heads/x/y", &refs));
+    }
 }
