@@ -434,3 +434,23 @@ fn renaming_a_branch_into_a_directory_reaches_the_slaves_at_once() {
         assert_eq!(w.s(slave).refs("testing"), w.s("server1").refs("testing"));
     }
 }
+
+#[test]
+fn deleting_the_branch_head_points_at_reaches_the_slaves() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main", "main:refs/heads/other"]);
+    // The master's administrator lets users delete the branch HEAD names.
+    w.s("server1")
+        .git(
+            "testing",
+            &["config", "receive.denyDeleteCurrent", "ignore"],
+        )
+        .ok();
+    let err = w.push(&[":refs/heads/main"]);
+    assert!(err.contains("server1 ==== (testing) ===> server2"), "{err}");
+    assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
+    for slave in ["server2", "server3"] {
+        assert_eq!(w.s(slave).refs("testing"), w.s("server1").refs("testing"));
+    }
+}

@@ -173,11 +173,13 @@ impl<'a> PeerShell<'a> {
         };
         let launch = self
             .launch(GitService::ReceivePack, repo, &path, protocol)
-            // The master's state wins on a slave: it must take rewinds and deletions, and the
-            // master's HEAD arrives as a push option.
+            // The master's state wins on a slave: it must take rewinds and deletions (the
+            // branch HEAD names included, as the master's HEAD then names a missing branch
+            // too), and the master's HEAD arrives as a push option.
             .with_config("receive.advertisePushOptions", "true")
             .with_config("receive.denyNonFastForwards", "false")
-            .with_config("receive.denyDeletes", "false");
+            .with_config("receive.denyDeletes", "false")
+            .with_config("receive.denyDeleteCurrent", "ignore");
         Ok(Reply::Git(launch))
     }
 
