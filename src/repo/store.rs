@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::hooks::{HOOKS, write_hook_set};
 use super::mirror_settings::set_mirror_config;
@@ -86,7 +86,17 @@ impl Store {
         if let Some(rule) = mirror {
             set_mirror_config(&staged, rule)?;
         }
-        fs::rename(&staged, &path).at("cannot move the new repo to", &path)?;
+        if let Err(e) = fs::rename(&staged, &path) {
+            // Another creator (compile, or a mirror push from the master) got there first;
+            // its repo was made complete the same way, so it stands and ours is dropped.
+            return match self.find(name) {
+                Some(theirs) => {
+                    info!(repo = %name, "created meanwhile by another process");
+                    Ok(theirs)
+                }
+                None => Err(e).at("cannot move the new repo to", &path)?,
+            };
+        }
         fs::File::open(&real_parent)
             .and_then(|d| d.sync_all())
             .at("cannot sync directory", &real_parent)?;
@@ -131,5 +141,34 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn creating_a_repo_someone_just_created_takes_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let name = RepoName::parse("site/tools").unwrap();
+        let invocation = Invocation::new(Path::new("/usr/bin/gitmirror"), None).unwrap();
+        let first = store.create(&name, &invocation, None).unwrap();
+        std::fs::write(first.join("description"), "theirs\n").unwrap();
+        // A second creator that looked before the first one finished.
+        let second = store.create(&name, &invocation, None).unwrap();
+        assert_eq!(std::fs::canonicalize(&first).unwrap(), second);
+        assert_eq!(
+            std::fs::read_to_string(second.join("description")).unwrap(),
+            "theirs\n"
+        );
+        // No staging directory is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("site"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["tools.git"]);
     }
 }
