@@ -306,3 +306,23 @@ fn a_name_is_a_user_or_a_peer_never_both() {
     fs::copy(&third.key.public, &bad).unwrap();
     gm(&home, &["add-mirroring-peer", bad.to_str().unwrap()]).fails_with("bad name");
 }
+
+#[test]
+fn an_unreadable_directory_among_the_repositories_is_skipped() {
+    let server = Server::start("server1");
+    let alice = Client::new("alice");
+    server.add_user("alice", &alice.key);
+    server.set_rules("[repos.\"site/tools\"]\nR = [\"alice\"]\n");
+    // A volume's lost+found, which the server's account cannot read.
+    let lost = server.home().join("repositories/lost+found");
+    fs::create_dir(&lost).unwrap();
+    fs::set_permissions(&lost, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    server.gitmirror(&["compile"]).ok();
+    server.gitmirror(&["status"]).ok();
+    let info = alice.ssh(&server, "info").ok();
+    assert!(info.contains("site/tools"), "{info}");
+    assert!(
+        server.log().contains("lost+found"),
+        "the skip is not logged"
+    );
+}

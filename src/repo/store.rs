@@ -116,6 +116,12 @@ impl Store {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // One directory this account cannot read (a volume's lost+found) must not hide
+            // every other repo; the store's own root must be readable.
+            Err(e) if dir != self.root => {
+                warn!(path = %dir.display(), error = %e, "cannot list a directory among the repositories; skipped");
+                return Ok(());
+            }
             Err(e) => return Err(e).at("cannot list", dir)?,
         };
         for entry in entries {
