@@ -1,5 +1,6 @@
 //! The administrator's commands run directly: init, add-user, compile. No sshd needed, except
-//! to check that the shipped sshd snippet is valid.
+//! to check that the shipped sshd snippet is valid and where a test needs the server's own
+//! unprivileged account (what root may read, it may not).
 
 use std::fs;
 use std::path::Path;
