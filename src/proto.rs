@@ -75,6 +75,9 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 /// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
 /// gitolite had no such setting).
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
+/// Set (true) when `compile` wrote the keys above from `repos.toml`, so that it may remove
+/// them again when the rules drop them; keys without it were set by hand and are kept.
+pub(crate) const FROM_RULES_KEY: &str = "gitmirror.fromRules";
 
 // ---- Files ------------------------------------------------------------------------------------
 

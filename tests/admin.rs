@@ -327,3 +327,52 @@ fn an_unreadable_directory_among_the_repositories_is_skipped() {
         "the skip is not logged"
     );
 }
+
+#[test]
+fn compile_removes_the_mirror_settings_it_wrote_and_keeps_those_set_by_hand() {
+    let (_s, home) = fresh("server2");
+    let git_config = |repo: &str, args: &[&str]| {
+        run(Command::new("git")
+            .arg("--git-dir")
+            .arg(home.join(format!("repositories/{repo}.git")))
+            .arg("config")
+            .args(args))
+    };
+    fs::write(
+        home.join("repos.toml"),
+        "[repos.testing]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\nmirror.sync = true\n[repos.other]\n",
+    )
+    .unwrap();
+    gm(&home, &["compile"]).ok();
+    assert_eq!(
+        git_config("testing", &["gitolite.mirror.master"]).ok(),
+        "server1\n"
+    );
+    // An administrator mirrors `other` by hand.
+    git_config("other", &["gitolite.mirror.master", "server1"]).ok();
+    // The rules stop mirroring testing.
+    fs::write(home.join("repos.toml"), "[repos.testing]\n[repos.other]\n").unwrap();
+    let out = gm(&home, &["compile"]).ok();
+    assert!(
+        out.contains("mirror settings removed from testing"),
+        "{out}"
+    );
+    for key in [
+        "gitolite.mirror.master",
+        "gitolite.mirror.slaves",
+        "gitmirror.sync",
+    ] {
+        assert!(
+            !git_config("testing", &[key]).status.success(),
+            "{key} left"
+        );
+    }
+    assert!(
+        out.contains("other: repos.toml gives no mirror settings; those set by hand"),
+        "{out}"
+    );
+    assert_eq!(
+        git_config("other", &["gitolite.mirror.master"]).ok(),
+        "server1\n"
+    );
+}

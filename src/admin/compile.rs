@@ -12,7 +12,7 @@ use crate::fs::{FsError, ensure_dir, lock, write_if_changed};
 use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::RepoName;
-use crate::repo::{self, Store, StoreError};
+use crate::repo::{self, Cleared, Store, StoreError};
 
 /// What can stop a compile.
 #[derive(Debug, Error)]
@@ -36,6 +36,10 @@ pub(crate) struct CompileReport {
     pub(crate) hooks_updated: usize,
     /// Repos whose mirror settings were (re)written.
     pub(crate) mirror_updated: Vec<RepoName>,
+    /// Repos whose mirror settings were removed: the rules no longer give them any.
+    pub(crate) mirror_removed: Vec<RepoName>,
+    /// Repos the rules give no mirror settings, keeping those set by hand in their config.
+    pub(crate) mirror_by_hand: Vec<RepoName>,
     /// Repos in the store after the compile.
     pub(crate) repos: usize,
 }
@@ -70,11 +74,21 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
         if repo::install_hooks(&path, &invocation)? > 0 {
             report.hooks_updated += 1;
         }
-        if let Some(rule) = rules.mirror(name)
-            && repo::set_mirror_config(&path, &rule)?
-        {
-            info!(repo = %name, master = %rule.master, "mirror settings written");
-            report.mirror_updated.push(name.clone());
+        match rules.mirror(name) {
+            Some(rule) => {
+                if repo::set_mirror_config(&path, &rule)? {
+                    info!(repo = %name, master = %rule.master, "mirror settings written");
+                    report.mirror_updated.push(name.clone());
+                }
+            }
+            None => match repo::clear_mirror_config(&path)? {
+                Cleared::Removed => {
+                    info!(repo = %name, "mirror settings removed");
+                    report.mirror_removed.push(name.clone());
+                }
+                Cleared::KeptByHand => report.mirror_by_hand.push(name.clone()),
+                Cleared::Nothing => {}
+            },
         }
     }
     report.repos = all.len();

@@ -13,6 +13,16 @@ pub(super) fn run(home: &Home) -> Outcome {
     for repo in &r.mirror_updated {
         out.push_str(&format!("mirror settings written for {repo}\n"));
     }
+    for repo in &r.mirror_removed {
+        out.push_str(&format!(
+            "mirror settings removed from {repo}: it is local now\n"
+        ));
+    }
+    for repo in &r.mirror_by_hand {
+        out.push_str(&format!(
+            "{repo}: repos.toml gives no mirror settings; those set by hand in its git config are kept\n"
+        ));
+    }
     out.push_str(&format!(
         "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
         r.repos,
