@@ -10,7 +10,8 @@ use std::path::Path;
 const LEVELS: &[&[&str]] = &[
     &["cli"],
     &["serve"],
-    &["admin", "daemon"],
+    &["admin"],
+    &["daemon"],
     &["replicate"],
     &["repo", "ssh"],
     &["config"],

@@ -114,6 +114,8 @@ fn daemon_killed_mid_push_resumes_at_next_start() {
         text.replace("level = \"info\"", "level = \"debug\""),
     )
     .unwrap();
+    // compile started a daemon with the old level; the first push starts one that reads it.
+    w.s1().stop_daemon();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
     // The refs land on the slave a moment before that mirror push ends (the slave's hook, its
@@ -384,6 +386,8 @@ fn status_reports_and_alerts() {
 fn a_ref_update_no_hook_announced_reaches_the_slave_by_the_next_sweep() {
     let w = world();
     w.s1().mirror_settings("rescan_secs = 0.5");
+    // compile started a daemon with the default; the first push starts one that reads it.
+    w.s1().stop_daemon();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
     // A ref moves on the master with no hook to queue it: an administrator's update-ref, or
@@ -411,4 +415,23 @@ fn a_master_with_no_refs_does_not_take_a_refusal_for_an_empty_slave() {
     );
     let row = w.s1().slave_status("testing", "server2");
     assert_ne!(row["state"], "in sync", "{row}");
+}
+
+#[test]
+fn a_slave_added_by_compile_gets_the_repo_without_another_push() {
+    let w = world();
+    // No sweep in this test's lifetime: only compile can make it happen.
+    w.s1().mirror_settings("rescan_secs = 3600");
+    w.s1().stop_daemon();
+    let solo = "[repos.solo]\n\"RW+\" = [\"alice\"]\nmirror.master = \"server1\"\n";
+    w.cluster
+        .set_rules(&format!("{RULES}{solo}mirror.slaves = []\n"));
+    w.commit_and_push("solo", "a");
+    // server2 becomes a slave of solo: its own rules first, then the master's.
+    let rules = format!("{RULES}{solo}mirror.slaves = [\"server2\"]\n");
+    w.s2().set_rules(&rules);
+    std::fs::write(w.s1().home().join("repos.toml"), &rules).unwrap();
+    let out = w.s1().gitmirror(&["compile"]).ok();
+    assert!(out.contains("queued solo for server2"), "{out}");
+    w.cluster.wait_in_sync("solo", "server1", &["server2"]);
 }

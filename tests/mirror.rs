@@ -253,10 +253,13 @@ fn missing_repo_is_created_only_when_the_slaves_rules_agree() {
 fn request_push_from_master_and_from_slave() {
     let mut w = world(false);
     w.alice.init_repo("w");
-    // server3 is down while alice pushes; it comes back on the same address and port.
-    w.cluster.servers[2].stop_sshd();
+    // server3 is down while alice pushes (its connections too: compile's daemon may have one
+    // open); it comes back on the same address and port.
+    w.cluster.servers[2].crash_sshd();
     w.push(&["main"]);
     w.cluster.wait_in_sync("testing", "server1", &["server2"]);
+    // Stop the master's daemon, or its probe of server3 catches up before anyone asks.
+    w.s("server1").stop_daemon();
     w.cluster.servers[2].start_sshd();
     assert_ne!(
         w.s("server3").refs("testing"),

@@ -5,13 +5,15 @@
 //! shell reads. A mistake anywhere stops it before the first change.
 
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ConfigError, Rules, ServerConfig, Source};
+use crate::daemon::client;
 use crate::fs::{FsError, ensure_dir, lock, write_if_changed};
 use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
-use crate::names::RepoName;
+use crate::names::{AccountName, RepoName};
+use crate::replicate::queue::Queue;
 use crate::repo::{self, Cleared, Store, StoreError};
 
 /// What can stop a compile.
@@ -40,13 +42,16 @@ pub(crate) struct CompileReport {
     pub(crate) mirror_removed: Vec<RepoName>,
     /// Repos the rules give no mirror settings, keeping those set by hand in their config.
     pub(crate) mirror_by_hand: Vec<RepoName>,
+    /// Slaves this server masters a repo for that had never been queued (a new slave, a
+    /// newly mirrored repo): queued now, so they get the repo without waiting for a push.
+    pub(crate) queued: Vec<(RepoName, Vec<AccountName>)>,
     /// Repos in the store after the compile.
     pub(crate) repos: usize,
 }
 
 /// Applies `repos.toml` to the store. See the module doc for the order of steps.
 pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
-    ServerConfig::of(home)?;
+    let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
     let rules = Rules::from_source(&source)?;
     let invocation = Invocation::current(home)?;
@@ -58,6 +63,7 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     ensure_dir(&home.repositories(), 0o755)?;
     repo::write_hooks(&home.hooks_dir(), &invocation)?;
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
+    let queue = Queue::new(home.queue_dir());
     let mut report = CompileReport::default();
     for name in rules.named_repos() {
         if store.find(name).is_none() {
@@ -80,6 +86,12 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
                     info!(repo = %name, master = %rule.master, "mirror settings written");
                     report.mirror_updated.push(name.clone());
                 }
+                if rule.is_master(&config.hostname) {
+                    let new = queue_new_slaves(&queue, name, &rule.slaves);
+                    if !new.is_empty() {
+                        report.queued.push((name.clone(), new));
+                    }
+                }
             }
             None => match repo::clear_mirror_config(&path)? {
                 Cleared::Removed => {
@@ -93,5 +105,36 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     }
     report.repos = all.len();
     write_if_changed(&home.compiled_rules_path(), source.text().as_bytes(), 0o600)?;
+    // The queue is durable already; telling the daemon (or starting one) only makes it now.
+    let queued: Vec<RepoName> = report.queued.iter().map(|(r, _)| r.clone()).collect();
+    if !queued.is_empty()
+        && let Err(e) = client::notify_many(home, &queued)
+    {
+        warn!(error = %e, "cannot reach the daemon; the pushes stay queued");
+    }
     Ok(report)
+}
+
+/// Queues `repo` for each of `slaves` that the queue has never seen, and returns them. A
+/// queue record that cannot be read is left to the daemon, which reports it.
+fn queue_new_slaves(queue: &Queue, repo: &RepoName, slaves: &[AccountName]) -> Vec<AccountName> {
+    let known = match queue.load(repo) {
+        Ok(record) => record.slaves,
+        Err(e) => {
+            warn!(%repo, error = %e, "cannot read the queue; new slaves not queued");
+            return Vec::new();
+        }
+    };
+    let new: Vec<AccountName> = slaves
+        .iter()
+        .filter(|s| !known.contains_key(s.as_str()))
+        .cloned()
+        .collect();
+    if !new.is_empty()
+        && let Err(e) = queue.enqueue_record(repo, &new)
+    {
+        warn!(%repo, error = %e, "cannot queue the new slaves");
+        return Vec::new();
+    }
+    new
 }

@@ -13,6 +13,10 @@ pub(super) fn run(home: &Home) -> Outcome {
     for repo in &r.mirror_updated {
         out.push_str(&format!("mirror settings written for {repo}\n"));
     }
+    for (repo, slaves) in &r.queued {
+        let slaves: Vec<String> = slaves.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("queued {repo} for {}\n", slaves.join(", ")));
+    }
     for repo in &r.mirror_removed {
         out.push_str(&format!(
             "mirror settings removed from {repo}: it is local now\n"

@@ -114,6 +114,15 @@ pub(crate) fn notify(home: &Home, repo: &RepoName) -> Result<(), DaemonError> {
     }
 }
 
+/// Hands several repos' freshly queued pushes to the daemon. When none answers, one daemon is
+/// started (its start-up sweep reads the whole queue), not one per repo.
+pub(crate) fn notify_many(home: &Home, repos: &[RepoName]) -> Result<(), DaemonError> {
+    if connect(home, false).is_err() {
+        return spawn(home).map_err(|e| DaemonError::Unreachable(format!("cannot start it: {e}")));
+    }
+    repos.iter().try_for_each(|repo| notify(home, repo))
+}
+
 /// Connects to the daemon; when none answers and `start` is set, starts one and waits for it.
 fn connect(home: &Home, start: bool) -> Result<UnixStream, DaemonError> {
     let socket = socket_path(home)?;

@@ -93,10 +93,12 @@ impl SshPusher {
                 diverged: None,
             }));
         }
+        // A slave that last confirmed an empty repo (a new slave, a repo compiled before its
+        // first push) is pushed to straight away, like one that never confirmed anything.
+        let known = confirmed.is_some_and(|c| c != local.emptied().fingerprint());
         let conn = self.pool.get(slave).await?;
         debug!(%repo, %slave, ?when, "mirror push started");
-        let done =
-            mirror_push::mirror_push(conn, repo, &path, local, when, confirmed.is_some()).await?;
+        let done = mirror_push::mirror_push(conn, repo, &path, local, when, known).await?;
         if done.pushed != Pushed::Nothing {
             info!(%repo, %slave, pushed = ?done.pushed, "mirror push done");
         }

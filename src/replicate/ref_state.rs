@@ -52,6 +52,14 @@ impl RefState {
         Ok(state)
     }
 
+    /// The same HEAD with no refs: what an empty copy of this repo looks like.
+    pub(crate) fn emptied(&self) -> RefState {
+        RefState {
+            head: self.head.clone(),
+            refs: BTreeMap::new(),
+        }
+    }
+
     /// A digest of the whole state, stable across versions (git's own SHA-1 of the text),
     /// recorded when a slave confirms it so that "nothing changed" needs no network.
     pub(crate) fn fingerprint(&self) -> String {

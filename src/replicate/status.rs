@@ -32,7 +32,8 @@ pub(crate) enum StatusError {
 pub(crate) struct Row {
     pub(crate) repo: String,
     pub(crate) slave: String,
-    /// `in sync`, `pending` (queued, not failed yet) or `failing`.
+    /// `in sync`, `pending` (queued, not failed yet), `failing`, or `never synced` (it has
+    /// never confirmed any state: a new slave, or a repo not pushed to it yet).
     pub(crate) state: &'static str,
     /// When it fell behind (seconds since the epoch).
     pub(crate) pending_since: Option<f64>,
@@ -78,13 +79,15 @@ pub(crate) fn collect(
         for slave in &slaves {
             let entry = record.slaves.get(slave).cloned().unwrap_or_default();
             let p = entry.pending.as_ref();
+            let never = entry.confirmed.is_none() && entry.last_success.is_none();
             rows.push(Row {
                 repo: repo.to_string(),
                 slave: slave.clone(),
                 state: match p {
+                    Some(p) if p.attempts > 0 => "failing",
+                    _ if never => "never synced",
+                    Some(_) => "pending",
                     None => "in sync",
-                    Some(p) if p.attempts == 0 => "pending",
-                    Some(_) => "failing",
                 },
                 pending_since: p.map(|p| p.since),
                 attempts: p.map_or(0, |p| p.attempts),
@@ -97,11 +100,14 @@ pub(crate) fn collect(
     Ok(rows)
 }
 
-/// Whether any slave has been behind longer than `threshold_secs`.
+/// Whether any slave has been behind longer than `threshold_secs`. A slave that never synced
+/// and has nothing queued counts at once: nobody knows since when it has lacked the repo.
 pub(crate) fn alarming(rows: &[Row], threshold_secs: f64) -> bool {
     let t = now();
-    rows.iter()
-        .any(|r| r.pending_since.is_some_and(|s| t - s > threshold_secs))
+    rows.iter().any(|r| match r.pending_since {
+        Some(since) => t - since > threshold_secs,
+        None => r.state == "never synced",
+    })
 }
 
 /// How long ago `since` was, for people: `3m 12s`.
@@ -120,7 +126,7 @@ fn when(t: Option<f64>) -> String {
 /// The rows as a table.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<24} {:<12} {:<8} {:<20} {:>8} {:<20} {}\n",
+        "{:<24} {:<12} {:<12} {:<20} {:>8} {:<20} {}\n",
         "REPO", "SLAVE", "STATE", "PENDING SINCE", "ATTEMPTS", "LAST SUCCESS", "LAST ERROR"
     );
     for r in rows {
@@ -129,7 +135,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             error.push_str(&format!(" (diverged: {d})"));
         }
         out.push_str(&format!(
-            "{:<24} {:<12} {:<8} {:<20} {:>8} {:<20} {}\n",
+            "{:<24} {:<12} {:<12} {:<20} {:>8} {:<20} {}\n",
             r.repo,
             r.slave,
             r.state,
@@ -188,5 +194,51 @@ mod tests {
             ("server2", "failing")
         );
         assert!(alarming(&rows, -1.0));
+    }
+
+    fn row(state: &'static str, pending_since: Option<f64>) -> Row {
+        Row {
+            repo: "r".into(),
+            slave: "s".into(),
+            state,
+            pending_since,
+            attempts: 0,
+            last_error: None,
+            last_success: None,
+            last_diverged: None,
+        }
+    }
+
+    #[test]
+    fn a_slave_that_never_synced_is_not_in_sync_and_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path()), false).unwrap();
+        let path = home.repositories().join("testing.git");
+        git2::Repository::init_bare(&path).unwrap();
+        std::fs::write(
+            path.join("config"),
+            "[core]\n\tbare = true\n[gitolite \"mirror\"]\n\tmaster = server1\n\tslaves = server2 server3\n",
+        )
+        .unwrap();
+        let repo = RepoName::parse("testing").unwrap();
+        let s2 = AccountName::parse("server2").unwrap();
+        // server2 is queued and has never confirmed; server3 is not even queued.
+        Queue::new(home.queue_dir())
+            .enqueue_record(&repo, std::slice::from_ref(&s2))
+            .unwrap();
+        let config =
+            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
+                .unwrap();
+        let rows = collect(&home, &config, None).unwrap();
+        let states: Vec<(&str, &str)> = rows.iter().map(|r| (r.slave.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            [("server2", "never synced"), ("server3", "never synced")]
+        );
+        // Queued a moment ago: not yet past the threshold. Not queued at all: alerts.
+        assert!(!alarming(&rows[..1], 600.0));
+        assert!(alarming(&rows[1..], 600.0));
+        assert!(!alarming(&[row("in sync", None)], 600.0));
+        assert!(table(&rows).contains("never synced"));
     }
 }

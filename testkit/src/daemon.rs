@@ -6,8 +6,9 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use crate::process::OutputExt;
+use crate::process::{OutputExt, signal, wait_for};
 use crate::sandbox::sandbox;
 use crate::server::Server;
 
@@ -30,6 +31,17 @@ impl Server {
             .parse()
             .ok()?;
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Stops the running daemon, if any (SIGTERM, by pid), and waits until it is gone: the next
+    /// one, started by a push or a command, reads the configuration afresh.
+    pub fn stop_daemon(&self) {
+        if let Some(pid) = self.daemon_pid() {
+            signal(&[pid], "TERM");
+            wait_for("the daemon gone", Duration::from_secs(10), || {
+                self.daemon_pid().is_none()
+            });
+        }
     }
 
     /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped
