@@ -3,6 +3,8 @@
 //! master, missing repos are created only when the slave's rules agree, request-push works
 //! from either side, and two sites can master repos for each other.
 
+use std::os::unix::ffi::OsStrExt;
+
 use gitmirror_testkit::*;
 
 const RULES: &str = r#"
@@ -455,5 +457,38 @@ fn deleting_the_branch_head_points_at_reaches_the_slaves() {
     assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
     for slave in ["server2", "server3"] {
         assert_eq!(w.s(slave).refs("testing"), w.s("server1").refs("testing"));
+    }
+}
+
+#[test]
+fn what_cannot_be_mirrored_is_refused_at_push_time_even_with_rw_plus() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    let url = w.s("server1").url("testing");
+    // A tag naming a tree.
+    let out = w
+        .alice
+        .git_in("w", &["push", &url, "HEAD^{tree}:refs/tags/t"]);
+    let err = out.fails_with("refs/tags/t points at a tree");
+    assert!(err.contains("could not mirror it"), "{err}");
+    // A branch whose name is not UTF-8, pushed along with a good one.
+    let main = w.alice.git_in("w", &["rev-parse", "main"]).ok();
+    let bad = w.alice.dir.path().join("w/.git/refs/heads");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    std::fs::write(bad.join(name), &main).unwrap();
+    w.alice.git_in("w", &["branch", "good"]).ok();
+    let out = w
+        .alice
+        .git_in("w", &["push", &url, "refs/heads/*:refs/heads/*"]);
+    out.fails_with("is not UTF-8");
+    // Nothing of either push landed; the slaves still match the master.
+    let master = w.s("server1").refs("testing");
+    assert!(
+        !master.contains("refs/tags/t") && !master.contains("refs/heads/good"),
+        "{master}"
+    );
+    for slave in ["server2", "server3"] {
+        assert_eq!(w.s(slave).refs("testing"), master);
     }
 }

@@ -31,8 +31,10 @@ pub(crate) struct RefUpdate {
     pub(crate) old: git2::Oid,
     /// The ref's value after the push (zero when deleted).
     pub(crate) new: git2::Oid,
-    /// The full ref name, e.g. `refs/heads/master`.
+    /// The full ref name, e.g. `refs/heads/master` (lossily decoded when not UTF-8).
     pub(crate) name: String,
+    /// Whether git gave the name as valid UTF-8; one that is not cannot be mirrored.
+    pub(crate) utf8: bool,
 }
 
 /// What can go wrong in a hook.
@@ -44,6 +46,8 @@ pub(crate) enum HookError {
     Malformed(String),
     #[error("cannot open the repository: {0}")]
     Repo(#[source] git2::Error),
+    #[error("{why}; gitmirror could not mirror it to the slaves, so the push is refused")]
+    Unmirrorable { why: String },
     #[error("{user} may not do this to {repo}: {refused}")]
     Refused {
         user: String,
@@ -70,20 +74,28 @@ pub(crate) enum HookError {
     },
 }
 
-/// Reads git's hook input.
+/// Reads git's hook input, as bytes: a ref name need not be UTF-8, and one that is not must
+/// be refused by name, not stop the hook before it does its work.
 pub(crate) fn read_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, HookError> {
     let mut updates = Vec::new();
-    for line in input.lines() {
+    for line in input.split(b'\n') {
         let line = line?;
-        let mut parts = line.splitn(3, ' ');
+        let shown = || String::from_utf8_lossy(&line).into_owned();
+        let mut parts = line.splitn(3, |b| *b == b' ');
         let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(HookError::Malformed(line));
+            return Err(HookError::Malformed(shown()));
         };
-        let oid = |s: &str| git2::Oid::from_str(s).map_err(|_| HookError::Malformed(line.clone()));
+        let oid = |s: &[u8]| {
+            std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| git2::Oid::from_str(s).ok())
+                .ok_or_else(|| HookError::Malformed(shown()))
+        };
         updates.push(RefUpdate {
             old: oid(old)?,
             new: oid(new)?,
-            name: name.to_string(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            utf8: std::str::from_utf8(name).is_ok(),
         });
     }
     Ok(updates)
@@ -129,6 +141,15 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert!(u[0].old.is_zero());
         assert_eq!(u[1].name, "refs/tags/v 1");
+        assert!(u[0].utf8 && u[1].utf8);
+        // A name that is not UTF-8 is read, and marked, rather than failing the hook.
+        let mut raw = format!("{zero} {one} refs/heads/caf").into_bytes();
+        raw.extend_from_slice(b"\xe9\n");
+        let u = read_updates(&raw[..]).unwrap();
+        assert_eq!(
+            (u[0].name.as_str(), u[0].utf8),
+            ("refs/heads/caf\u{fffd}", false)
+        );
         assert!(read_updates("garbage\n".as_bytes()).is_err());
         assert!(read_updates(format!("{zero} xyz refs/x\n").as_bytes()).is_err());
     }

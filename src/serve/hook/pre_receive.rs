@@ -1,7 +1,8 @@
-//! The pre-receive hook: what `RW` may not do.
+//! The pre-receive hook: what no pusher may push, and what `RW` may not do.
 //!
-//! The hook script runs this only for users without `RW+`; peers and pushes made on the
-//! server's disk carry no user and pass without starting a process.
+//! Every user's push and every push made on the server's disk runs it (peers' mirror pushes
+//! run only the post-receive hook): a ref that cannot be mirrored, once accepted, would stop
+//! replication of the whole repo, so it is refused for everyone, `RW+` included.
 
 use tracing::info;
 
@@ -40,8 +41,33 @@ fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
     }
 }
 
-/// The pre-receive check for users without `RW+` (the hook script skips the others): every
-/// update must be one `RW` allows. The whole push is refused on the first that is not, so an
+/// Why `u` cannot be mirrored, if it cannot: a name that is not UTF-8, or a ref that points
+/// at something other than history (libgit2 would send a tree or blob without its contents).
+fn unmirrorable(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
+    if !u.utf8 {
+        return Some(format!("ref name {:?} is not UTF-8", u.name));
+    }
+    if u.new.is_zero() {
+        return None;
+    }
+    let object = match repo.find_object(u.new, None) {
+        Ok(o) => o,
+        Err(e) => return Some(format!("{} points at {}: {}", u.name, u.new, e.message())),
+    };
+    match object.kind() {
+        Some(git2::ObjectType::Commit) => None,
+        Some(git2::ObjectType::Tag) if object.peel(git2::ObjectType::Commit).is_ok() => None,
+        Some(git2::ObjectType::Tag) => Some(format!("{} is a tag of a tree or blob", u.name)),
+        kind => Some(format!(
+            "{} points at a {}",
+            u.name,
+            kind.map_or("non-commit", |k| k.str())
+        )),
+    }
+}
+
+/// The pre-receive check. Every update must be one that can be mirrored, and, for users with
+/// plain `RW`, one `RW` allows. The whole push is refused on the first that is not, so an
 /// `--atomic` push and a plain one end the same way. Runs inside git's quarantine, so the
 /// repository is opened from git's environment.
 pub(crate) fn pre_receive(pusher: &PushedBy, updates: &[RefUpdate]) -> Result<(), HookError> {
@@ -53,10 +79,20 @@ pub(crate) fn pre_receive(pusher: &PushedBy, updates: &[RefUpdate]) -> Result<()
             refused,
         }
     };
-    if pusher.access != "RW" {
-        return Err(refuse(format!("pushing with access {:?}", pusher.access)));
-    }
     let repo = git2::Repository::open_from_env().map_err(HookError::Repo)?;
+    for u in updates {
+        if let Some(why) = unmirrorable(&repo, u) {
+            info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %why, "ref update");
+            return Err(HookError::Unmirrorable { why });
+        }
+    }
+    match pusher.access.as_str() {
+        "RW" => {}
+        "RW+" => return Ok(()),
+        // A push made on the server's own disk: its administrator's.
+        "" if pusher.actor.is_empty() => return Ok(()),
+        other => return Err(refuse(format!("pushing with access {other:?}"))),
+    }
     for u in updates {
         if let Some(refused) = needs_rewind(&repo, u) {
             return Err(refuse(format!("{refused} needs RW+")));
