@@ -492,3 +492,40 @@ fn what_cannot_be_mirrored_is_refused_at_push_time_even_with_rw_plus() {
         assert_eq!(w.s(slave).refs("testing"), master);
     }
 }
+
+#[test]
+fn a_ref_that_cannot_be_mirrored_holds_up_no_other_ref() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    // Made on the master's disk, where no hook refuses it.
+    let s1 = w.s("server1");
+    s1.git("testing", &["update-ref", "refs/tags/tree", "main^{tree}"])
+        .ok();
+    w.alice.commit("w", "two");
+    let err = w.push(&["main"]);
+    // The pusher hears of it, and every other ref reaches the slaves.
+    assert!(
+        err.contains("=X=> server2: ref refs/tags/tree points at a tree or blob; gitmirror cannot mirror it; every other ref is mirrored"),
+        "{err}"
+    );
+    let main = s1.git("testing", &["rev-parse", "main"]).ok();
+    for slave in ["server2", "server3"] {
+        assert_eq!(w.s(slave).git("testing", &["rev-parse", "main"]).ok(), main);
+        assert!(!w.s(slave).refs("testing").contains("refs/tags/tree"));
+    }
+    // status says so until someone removes it.
+    let row = s1.slave_status("testing", "server2");
+    assert_eq!(row["state"], "failing", "{row}");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refs/tags/tree"),
+        "{row}"
+    );
+    s1.git("testing", &["update-ref", "-d", "refs/tags/tree"])
+        .ok();
+    s1.gitmirror(&["request-push", "testing"]).ok();
+    assert_eq!(s1.slave_status("testing", "server2")["state"], "in sync");
+}

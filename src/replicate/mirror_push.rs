@@ -130,7 +130,11 @@ impl Job<'_> {
         // master with no refs must not take a refusal for an empty slave).
         let remote = if compare || local.refs.is_empty() {
             match self.remote_state() {
-                Ok(r) => Some(r),
+                // What the slave has under a name we skip is left alone, so it is no difference.
+                Ok(mut r) => {
+                    r.refs.retain(|name, _| !local.skipped.contains_key(name));
+                    Some(r)
+                }
                 Err(PushError::Missing(_)) => None,
                 Err(e) => return Err(e),
             }
@@ -138,7 +142,7 @@ impl Job<'_> {
             None
         };
         if let Some(remote) = &remote {
-            if remote == local {
+            if remote.matches(local) {
                 return Ok(nothing());
             }
             if remote.refs == local.refs {
@@ -261,7 +265,7 @@ impl Job<'_> {
                 );
                 let deletions: Vec<&String> = advertised
                     .keys()
-                    .filter(|n| !local.refs.contains_key(*n))
+                    .filter(|n| !local.refs.contains_key(*n) && !local.skipped.contains_key(*n))
                     .collect();
                 // git cannot delete `a` and create `a/b` in one push: deletions in the way of
                 // a new ref go alone first.

@@ -53,9 +53,9 @@ pub(crate) enum PushError {
     /// in the error).
     #[error("{}", .0.message())]
     LocalRepo(git2::Error),
-    /// Our own copy holds something that cannot be mirrored.
+    /// Our own copy holds refs that cannot be mirrored; every other ref was pushed.
     #[error("{0}")]
-    Unmirrorable(String),
+    Incomplete(String),
     /// The queue could not be read before the push.
     #[error("cannot read the queue")]
     QueueRead(#[source] QueueError),
@@ -81,7 +81,7 @@ impl PushError {
             PushError::Connect(PeerError::Local(_))
             | PushError::Settings(_)
             | PushError::LocalRepo(_)
-            | PushError::Unmirrorable(_)
+            | PushError::Incomplete(_)
             | PushError::QueueRead(_)
             | PushError::QueueRecord(_)
             | PushError::Stopped

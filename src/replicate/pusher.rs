@@ -96,6 +96,7 @@ impl SshPusher {
         // A slave that last confirmed an empty repo (a new slave, a repo compiled before its
         // first push) is pushed to straight away, like one that never confirmed anything.
         let known = confirmed.is_some_and(|c| c != local.emptied().fingerprint());
+        let skipped = local.skipped_words();
         let conn = self.pool.get(slave).await?;
         debug!(%repo, %slave, ?when, "mirror push started");
         let done = mirror_push::mirror_push(conn, repo, &path, local, when, known).await?;
@@ -104,6 +105,11 @@ impl SshPusher {
         }
         if let Some(d) = &done.diverged {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
+        }
+        // Pushed, but not whole: a failure in status and to pushers until someone removes or
+        // fixes the refs, retried on the backoff.
+        if let Some(words) = skipped {
+            return Err(PushError::Incomplete(words));
         }
         Ok(Some(Confirmed {
             contacted: true,

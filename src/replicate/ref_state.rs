@@ -12,6 +12,10 @@ use crate::proto::OWN_NS;
 pub(crate) struct RefState {
     pub(super) head: Option<String>,
     pub(super) refs: BTreeMap<String, String>,
+    /// This server's refs that cannot be mirrored (made on disk behind gitmirror's back: the
+    /// hooks refuse them), by name, with why. They are left out, and left alone on the slave,
+    /// so that they do not hold up every other ref.
+    pub(crate) skipped: BTreeMap<String, String>,
 }
 
 impl RefState {
@@ -30,10 +34,10 @@ impl RefState {
         for r in repo.references().map_err(local)? {
             let r = r.map_err(local)?;
             let Ok(name) = r.name() else {
-                return Err(PushError::Unmirrorable(format!(
-                    "ref {:?} is not UTF-8; gitmirror cannot mirror it",
-                    String::from_utf8_lossy(r.name_bytes())
-                )));
+                let name = String::from_utf8_lossy(r.name_bytes()).into_owned();
+                let why = format!("ref {name:?} is not UTF-8; gitmirror cannot mirror it");
+                state.skipped.insert(name, why);
+                continue;
             };
             if name.starts_with(OWN_NS) {
                 continue;
@@ -43,9 +47,10 @@ impl RefState {
             };
             // libgit2 sends a tree or blob named by a ref without its contents.
             if !points_at_history(&repo, oid) {
-                return Err(PushError::Unmirrorable(format!(
-                    "ref {name} points at a tree or blob; gitmirror cannot mirror it"
-                )));
+                let why =
+                    format!("ref {name} points at a tree or blob; gitmirror cannot mirror it");
+                state.skipped.insert(name.to_string(), why);
+                continue;
             }
             state.refs.insert(name.to_string(), oid.to_string());
         }
@@ -56,8 +61,20 @@ impl RefState {
     pub(crate) fn emptied(&self) -> RefState {
         RefState {
             head: self.head.clone(),
-            refs: BTreeMap::new(),
+            ..RefState::default()
         }
+    }
+
+    /// Whether `other` has the same HEAD and refs (what a mirror push carries).
+    pub(super) fn matches(&self, other: &RefState) -> bool {
+        self.head == other.head && self.refs == other.refs
+    }
+
+    /// Why the skipped refs could not be mirrored, on one line; `None` when none were.
+    pub(crate) fn skipped_words(&self) -> Option<String> {
+        let reasons: Vec<&str> = self.skipped.values().map(String::as_str).collect();
+        (!reasons.is_empty())
+            .then(|| format!("{}; every other ref is mirrored", reasons.join("; ")))
     }
 
     /// A digest of the whole state, stable across versions (git's own SHA-1 of the text),
@@ -66,6 +83,10 @@ impl RefState {
         let mut text = format!("HEAD {}\n", self.head.as_deref().unwrap_or(""));
         for (name, oid) in &self.refs {
             text.push_str(&format!("{oid} {name}\n"));
+        }
+        // A state with refs it cannot mirror is never "unchanged": it must be reported.
+        for name in self.skipped.keys() {
+            text.push_str(&format!("skipped {name}\n"));
         }
         git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
             .map_or_else(|_| text.len().to_string(), |o| o.to_string())
