@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tracing::warn;
 
 use crate::config::MirrorConfig;
 use crate::fs::{Context, FsError, ensure_dir, lock, replace, write_atomic};
@@ -136,13 +137,49 @@ impl Queue {
     }
 
     /// The record of `repo` (empty if it has none).
+    ///
+    /// A record that cannot be parsed (truncated by a crash, edited by hand) is set aside as
+    /// `<file>.corrupt`, reported once, and read as empty: every slave then counts as never
+    /// synced, which the daemon's sweep answers by pushing to each. One bad file never stops
+    /// the repo, `status`, or the rest of the queue.
     pub(crate) fn load(&self, repo: &RepoName) -> Result<Record, QueueError> {
-        read(&self.file(repo)).map(|r| {
-            r.unwrap_or_else(|| Record {
-                repo: repo.to_string(),
-                ..Record::default()
-            })
-        })
+        match read(&self.file(repo)) {
+            Ok(record) => Ok(record.unwrap_or_else(|| Self::empty(repo))),
+            Err(QueueError::Corrupt { .. }) => {
+                ensure_dir(&self.dir, 0o700)?;
+                let _lock = lock(&self.lock_file(repo))?;
+                self.load_locked(repo)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`load`](Self::load), for a caller holding the record's lock.
+    fn load_locked(&self, repo: &RepoName) -> Result<Record, QueueError> {
+        let file = self.file(repo);
+        match read(&file) {
+            Ok(record) => Ok(record.unwrap_or_else(|| Self::empty(repo))),
+            Err(QueueError::Corrupt { message, .. }) => {
+                let aside = file.with_extension("json.corrupt");
+                std::fs::rename(&file, &aside).at("cannot set aside", &file)?;
+                warn!(
+                    %repo,
+                    file = %file.display(),
+                    kept_as = %aside.display(),
+                    error = %message,
+                    "corrupt queue record set aside; every slave counts as never synced"
+                );
+                Ok(Self::empty(repo))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn empty(repo: &RepoName) -> Record {
+        Record {
+            repo: repo.to_string(),
+            ..Record::default()
+        }
     }
 
     /// Every record, for the daemon's start-up and for `status`.
@@ -155,10 +192,26 @@ impl Queue {
         let mut out = Vec::new();
         for entry in entries {
             let path = entry.at("cannot list", &self.dir)?.path();
-            if path.extension().is_some_and(|x| x == "json")
-                && let Some(record) = read(&path)?
-            {
-                out.push(record);
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match read(&path) {
+                Ok(Some(record)) => out.push(record),
+                Ok(None) => {}
+                // Set aside through load, under the record's lock.
+                Err(QueueError::Corrupt { .. }) => {
+                    let repo = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| RepoName::parse(&s.replace('~', "/")).ok());
+                    match repo {
+                        Some(repo) => out.push(self.load(&repo)?),
+                        None => {
+                            warn!(file = %path.display(), "corrupt queue record of no repo; ignored")
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.repo.cmp(&b.repo));
@@ -167,7 +220,10 @@ impl Queue {
 
     /// Reads, changes and rewrites `repo`'s record under its lock; `durable` waits for the disk
     /// (fsync). Only recording that a slave is behind needs that: losing the record of a
-    /// success costs one more comparison later, never a push.
+    /// success, a failure or a forgotten slave costs one more comparison later, never a push.
+    /// A crash in the middle of a non-durable write can leave the file empty or torn; that
+    /// reads as corrupt, and a corrupt record counts every slave as never synced (see
+    /// [`load`](Self::load)), so even then nothing pending is lost.
     fn update<T>(
         &self,
         repo: &RepoName,
@@ -176,7 +232,7 @@ impl Queue {
     ) -> Result<T, QueueError> {
         ensure_dir(&self.dir, 0o700)?;
         let _lock = lock(&self.lock_file(repo))?;
-        let mut record = self.load(repo)?;
+        let mut record = self.load_locked(repo)?;
         let before = record.clone();
         let out = change(&mut record);
         if record != before {
@@ -403,12 +459,28 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_record_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::new(dir.path());
-        let (repo, _, _) = names();
-        std::fs::write(dir.path().join("site~tools.json"), "{not json").unwrap();
-        let err = q.load(&repo).unwrap_err().to_string();
-        assert!(err.contains("site~tools.json"), "{err}");
+    fn a_corrupt_record_is_set_aside_and_blocks_nothing() {
+        for bad in [
+            "{not json",
+            "",
+            "{\"repo\": \"site/tools\", \"slaves\": {\"s\": {\"last_success\": 1e999}}}",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let q = Queue::new(dir.path());
+            let (repo, s2, _) = names();
+            let other = RepoName::parse("other").unwrap();
+            q.enqueue(&other, std::slice::from_ref(&s2)).unwrap();
+            let file = dir.path().join("site~tools.json");
+            std::fs::write(&file, bad).unwrap();
+            // Every reader goes on: the whole queue, the repo itself, and its next update.
+            let all = q.all().unwrap();
+            assert_eq!(all.len(), 2, "{bad:?}");
+            assert!(q.load(&repo).unwrap().slaves.is_empty(), "{bad:?}");
+            assert_eq!(q.enqueue(&repo, std::slice::from_ref(&s2)).unwrap(), [1]);
+            // The bad bytes are kept beside it, once.
+            let aside = dir.path().join("site~tools.json.corrupt");
+            assert_eq!(std::fs::read_to_string(&aside).unwrap(), bad);
+            assert!(q.load(&repo).unwrap().slaves[s2.as_str()].pending.is_some());
+        }
     }
 }

@@ -351,9 +351,11 @@ async fn a_local_queue_failure_is_local_and_leaves_the_connection_alone() {
     w.user_push(&r, false);
     let done = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
     assert!(outcome(done).await.is_ok());
-    // The queue record becomes unreadable: no push can start, and the slave is not blamed.
+    // The queue record becomes unreadable (a directory where the file was): no push can
+    // start, and the slave is not blamed.
     let file = w.dir.path().join("queue/testing.json");
-    std::fs::write(&file, "{not json").unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
     let waiter = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
     let err = outcome(waiter).await.unwrap_err();
     assert_eq!(err.blame(), Blame::Local, "{}", err.words());

@@ -116,11 +116,22 @@ pub(crate) fn age(since: f64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
+/// A time from the queue for people; one out of any sane range (a record edited by hand)
+/// reads as `invalid` instead of stopping `status`.
 fn when(t: Option<f64>) -> String {
-    t.map_or("-".to_string(), |t| {
-        let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
-        humantime::format_rfc3339_seconds(st).to_string()
-    })
+    let Some(t) = t else {
+        return "-".to_string();
+    };
+    Duration::try_from_secs_f64(t)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .filter(|st| {
+            st.duration_since(UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() < 253_402_300_800)
+        })
+        .map_or("invalid".to_string(), |st| {
+            humantime::format_rfc3339_seconds(st).to_string()
+        })
 }
 
 /// The rows as a table.
@@ -240,5 +251,10 @@ mod tests {
         assert!(alarming(&rows[1..], 600.0));
         assert!(!alarming(&[row("in sync", None)], 600.0));
         assert!(table(&rows).contains("never synced"));
+        // Times out of any range (a record edited by hand) do not stop the table.
+        let mut odd = row("failing", Some(1e300));
+        odd.last_success = Some(-5.0);
+        let text = table(&[odd, row("pending", Some(f64::NAN))]);
+        assert_eq!(text.matches("invalid").count(), 3, "{text}");
     }
 }
