@@ -289,9 +289,14 @@ fn request_push_from_master_and_from_slave() {
     w.carol
         .ssh(s1, "request-push testing")
         .fails_with("carol may read testing but not push to it");
-    // --all covers every repo the server masters, and only those.
+    // --all covers every repo the server masters, and only those; a slave it did not need to
+    // ask is reported as unchanged, not as pushed.
     let out = s1.gitmirror(&["request-push", "--all"]).ok();
-    assert!(out.contains("(testing) ===> server2"), "{out}");
+    assert!(
+        out.contains("server1 ==== (testing) ---> server2: unchanged since 20"),
+        "{out}"
+    );
+    assert!(!out.contains("===>"), "{out}");
     assert!(!out.contains("site-b/tools"), "{out}");
 }
 

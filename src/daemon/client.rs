@@ -13,7 +13,7 @@ use super::{DaemonError, socket_path};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::proto::SAFE_PATH;
-use crate::replicate::SlaveResult;
+use crate::replicate::{Delivered, SlaveResult};
 
 /// How long a client waits for a daemon it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +70,10 @@ pub(crate) fn ask(
         let (repo, slave, outcome) = match Reply::parse(&line) {
             Ok(Reply::Ok | Reply::End) => return Ok(answer),
             Ok(Reply::Error(words)) => return Err(DaemonError::Refused(words)),
-            Ok(Reply::Done(repo, slave)) => (repo, slave, Ok(())),
+            Ok(Reply::Done(repo, slave)) => (repo, slave, Ok(Delivered::Pushed)),
+            Ok(Reply::Unchanged(repo, slave, since)) => {
+                (repo, slave, Ok(Delivered::Unchanged { since }))
+            }
             Ok(Reply::Fail(repo, slave, words)) => (repo, slave, Err(words)),
             // A newer daemon may say more than this client knows; what it knows still counts.
             Err(e) => {

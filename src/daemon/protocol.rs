@@ -5,7 +5,9 @@
 //!
 //! - `push REPO`: queue a push of REPO to its slaves; answered `ok` at once.
 //! - `wait REPO`, `request REPO`, `request-for REPO SLAVE`, `all`: answered by `done REPO
-//!   SLAVE` or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`. With no slave
+//!   SLAVE` (the slave was asked and has the state), `unchanged REPO SLAVE SINCE` (nothing
+//!   changed since it last confirmed, at SINCE seconds after the epoch or `-`; it was not
+//!   asked) or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`. With no slave
 //!   to wait for, the first three are answered `ok` and `all` is answered `end`.
 //! - `error WORDS` answers a request that cannot be served.
 //!
@@ -44,12 +46,14 @@ pub(crate) enum Request {
 }
 
 /// One line of the daemon's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Reply {
     /// A `push` was queued.
     Ok,
-    /// The slave has the repo's state.
+    /// The slave was asked and has the repo's state.
     Done(RepoName, AccountName),
+    /// Nothing changed since the slave last confirmed the state (when, if known).
+    Unchanged(RepoName, AccountName, Option<f64>),
     /// The push to the slave failed, in these words (one line).
     Fail(RepoName, AccountName, String),
     /// Every slave asked about has answered.
@@ -115,6 +119,16 @@ impl Reply {
                     Some(_) => Err(bad()),
                 }
             }
+            "unchanged" => {
+                let mut w = rest.split(' ');
+                let (repo, slave) = names(w.next(), w.next())?;
+                let since = match (w.next(), w.next()) {
+                    (Some("-"), None) => None,
+                    (Some(t), None) => Some(t.parse::<f64>().map_err(|_| bad())?),
+                    _ => return Err(bad()),
+                };
+                Ok(Reply::Unchanged(repo, slave, since))
+            }
             "fail" => {
                 let mut w = rest.splitn(3, ' ');
                 let (repo, slave) = names(w.next(), w.next())?;
@@ -131,6 +145,8 @@ impl Reply {
             Reply::Ok => "ok\n".to_string(),
             Reply::End => "end\n".to_string(),
             Reply::Done(r, s) => format!("done {r} {s}\n"),
+            Reply::Unchanged(r, s, Some(t)) => format!("unchanged {r} {s} {t}\n"),
+            Reply::Unchanged(r, s, None) => format!("unchanged {r} {s} -\n"),
             Reply::Fail(r, s, words) => format!("fail {r} {s} {}\n", one_line(words)),
             Reply::Error(words) => format!("error {}\n", one_line(words)),
         }
@@ -172,6 +188,8 @@ mod tests {
             Reply::Ok,
             Reply::End,
             Reply::Done(repo("site-b/tools"), server("server3")),
+            Reply::Unchanged(repo("testing"), server("server2"), Some(1764643200.25)),
+            Reply::Unchanged(repo("testing"), server("server2"), None),
             Reply::Fail(
                 repo("testing"),
                 server("server2"),

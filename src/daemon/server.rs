@@ -23,7 +23,7 @@ use crate::replicate::mastered::{Mastered, NotMastered};
 use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
 use crate::replicate::scheduler::{Outcome, Scheduler};
-use crate::replicate::{PushError, When};
+use crate::replicate::{Delivered, PushError, When};
 use crate::ssh::{Pool, transport};
 
 /// A running daemon: the scheduler, and which repos it may be asked about.
@@ -177,7 +177,8 @@ impl Daemon {
         }
         while let Some((repo, slave, outcome)) = waiting.next().await {
             let reply = match outcome {
-                Ok(()) => Reply::Done(repo, slave),
+                Ok(Delivered::Pushed) => Reply::Done(repo, slave),
+                Ok(Delivered::Unchanged { since }) => Reply::Unchanged(repo, slave, since),
                 Err(e) => Reply::Fail(repo, slave, e.words()),
             };
             write.write_all(reply.line().as_bytes()).await?;

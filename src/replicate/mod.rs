@@ -24,4 +24,4 @@ pub(crate) mod status;
 
 pub(crate) use mirror_push::When;
 pub(crate) use push_error::PushError;
-pub(crate) use report::{Report, SlaveResult};
+pub(crate) use report::{Delivered, Report, SlaveResult};

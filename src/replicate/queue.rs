@@ -338,6 +338,7 @@ impl Queue {
     }
 
     /// The fingerprint `slave` last confirmed for `repo`, if any.
+    #[cfg(test)]
     pub(crate) fn confirmed(
         &self,
         repo: &RepoName,

@@ -1,7 +1,18 @@
 //! How the results of mirror pushes read, for pushers and administrators: one line per slave,
 //! in gitolite's style (`server1 ==== (testing) ===> server2`).
 
+use super::status::format_time;
 use crate::names::{AccountName, RepoName};
+
+/// How a slave came to have the master's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Delivered {
+    /// The slave was asked (and pushed to, if it differed): it has the state now.
+    Pushed,
+    /// Nothing had changed since the slave last confirmed the state, at `since`; it was not
+    /// asked.
+    Unchanged { since: Option<f64> },
+}
 
 /// One slave's outcome for one repo.
 #[derive(Debug, Clone)]
@@ -13,14 +24,23 @@ pub(crate) struct SlaveResult {
     /// The slave.
     pub(crate) slave: AccountName,
     /// `Err` holds the slave's (or ssh's) own words, on one line.
-    pub(crate) outcome: Result<(), String>,
+    pub(crate) outcome: Result<Delivered, String>,
 }
 
 impl SlaveResult {
     /// The line users and administrators see, in gitolite's style.
     pub(crate) fn line(&self) -> String {
         match &self.outcome {
-            Ok(()) => format!("{} ==== ({}) ===> {}", self.master, self.repo, self.slave),
+            Ok(Delivered::Pushed) => {
+                format!("{} ==== ({}) ===> {}", self.master, self.repo, self.slave)
+            }
+            Ok(Delivered::Unchanged { since }) => format!(
+                "{} ==== ({}) ---> {}: unchanged since {}",
+                self.master,
+                self.repo,
+                self.slave,
+                format_time(*since)
+            ),
             Err(e) => format!(
                 "{} ==== ({}) =X=> {}: {e}",
                 self.master, self.repo, self.slave

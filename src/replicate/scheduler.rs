@@ -21,15 +21,28 @@ use super::mirror_push::When;
 use super::push_error::{Blame, PushError};
 use super::pusher::Pusher;
 use super::queue::{Backoff, Queue};
+use super::report::Delivered;
 use crate::names::{AccountName, RepoName};
 
-/// The outcome one waiter learns: `Ok` once the slave has the state, or why not. Shared,
-/// since one push answers every waiter it covers.
-pub(crate) type Outcome = Result<(), Arc<PushError>>;
+/// The outcome one waiter learns: `Ok` once the slave has the state (and whether it was asked
+/// for it), or why not. Shared, since one push answers every waiter it covers.
+pub(crate) type Outcome = Result<Delivered, Arc<PushError>>;
 
 struct Waiter {
     generation: u64,
+    /// The caller wants the slave itself asked (request-push), not only its last
+    /// confirmation compared.
+    contact: bool,
     tx: oneshot::Sender<Outcome>,
+}
+
+/// What a successful attempt covered.
+struct Attempt {
+    /// The queue generation it started from.
+    generation: u64,
+    /// Whether the queue entry was cleared (no push came in meanwhile).
+    cleared: bool,
+    delivered: Delivered,
 }
 
 /// The in-memory state of one (repo, slave).
@@ -41,6 +54,8 @@ struct Slot {
     /// ...for the queue generation it was asked at; a run that started from this generation
     /// or a later one already covers it.
     again_generation: u64,
+    /// ...and whether someone asked for the slave itself to be asked.
+    again_contact: bool,
     waiters: Vec<Waiter>,
     /// Cuts a retry's backoff short: someone asked for this push now.
     kick: Arc<Notify>,
@@ -90,9 +105,14 @@ impl Scheduler {
         let mut slots = self.lock_slots();
         let slot = slots.entry(key.clone()).or_default();
         debug!(%repo, %slave, ?when, queued = slot.running, "mirror push requested");
+        let contact = when != When::IfChanged;
         let rx = wait.then(|| {
             let (tx, rx) = oneshot::channel();
-            slot.waiters.push(Waiter { generation, tx });
+            slot.waiters.push(Waiter {
+                generation,
+                contact,
+                tx,
+            });
             rx
         });
         if slot.running {
@@ -101,6 +121,7 @@ impl Scheduler {
                 _ => When::IfDifferent,
             });
             slot.again_generation = slot.again_generation.max(generation);
+            slot.again_contact |= contact;
             slot.kick.notify_one();
         } else {
             slot.running = true;
@@ -144,16 +165,17 @@ impl Scheduler {
     }
 
     /// Resolves the waiters a push that started at `generation` satisfies (all of them on
-    /// failure: a sync push learns at once that this slave is failing).
+    /// failure: a sync push learns at once that this slave is failing). One that wants the
+    /// slave asked is satisfied only by a push that asked it.
     fn resolve(&self, key: &Key, generation: u64, outcome: &Outcome) {
         let mut slots = self.lock_slots();
         let Some(slot) = slots.get_mut(key) else {
             return;
         };
-        let (done, keep): (Vec<_>, Vec<_>) = slot
-            .waiters
-            .drain(..)
-            .partition(|w| outcome.is_err() || w.generation <= generation);
+        let asked = matches!(outcome, Ok(Delivered::Pushed));
+        let (done, keep): (Vec<_>, Vec<_>) = slot.waiters.drain(..).partition(|w| {
+            outcome.is_err() || (w.generation <= generation && (asked || !w.contact))
+        });
         slot.waiters = keep;
         for w in done {
             let _ = w.tx.send(outcome.clone());
@@ -161,35 +183,50 @@ impl Scheduler {
     }
 
     /// One attempt: the queue generation it covers, the push, and the slave's confirmation
-    /// recorded. `Ok(None)` when the slave is no longer this repo's slave here; otherwise the
-    /// generation and whether the entry was cleared (no push came in meanwhile).
+    /// recorded. `Ok(None)` when the slave is no longer this repo's slave here.
     async fn attempt(
         &self,
         repo: &RepoName,
         slave: &AccountName,
         when: When,
-    ) -> Result<Option<(u64, bool)>, PushError> {
-        let generation = self
-            .queue
-            .generation(repo, slave)
-            .map_err(PushError::QueueRead)?;
-        let confirmed = self
-            .queue
-            .confirmed(repo, slave)
-            .map_err(PushError::QueueRead)?;
-        let Some(done) = self.pusher.push(repo, slave, when, confirmed).await? else {
+    ) -> Result<Option<Attempt>, PushError> {
+        let record = self.queue.load(repo).map_err(PushError::QueueRead)?;
+        let entry = record
+            .slaves
+            .get(slave.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let generation = entry.pending.as_ref().map_or(0, |p| p.generation);
+        let Some(done) = self.pusher.push(repo, slave, when, entry.confirmed).await? else {
             return Ok(None);
         };
         // Nothing was pending and nothing changed: there is nothing new to record, and a
         // sweep over thousands of repos writes nothing.
         if !done.contacted && generation == 0 {
-            return Ok(Some((generation, true)));
+            return Ok(Some(Attempt {
+                generation,
+                cleared: true,
+                delivered: Delivered::Unchanged {
+                    since: entry.last_success,
+                },
+            }));
         }
         let cleared = self
             .queue
             .succeeded(repo, slave, generation, done.diverged, &done.fingerprint)
             .map_err(PushError::QueueRecord)?;
-        Ok(Some((generation, cleared)))
+        let delivered = if done.contacted {
+            Delivered::Pushed
+        } else {
+            Delivered::Unchanged {
+                since: entry.last_success,
+            }
+        };
+        Ok(Some(Attempt {
+            generation,
+            cleared,
+            delivered,
+        }))
     }
 
     /// Runs pushes for one (repo, slave) until nothing more is wanted.
@@ -208,16 +245,23 @@ impl Scheduler {
                     self.lock_slots().remove(&key);
                     return;
                 }
-                Ok(Some((generation, cleared))) => {
-                    self.resolve(&key, generation, &Ok(()));
+                Ok(Some(Attempt {
+                    generation,
+                    cleared,
+                    delivered,
+                })) => {
+                    self.resolve(&key, generation, &Ok(delivered));
                     self.peer_back(slave).notify_waiters();
                     let mut slots = self.lock_slots();
                     let slot = slots.entry(key.clone()).or_default();
-                    let again = slot
-                        .again
-                        .take()
-                        .filter(|_| slot.again_generation > generation);
+                    // Wanted again if asked for a later generation, or for the slave itself
+                    // while this run only compared with its last confirmation.
+                    let asked = delivered == Delivered::Pushed;
+                    let again = slot.again.take().filter(|_| {
+                        slot.again_generation > generation || (slot.again_contact && !asked)
+                    });
                     slot.again_generation = 0;
+                    slot.again_contact = false;
                     // A request made while this push ran has been answered (or queued as
                     // `again`); its kick must not cut the backoff of a later failure short.
                     slot.kick = Arc::default();
@@ -271,6 +315,7 @@ impl Scheduler {
             let slot = slots.entry(key.clone()).or_default();
             slot.again.take();
             slot.again_generation = 0;
+            slot.again_contact = false;
             slot.kick.clone()
         };
         let back = self.peer_back(slave);

@@ -15,6 +15,7 @@ use super::mirror_push::When;
 use super::push_error::{Blame, PushError};
 use super::pusher::{Confirmed, Pusher};
 use super::queue::{Backoff, Queue};
+use super::report::Delivered;
 use super::scheduler::{Outcome, Scheduler};
 use crate::config::MirrorConfig;
 use crate::names::{AccountName, RepoName};
@@ -93,7 +94,8 @@ impl Pusher for FakePusher {
                 None => {
                     let n = self.pushed.fetch_add(1, Ordering::SeqCst);
                     Ok(Some(Confirmed {
-                        contacted: true,
+                        // A sweep's check finds nothing changed and asks nobody.
+                        contacted: when != When::IfChanged,
                         fingerprint: format!("f{n}"),
                         diverged: None,
                     }))
@@ -406,4 +408,32 @@ async fn a_request_answered_by_a_success_does_not_cut_a_later_backoff() {
     let retried = w.next_call().await.at;
     let gap = (retried - failed).as_secs_f64();
     assert!(gap >= 0.74, "retried after {gap}s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_is_answered_only_by_a_push_that_asked_the_slave() {
+    let mut w = world(false);
+    let r = repo("testing");
+    // A sweep's check is in flight: it compares with the last confirmation only.
+    w.scheduler.submit(&r, &w.slave, When::IfChanged, false);
+    assert_eq!(w.next_call().await.when, When::IfChanged);
+    // request-push now: it must hear from the slave itself.
+    let mut asked = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
+    w.fake.release(1);
+    let second = w.next_call().await;
+    assert_eq!(second.when, When::IfDifferent);
+    assert!(
+        asked.as_mut().unwrap().try_recv().is_err(),
+        "answered by the sweep's check"
+    );
+    w.fake.release(1);
+    assert_eq!(outcome(asked).await.unwrap(), Delivered::Pushed);
+    // A sweep alone reports what it did: nothing asked, nothing changed.
+    let swept = w.scheduler.submit(&r, &w.slave, When::IfChanged, true);
+    w.fake.release(1);
+    w.next_call().await;
+    assert!(matches!(
+        outcome(swept).await.unwrap(),
+        Delivered::Unchanged { .. }
+    ));
 }

@@ -118,7 +118,7 @@ pub(crate) fn age(since: f64) -> String {
 
 /// A time from the queue for people; one out of any sane range (a record edited by hand)
 /// reads as `invalid` instead of stopping `status`.
-fn when(t: Option<f64>) -> String {
+pub(crate) fn format_time(t: Option<f64>) -> String {
     let Some(t) = t else {
         return "-".to_string();
     };
@@ -150,9 +150,9 @@ pub(crate) fn table(rows: &[Row]) -> String {
             r.repo,
             r.slave,
             r.state,
-            when(r.pending_since),
+            format_time(r.pending_since),
             r.attempts,
-            when(r.last_success),
+            format_time(r.last_success),
             error
         ));
     }
