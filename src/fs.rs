@@ -37,6 +37,17 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
+/// Makes everything this process and the git it starts create private to the server's
+/// account (gitolite's `UMASK 0077`): repos, objects, state, the log. An administrator who
+/// wants a backup group to read them grants it with default ACLs, which umask does not touch.
+pub(crate) fn private_umask() {
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail, and every
+    // thread of ours runs under the one mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Replaces `path` with `contents` so that a reader sees either the old file or the new one,
 /// never a mix, and a crash leaves one of the two on disk: write a temporary file in the same
 /// directory, fsync it, rename it over, fsync the directory.

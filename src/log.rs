@@ -2,6 +2,7 @@
 //! event, appended, so concurrent processes interleave whole lines) and, when asked, to stderr.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -27,7 +28,13 @@ pub(crate) struct LogTarget<'a> {
 pub(crate) fn init(target: &LogTarget<'_>) {
     let filter = EnvFilter::try_new(target.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let file = target.file.and_then(|path| {
-        match OpenOptions::new().create(true).append(true).open(path) {
+        // Private to the account: it names users, repos and refs.
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+        {
             Ok(f) => Some(f),
             Err(e) => {
                 if target.complain {

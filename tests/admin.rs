@@ -376,3 +376,41 @@ fn compile_removes_the_mirror_settings_it_wrote_and_keeps_those_set_by_hand() {
         "server1\n"
     );
 }
+
+#[test]
+fn what_a_server_keeps_is_private_to_its_account() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start("server1");
+    let alice = Client::new("alice");
+    server.add_user("alice", &alice.key);
+    server.set_rules("[repos.testing]\n\"RW+\" = [\"alice\"]\n");
+    alice.init_repo("w");
+    alice
+        .git_in("w", &["push", &server.url("testing"), "main"])
+        .ok();
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    let home = server.home();
+    for dir in [
+        home.to_path_buf(),
+        home.join("repositories"),
+        server.repo_path("testing"),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode(&home.join("gitmirror.log")), 0o600);
+    // Everything git wrote for the push: objects, refs, the repo's files.
+    let mut open = Vec::new();
+    let mut stack = vec![server.repo_path("testing")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if mode(&path) & 0o077 != 0 {
+                open.push(format!("{:o} {}", mode(&path), path.display()));
+            }
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    assert!(open.is_empty(), "readable by others:\n{}", open.join("\n"));
+}

@@ -60,7 +60,7 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     let _lock = lock(&home.compile_lock())?;
 
     let store = Store::new(home.repositories());
-    ensure_dir(&home.repositories(), 0o755)?;
+    ensure_dir(&home.repositories(), 0o700)?;
     repo::write_hooks(&home.hooks_dir(), &invocation)?;
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
     let queue = Queue::new(home.queue_dir());

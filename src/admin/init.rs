@@ -34,11 +34,30 @@ pub(crate) enum InitError {
     Fs(#[from] FsError),
 }
 
+/// Takes group and other access away from a directory of the home (owner bits unchanged).
+/// Returns whether it had any.
+fn make_private(dir: &Path) -> Result<bool, InitError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir)
+        .at("cannot stat", dir)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+        .at("cannot change the mode of", dir)?;
+    Ok(true)
+}
+
 /// What `init` did, for the message it prints.
 #[derive(Debug, Clone)]
 pub(crate) struct InitReport {
     /// Files and directories created by this run.
     pub(crate) created: Vec<PathBuf>,
+    /// Directories that other local accounts could read, made private.
+    pub(crate) made_private: Vec<PathBuf>,
     /// The public key to hand to peers, named after this server.
     pub(crate) peer_key: PathBuf,
 }
@@ -58,21 +77,24 @@ pub(crate) fn init(home: &Home, hostname: &AccountName) -> Result<InitReport, In
         }
     }
     let mut created = Vec::new();
-    for (dir, mode) in [
-        (home.root().to_path_buf(), 0o755),
-        (home.repositories(), 0o755),
-        (home.ssh_dir(), 0o700),
-        (home.keys_dir(), 0o700),
-        (home.state_dir(), 0o700),
+    let mut made_private = Vec::new();
+    for dir in [
+        home.root().to_path_buf(),
+        home.repositories(),
+        home.ssh_dir(),
+        home.keys_dir(),
+        home.state_dir(),
     ] {
         if !dir.exists() {
-            ensure_dir(&dir, mode)?;
+            ensure_dir(&dir, 0o700)?;
             created.push(dir);
+        } else if make_private(&dir)? {
+            made_private.push(dir);
         }
     }
     let files: [(PathBuf, String, u32); 5] = [
-        (config_path, ServerConfig::template(hostname), 0o644),
-        (home.rules_path(), Rules::template().to_string(), 0o644),
+        (config_path, ServerConfig::template(hostname), 0o600),
+        (home.rules_path(), Rules::template().to_string(), 0o600),
         (home.authorized_keys(), String::new(), 0o600),
         (home.keys_lock(), String::new(), 0o600),
         (home.compile_lock(), String::new(), 0o600),
@@ -92,7 +114,11 @@ pub(crate) fn init(home: &Home, hostname: &AccountName) -> Result<InitReport, In
     if write_if_changed(&peer_key, &public, 0o644)? {
         created.push(peer_key.clone());
     }
-    Ok(InitReport { created, peer_key })
+    Ok(InitReport {
+        created,
+        made_private,
+        peer_key,
+    })
 }
 
 fn keygen(path: &Path, hostname: &AccountName) -> Result<(), InitError> {

@@ -18,6 +18,12 @@ pub(super) fn run(home: &Home, hostname: &str) -> Outcome {
     for path in &report.created {
         out.push_str(&format!("  created {}\n", path.display()));
     }
+    for path in &report.made_private {
+        out.push_str(&format!(
+            "  made {} private to this account (was readable by others)\n",
+            path.display()
+        ));
+    }
     out.push_str(&format!(
         "\nNext steps:\n\
          1. Let sshd serve the {account} account through gitmirror: add to /etc/ssh/sshd_config\n\n{}\n\

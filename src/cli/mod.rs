@@ -119,6 +119,7 @@ enum HookCmd {
 impl Cli {
     /// Runs the parsed command line and returns the process's exit code.
     pub fn run(self) -> ExitCode {
+        crate::fs::private_umask();
         let cmd = &self.command;
         let is_forced = matches!(cmd, Cmd::Shell { .. } | Cmd::Peer { .. });
         let home = match Home::locate(self.home.as_deref(), !is_forced) {

@@ -63,18 +63,18 @@ pub(super) fn write_hook_set(
     hooks: &[(&str, &str)],
     in_place: bool,
 ) -> Result<usize, StoreError> {
-    ensure_dir(dir, 0o755)?;
+    ensure_dir(dir, 0o700)?;
     let mut written = 0;
     for (name, template) in hooks {
         let text = template.replace(HOOK_PLACEHOLDER, invocation.as_str());
         let path = dir.join(name);
         if in_place {
-            if write_if_changed(&path, text.as_bytes(), 0o755)? {
+            if write_if_changed(&path, text.as_bytes(), 0o700)? {
                 written += 1;
             }
         } else {
             fs::write(&path, text)
-                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)))
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o700)))
                 .at("cannot write", &path)?;
             written += 1;
         }

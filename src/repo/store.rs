@@ -61,7 +61,7 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         let path = self.root.join(name.relative_dir());
         let parent = path.parent().unwrap_or(&self.root);
-        ensure_dir(parent, 0o755)?;
+        ensure_dir(parent, 0o700)?;
         let root = fs::canonicalize(&self.root).at("cannot resolve", &self.root)?;
         let real_parent = fs::canonicalize(parent).at("cannot resolve", parent)?;
         if !real_parent.starts_with(&root) {
