@@ -435,3 +435,46 @@ fn a_slave_added_by_compile_gets_the_repo_without_another_push() {
     assert!(out.contains("queued solo for server2"), "{out}");
     w.cluster.wait_in_sync("solo", "server1", &["server2"]);
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+#[test]
+fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // server2 turns hostile: whatever server1 asks, it answers with an endless stream.
+    let keys = w.s2().home().join(".ssh/authorized_keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let hostile: String = text
+        .lines()
+        .map(|l| {
+            if l.contains(" peer server1\"") {
+                let key = &l[l.find("ssh-").unwrap()..];
+                format!("restrict,command=\"yes 0000flood\" {key}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&keys, hostile).unwrap();
+    w.s1().stop_daemon();
+    w.commit_and_push("testing", "b");
+    let daemon = w.s1().daemon_pid().expect("the push started a daemon");
+    wait_for("the failure in status", Duration::from_secs(60), || {
+        w.s1().slave_status("testing", "server2")["attempts"]
+            .as_u64()
+            .is_some_and(|a| a >= 2)
+    });
+    let rss = rss_mib(daemon);
+    assert!(rss < 64, "the daemon grew to {rss} MiB");
+}

@@ -9,14 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::push_error::PushError;
 use super::ref_state::RefState;
 use crate::names::RepoName;
 use crate::proto::{DIVERGED_PREFIX, HEAD_OPTION, OWN_NS, SET_HEAD_REF};
 use crate::ssh::Connection;
-use crate::ssh::transport::Registered;
+use crate::ssh::transport::{MESSAGES_CAP, Registered};
 
 /// How much to check before pushing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +51,6 @@ pub(crate) struct Done {
     pub(crate) diverged: Option<String>,
 }
 
-/// How long one git command over a peer connection may take before it counts as failed.
-const GIT_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// Makes `repo` on the connection's peer identical to `local` (the state at `path`).
 /// `When::IfChanged` is decided by the caller before connecting; here it means "compare
 /// with the slave unless it never confirmed anything", given by `confirmed`. The git work
@@ -86,17 +82,16 @@ pub(crate) async fn mirror_push(
         };
         job.mirror(&local, compare)
     });
-    match tokio::time::timeout(GIT_TIMEOUT, work).await {
-        Ok(Ok(result)) => result,
+    // Awaited to its end, never abandoned: a retry must not start a second transfer of the
+    // same repo to the same slave while this one runs. Its socket's inactivity limits (see
+    // `ssh::transport`) are what end a stalled exchange.
+    match work.await {
+        Ok(result) => result,
         // git2 panics on a ref name the slave advertises that is not UTF-8.
-        Ok(Err(e)) if e.is_panic() => Err(PushError::Refused(
+        Err(e) if e.is_panic() => Err(PushError::Refused(
             "the slave has a ref whose name is not UTF-8; gitmirror cannot mirror it".into(),
         )),
-        Ok(Err(e)) => Err(PushError::Worker(e)),
-        Err(_) => Err(PushError::Transport(format!(
-            "no answer within {}s",
-            GIT_TIMEOUT.as_secs()
-        ))),
+        Err(e) => Err(PushError::Worker(e)),
     }
 }
 
@@ -286,7 +281,9 @@ impl Job<'_> {
             }
             let mut callbacks = git2::RemoteCallbacks::new();
             callbacks.sideband_progress(|data| {
-                messages.borrow_mut().extend_from_slice(data);
+                let mut kept = messages.borrow_mut();
+                let room = MESSAGES_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..data.len().min(room)]);
                 true
             });
             callbacks.push_update_reference(|name, status| {

@@ -63,8 +63,18 @@ pub(crate) fn register() -> Result<(), git2::Error> {
 }
 
 /// How long the socket may stay silent, and the remote's exit may take, before the exchange
-/// counts as failed. A peer that dies is noticed sooner, by ssh's keepalives.
+/// counts as failed. A peer that dies is noticed sooner, by ssh's keepalives. A transfer that
+/// keeps moving has no limit: a first push of many gigabytes over a slow link must finish.
 const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Over any [`IO_TIMEOUT`], at least this many bytes must move, or the exchange fails: a peer
+/// that trickles a byte a minute does not hold a session for ever.
+const MIN_BYTES_PER_WINDOW: u64 = 4096;
+
+/// The most kept of what a remote sends besides the protocol (stderr), and of what it sends
+/// after libgit2 is done: a peer that floods cannot grow the daemon's memory.
+pub(crate) const MESSAGES_CAP: usize = 64 * 1024;
+const DRAIN_CAP: usize = 1024 * 1024;
 
 /// How a remote command ended.
 pub(crate) struct Finished {
@@ -117,20 +127,28 @@ impl Registered {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
-        let Remote { child, mut ours } = remote;
+        let Remote { mut child, ours } = remote;
         let _ = ours.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
-        let _ = ours.read_to_end(&mut rest);
-        let output = self
-            .op
-            .runtime
-            .block_on(async { tokio::time::timeout(IO_TIMEOUT, child.wait_with_output()).await });
+        let mut drained = (&ours).take(DRAIN_CAP as u64 + 1);
+        let _ = drained.read_to_end(&mut rest);
+        if rest.len() > DRAIN_CAP {
+            // More than any honest remote says after the exchange: cut it off, so that it
+            // stops (its writes fail) instead of holding the session.
+            rest.truncate(DRAIN_CAP);
+            let _ = ours.shutdown(std::net::Shutdown::Both);
+        }
+        let stderr = child.stderr().take();
+        let output = self.op.runtime.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, async {
+                let (stderr, status) = tokio::join!(read_capped(stderr), child.wait());
+                (stderr, status)
+            })
+            .await
+        });
         let (stderr, exited) = match output {
-            Ok(Ok(o)) => (
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-                Some(o.status.success()),
-            ),
-            Ok(Err(e)) => (with_sources(&e), None),
+            Ok((stderr, Ok(status))) => (stderr, Some(status.success())),
+            Ok((_, Err(e))) => (with_sources(&e), None),
             Err(_) => ("no exit status within the timeout".to_string(), None),
         };
         Some(Finished {
@@ -213,13 +231,88 @@ impl SmartSubtransport for Subtransport {
             })
             .map_err(|e: String| git2::Error::from_str(&e))?;
         drop((theirs_in, theirs_out));
-        let stream = ours.try_clone().map_err(io_err)?;
+        let stream = Metered::new(ours.try_clone().map_err(io_err)?);
         *op.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(Remote { child, ours });
         Ok(Box::new(stream))
     }
 
     fn close(&self) -> Result<(), git2::Error> {
         Ok(())
+    }
+}
+
+/// Reads a remote's stderr to its end, keeping at most [`MESSAGES_CAP`] bytes of it.
+async fn read_capped(stderr: Option<openssh::ChildStderr>) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stderr) = stderr else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MESSAGES_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Our end of the socket as libgit2 reads and writes it, failing the exchange when a whole
+/// [`IO_TIMEOUT`] passes with fewer than [`MIN_BYTES_PER_WINDOW`] bytes moved.
+struct Metered {
+    inner: UnixStream,
+    window: std::time::Instant,
+    moved: u64,
+}
+
+impl Metered {
+    fn new(inner: UnixStream) -> Self {
+        Metered {
+            inner,
+            window: std::time::Instant::now(),
+            moved: 0,
+        }
+    }
+
+    fn count(&mut self, n: usize) -> std::io::Result<usize> {
+        self.moved += n as u64;
+        if self.window.elapsed() >= IO_TIMEOUT {
+            if self.moved < MIN_BYTES_PER_WINDOW {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer moved {} bytes in {}s",
+                        self.moved,
+                        IO_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            self.window = std::time::Instant::now();
+            self.moved = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Read for Metered {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(n)
+    }
+}
+
+impl std::io::Write for Metered {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
