@@ -258,10 +258,13 @@ impl Job<'_> {
                         .filter(|(n, oid)| advertised.get(*n) != Some(*oid))
                         .map(|(n, _)| format!("+{n}:{n}")),
                 );
-                let deletions: Vec<&String> = advertised
+                let missing = advertised
                     .keys()
-                    .filter(|n| !local.refs.contains_key(*n) && !local.skipped.contains_key(*n))
-                    .collect();
+                    .filter(|n| !local.refs.contains_key(*n) && !local.skipped.contains_key(*n));
+                // One pass over the master's refs can miss one that a concurrent pack-refs
+                // moves: a deletion goes only for a name that is still absent when looked up
+                // again. (A ref that reappears reaches the slave with the next comparison.)
+                let deletions: Vec<&String> = still_absent(&git, missing);
                 // git cannot delete `a` and create `a/b` in one push: deletions in the way of
                 // a new ref go alone first.
                 let blocking: Vec<String> = deletions
@@ -340,6 +343,18 @@ impl Job<'_> {
     }
 }
 
+/// The names among `names` that this repo has no ref for, each looked up on its own.
+fn still_absent<'n>(
+    git: &git2::Repository,
+    names: impl Iterator<Item = &'n String>,
+) -> Vec<&'n String> {
+    names
+        .filter(|name| {
+            matches!(git.find_reference(name), Err(e) if e.code() == git2::ErrorCode::NotFound)
+        })
+        .collect()
+}
+
 /// Whether the slave's ref `deleted` stands in the way of one of `refs`: a ref cannot be both
 /// a file and a directory (`a` and `a/b`).
 fn blocks(deleted: &str, refs: &BTreeMap<String, String>) -> bool {
@@ -399,6 +414,26 @@ fn diverged_report(messages: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ref_is_deleted_on_the_slave_only_if_it_is_still_absent_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = git2::Repository::init_bare(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tree = git.treebuilder(None).unwrap().write().unwrap();
+        let tree = git.find_tree(tree).unwrap();
+        let commit = git
+            .commit(Some("refs/heads/kept"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        // A ref the first listing missed (say, moved by pack-refs meanwhile) exists now.
+        git.reference("refs/heads/packed", commit, false, "t")
+            .unwrap();
+        let names: Vec<String> = ["refs/heads/packed", "refs/heads/gone", "refs/heads/kept"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(still_absent(&git, names.iter()), [&names[1]]);
+    }
 
     #[test]
     fn a_deletion_blocks_a_ref_below_or_above_it() {

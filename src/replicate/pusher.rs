@@ -72,9 +72,17 @@ impl SshPusher {
         when: When,
         confirmed: Option<String>,
     ) -> Result<Option<Confirmed>, PushError> {
+        // Reading the settings and listing every ref is disk work, tens of thousands of refs
+        // in a big repo: off the async workers, which serve the socket and the other pushes.
+        let (mastered, name) = (self.mastered.clone(), repo.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            mastered
+                .slaves_of(&name)
+                .map(|(path, slaves)| (RefState::local(&path), path, slaves))
+        });
         // Only settings that say so end the work; a repo that cannot be read (a typo in its
         // config, its directory away for a moment) keeps it pending, as a failure.
-        let (path, slaves) = match self.mastered.slaves_of(repo) {
+        let (local, path, slaves) = match read.await.map_err(PushError::Worker)? {
             Ok(found) => found,
             Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
             Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
@@ -84,7 +92,7 @@ impl SshPusher {
         if !slaves.contains(slave) {
             return Ok(None);
         }
-        let local = RefState::local(&path)?;
+        let local = local?;
         let fingerprint = local.fingerprint();
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
