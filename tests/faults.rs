@@ -469,6 +469,11 @@ fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
     std::fs::write(&keys, hostile).unwrap();
     w.s1().stop_daemon();
     w.commit_and_push("testing", "b");
+    wait_for(
+        "the daemon the push starts",
+        Duration::from_secs(10),
+        || w.s1().daemon_pid().is_some(),
+    );
     let daemon = w.s1().daemon_pid().expect("the push started a daemon");
     wait_for("the failure in status", Duration::from_secs(60), || {
         w.s1().slave_status("testing", "server2")["attempts"]
@@ -477,4 +482,32 @@ fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
     });
     let rss = rss_mib(daemon);
     assert!(rss < 64, "the daemon grew to {rss} MiB");
+}
+
+#[test]
+fn a_repo_whose_refs_never_finish_reading_stalls_no_other_repo() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // Repos mastered here whose refs cannot be read to the end: packed-refs is a FIFO that
+    // nobody writes, so listing their refs blocks for ever (a huge repo, to the extreme).
+    let stuck: Vec<String> = (0..6).map(|i| format!("stuck{i}")).collect();
+    let mut rules = RULES.to_string();
+    for name in &stuck {
+        rules.push_str(&format!("[repos.{name}]\n"));
+    }
+    w.s1().set_rules(&rules);
+    for name in &stuck {
+        let fifo = w.s1().repo_path(name).join("packed-refs");
+        run(w.s1().user.command("mkfifo").arg(&fifo)).ok();
+    }
+    // A fresh daemon sweeps every repo at start, the stuck ones included.
+    w.s1().stop_daemon();
+    w.commit_and_push("testing", "b");
+    w.in_sync("testing");
+    // Its socket still answers and other pushes still go.
+    w.commit_and_push("testing", "c");
+    w.in_sync("testing");
+    let out = w.s1().gitmirror(&["request-push", "testing"]).ok();
+    assert!(out.contains("===> server2"), "{out}");
 }
