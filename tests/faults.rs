@@ -447,12 +447,9 @@ fn rss_mib(pid: u32) -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
-#[test]
-fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
-    let w = world();
-    w.commit_and_push("testing", "a");
-    w.in_sync("testing");
-    // server2 turns hostile: whatever server1 asks, it answers with an endless stream.
+/// Makes server2 hostile: whatever server1 asks of it, `command` answers, as the forced
+/// command of server1's key. The daemon that the next push starts reads `settings`.
+fn hostile_slave(w: &World, command: &str, settings: &str) {
     let keys = w.s2().home().join(".ssh/authorized_keys");
     let text = std::fs::read_to_string(&keys).unwrap();
     let hostile: String = text
@@ -460,14 +457,20 @@ fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
         .map(|l| {
             if l.contains(" peer server1\"") {
                 let key = &l[l.find("ssh-").unwrap()..];
-                format!("restrict,command=\"yes 0000flood\" {key}\n")
+                format!("restrict,command=\"{command}\" {key}\n")
             } else {
                 format!("{l}\n")
             }
         })
         .collect();
     std::fs::write(&keys, hostile).unwrap();
+    w.s1().mirror_settings(settings);
     w.s1().stop_daemon();
+}
+
+/// Pushes to server1 and waits until its mirror push to the hostile server2 has failed at
+/// least twice; returns the daemon's resident memory then, and the last error.
+fn push_to_hostile_slave(w: &World) -> (u64, String) {
     w.commit_and_push("testing", "b");
     wait_for(
         "the daemon the push starts",
@@ -480,8 +483,46 @@ fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
             .as_u64()
             .is_some_and(|a| a >= 2)
     });
-    let rss = rss_mib(daemon);
+    let row = w.s1().slave_status("testing", "server2");
+    (
+        rss_mib(daemon),
+        row["last_error"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn a_slave_that_floods_its_master_costs_it_bounded_memory_and_fails_cleanly() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    hostile_slave(&w, "yes 0000flood", "");
+    let (rss, _) = push_to_hostile_slave(&w);
     assert!(rss < 64, "the daemon grew to {rss} MiB");
+}
+
+#[test]
+fn a_slave_that_floods_its_stderr_costs_bounded_memory_and_fails_cleanly() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    hostile_slave(&w, "yes >&2", "io_timeout_secs = 2");
+    let (rss, _) = push_to_hostile_slave(&w);
+    assert!(rss < 64, "the daemon grew to {rss} MiB");
+}
+
+#[test]
+fn a_slave_that_trickles_does_not_hold_its_session() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // A packet announced 64 KiB long whose bytes come one a second: never silent for long.
+    hostile_slave(
+        &w,
+        "printf ffff; while :; do printf a; sleep 1; done",
+        "io_timeout_secs = 2",
+    );
+    let (_, error) = push_to_hostile_slave(&w);
+    assert!(error.contains("the peer moved"), "{error}");
 }
 
 #[test]

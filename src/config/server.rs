@@ -43,6 +43,9 @@ pub(crate) struct MirrorConfig {
     pub(crate) retry_factor: f64,
     /// `gitmirror status` exits non-zero when a slave has been failing longer than this.
     pub(crate) alert_after_secs: f64,
+    /// How long a mirror push may go without a byte moving (and at least 4 KiB must move in
+    /// each such stretch) before it counts as failed. No limit on a transfer that moves.
+    pub(crate) io_timeout_secs: f64,
     /// How often the daemon compares every repo it masters with what its slaves last
     /// confirmed (no network when nothing changed), catching ref updates no hook announced.
     pub(crate) rescan_secs: f64,
@@ -58,6 +61,7 @@ impl Default for MirrorConfig {
             retry_max_secs: 300.0,
             retry_factor: 2.0,
             alert_after_secs: 600.0,
+            io_timeout_secs: 600.0,
             rescan_secs: 30.0,
         }
     }
@@ -188,6 +192,7 @@ impl ServerConfig {
             ("retry_factor", m.retry_factor, 1.0, 100.0),
             ("alert_after_secs", m.alert_after_secs, 0.0, 365.0 * DAY),
             ("rescan_secs", m.rescan_secs, 0.1, DAY),
+            ("io_timeout_secs", m.io_timeout_secs, 1.0, DAY),
         ] {
             if !(value.is_finite() && value >= min && value <= max) {
                 return Err(src.error_at_key(
@@ -243,6 +248,7 @@ sync = false          # a user's push does not wait for the slaves
 # retry_factor = 2
 # alert_after_secs = 600  # `gitmirror status` fails when a slave lags longer
 # rescan_secs = 30        # how often the daemon looks for changes no hook announced
+# io_timeout_secs = 600   # a mirror push fails after this long without progress
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home

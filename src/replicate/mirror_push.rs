@@ -198,7 +198,11 @@ impl Job<'_> {
         &self,
         git: &'r git2::Repository,
     ) -> Result<(git2::Remote<'r>, Registered), PushError> {
-        let op = Registered::new(self.conn.session(), self.runtime.clone());
+        let op = Registered::new(
+            self.conn.session(),
+            self.runtime.clone(),
+            self.conn.io_timeout(),
+        );
         let remote = git
             .remote_anonymous(&op.url(&self.repo.relative_dir()))
             .map_err(PushError::LocalRepo)?;

@@ -49,9 +49,15 @@ pub(crate) struct Connection {
     session: Arc<Session>,
     slots: Arc<Semaphore>,
     last_used: Mutex<std::time::Instant>,
+    io_timeout: Duration,
 }
 
 impl Connection {
+    /// How long an exchange on this connection may stay silent (`mirror.io_timeout_secs`).
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
     /// The ssh session, for commands that outlive a borrow (see [`super::transport`]).
     pub(crate) fn session(&self) -> Arc<Session> {
         self.session.clone()
@@ -221,6 +227,7 @@ impl Pool {
             session: Arc::new(session),
             slots: Arc::new(Semaphore::new(SESSIONS_PER_PEER)),
             last_used: Mutex::new(std::time::Instant::now()),
+            io_timeout: Duration::from_secs_f64(self.config.mirror.io_timeout_secs),
         }))
     }
 

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 use openssh::{Session, Stdio};
@@ -28,6 +29,8 @@ const SCHEME: &str = "gitmirror";
 pub(crate) struct Operation {
     session: Arc<Session>,
     runtime: Handle,
+    /// The inactivity limit of this operation's exchanges.
+    io_timeout: Duration,
     /// The remote command, once started.
     remote: Mutex<Option<Remote>>,
 }
@@ -62,13 +65,11 @@ pub(crate) fn register() -> Result<(), git2::Error> {
     result
 }
 
-/// How long the socket may stay silent, and the remote's exit may take, before the exchange
-/// counts as failed. A peer that dies is noticed sooner, by ssh's keepalives. A transfer that
-/// keeps moving has no limit: a first push of many gigabytes over a slow link must finish.
-const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Over any [`IO_TIMEOUT`], at least this many bytes must move, or the exchange fails: a peer
-/// that trickles a byte a minute does not hold a session for ever.
+/// Over any stretch of the inactivity limit (`mirror.io_timeout_secs`: how long the socket
+/// may stay silent, and the remote's exit may take), at least this many bytes must move, or
+/// the exchange fails: a peer that trickles a byte a minute does not hold a session for ever.
+/// A transfer that keeps moving has no limit: a first push of many gigabytes over a slow link
+/// must finish. A peer that dies is noticed sooner, by ssh's keepalives.
 const MIN_BYTES_PER_WINDOW: u64 = 4096;
 
 /// The most kept of what a remote sends besides the protocol (stderr), and of what it sends
@@ -93,8 +94,9 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    /// Registers an operation on `session`, run from blocking code with `runtime`.
-    pub(crate) fn new(session: Arc<Session>, runtime: Handle) -> Self {
+    /// Registers an operation on `session`, run from blocking code with `runtime`, whose
+    /// exchanges fail after `io_timeout` of silence.
+    pub(crate) fn new(session: Arc<Session>, runtime: Handle, io_timeout: Duration) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let token = format!(
             "op{}",
@@ -103,6 +105,7 @@ impl Registered {
         let op = Arc::new(Operation {
             session,
             runtime,
+            io_timeout,
             remote: Mutex::new(None),
         });
         registry()
@@ -129,18 +132,10 @@ impl Registered {
             .take()?;
         let Remote { mut child, ours } = remote;
         let _ = ours.shutdown(std::net::Shutdown::Write);
-        let mut rest = Vec::new();
-        let mut drained = (&ours).take(DRAIN_CAP as u64 + 1);
-        let _ = drained.read_to_end(&mut rest);
-        if rest.len() > DRAIN_CAP {
-            // More than any honest remote says after the exchange: cut it off, so that it
-            // stops (its writes fail) instead of holding the session.
-            rest.truncate(DRAIN_CAP);
-            let _ = ours.shutdown(std::net::Shutdown::Both);
-        }
+        let rest = drain(&ours, self.op.io_timeout);
         let stderr = child.stderr().take();
         let output = self.op.runtime.block_on(async {
-            tokio::time::timeout(IO_TIMEOUT, async {
+            tokio::time::timeout(self.op.io_timeout, async {
                 let (stderr, status) = tokio::join!(read_capped(stderr), child.wait());
                 (stderr, status)
             })
@@ -194,8 +189,9 @@ impl SmartSubtransport for Subtransport {
         };
         let (ours, theirs) = UnixStream::pair().map_err(io_err)?;
         // On the socket, so for every copy of it: a remote that stalls cannot hang us.
-        ours.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
-        ours.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err)?;
+        ours.set_read_timeout(Some(op.io_timeout)).map_err(io_err)?;
+        ours.set_write_timeout(Some(op.io_timeout))
+            .map_err(io_err)?;
         let theirs_in: OwnedFd = theirs.try_clone().map_err(io_err)?.into();
         let theirs_out: OwnedFd = theirs.into();
         let command = format!("{verb} '{repo}'");
@@ -231,13 +227,35 @@ impl SmartSubtransport for Subtransport {
             })
             .map_err(|e: String| git2::Error::from_str(&e))?;
         drop((theirs_in, theirs_out));
-        let stream = Metered::new(ours.try_clone().map_err(io_err)?);
+        let stream = Metered::new(ours.try_clone().map_err(io_err)?, op.io_timeout);
         *op.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(Remote { child, ours });
         Ok(Box::new(stream))
     }
 
     fn close(&self) -> Result<(), git2::Error> {
         Ok(())
+    }
+}
+
+/// Reads what libgit2 left unread on `ours` (the remote's last protocol messages) up to its
+/// end. More than any honest remote says after an exchange (over [`DRAIN_CAP`] bytes, or
+/// still coming after `limit`) is cut off: the socket is shut, so the remote's writes fail
+/// and it stops, instead of holding the session.
+fn drain(ours: &UnixStream, limit: Duration) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut reader = ours;
+    loop {
+        if rest.len() > DRAIN_CAP || std::time::Instant::now() >= deadline {
+            rest.truncate(DRAIN_CAP);
+            let _ = ours.shutdown(std::net::Shutdown::Both);
+            return rest;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return rest,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+        }
     }
 }
 
@@ -262,17 +280,19 @@ async fn read_capped(stderr: Option<openssh::ChildStderr>) -> String {
 }
 
 /// Our end of the socket as libgit2 reads and writes it, failing the exchange when a whole
-/// [`IO_TIMEOUT`] passes with fewer than [`MIN_BYTES_PER_WINDOW`] bytes moved.
+/// inactivity limit passes with fewer than [`MIN_BYTES_PER_WINDOW`] bytes moved.
 struct Metered {
     inner: UnixStream,
+    limit: Duration,
     window: std::time::Instant,
     moved: u64,
 }
 
 impl Metered {
-    fn new(inner: UnixStream) -> Self {
+    fn new(inner: UnixStream, limit: Duration) -> Self {
         Metered {
             inner,
+            limit,
             window: std::time::Instant::now(),
             moved: 0,
         }
@@ -280,14 +300,14 @@ impl Metered {
 
     fn count(&mut self, n: usize) -> std::io::Result<usize> {
         self.moved += n as u64;
-        if self.window.elapsed() >= IO_TIMEOUT {
+        if self.window.elapsed() >= self.limit {
             if self.moved < MIN_BYTES_PER_WINDOW {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
                         "the peer moved {} bytes in {}s",
                         self.moved,
-                        IO_TIMEOUT.as_secs()
+                        self.limit.as_secs()
                     ),
                 ));
             }
