@@ -57,12 +57,22 @@ pub(crate) trait Pusher: Send + Sync + 'static {
 pub(crate) struct SshPusher {
     mastered: Mastered,
     pool: Pool,
+    /// Listings of local refs at once: each takes a blocking thread, and a bulk request of
+    /// thousands of repos must not start a thread for every one.
+    listings: tokio::sync::Semaphore,
 }
+
+/// See [`SshPusher::listings`].
+const LISTINGS_AT_ONCE: usize = 4;
 
 impl SshPusher {
     /// Pushes the repos `mastered` lists, over connections from `pool`.
     pub(crate) fn new(mastered: Mastered, pool: Pool) -> Arc<Self> {
-        Arc::new(SshPusher { mastered, pool })
+        Arc::new(SshPusher {
+            mastered,
+            pool,
+            listings: tokio::sync::Semaphore::new(LISTINGS_AT_ONCE),
+        })
     }
 
     async fn push_one(
@@ -75,6 +85,7 @@ impl SshPusher {
         // Reading the settings and listing every ref is disk work, tens of thousands of refs
         // in a big repo: off the async workers, which serve the socket and the other pushes.
         let (mastered, name) = (self.mastered.clone(), repo.clone());
+        let permit = self.listings.acquire().await;
         let read = tokio::task::spawn_blocking(move || {
             mastered
                 .slaves_of(&name)
@@ -82,7 +93,9 @@ impl SshPusher {
         });
         // Only settings that say so end the work; a repo that cannot be read (a typo in its
         // config, its directory away for a moment) keeps it pending, as a failure.
-        let (local, path, slaves) = match read.await.map_err(PushError::Worker)? {
+        let read = read.await.map_err(PushError::Worker)?;
+        drop(permit);
+        let (local, path, slaves) = match read {
             Ok(found) => found,
             Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
             Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
