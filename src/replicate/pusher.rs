@@ -5,6 +5,7 @@
 //! is what must never lose a push; behind this trait it is tested with a fake pusher whose
 //! answers the test decides, without ssh or git.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -82,20 +83,9 @@ impl SshPusher {
         when: When,
         confirmed: Option<String>,
     ) -> Result<Option<Confirmed>, PushError> {
-        // Reading the settings and listing every ref is disk work, tens of thousands of refs
-        // in a big repo: off the async workers, which serve the socket and the other pushes.
-        let (mastered, name) = (self.mastered.clone(), repo.clone());
-        let permit = self.listings.acquire().await;
-        let read = tokio::task::spawn_blocking(move || {
-            mastered
-                .slaves_of(&name)
-                .map(|(path, slaves)| (RefState::local(&path), path, slaves))
-        });
         // Only settings that say so end the work; a repo that cannot be read (a typo in its
         // config, its directory away for a moment) keeps it pending, as a failure.
-        let read = read.await.map_err(PushError::Worker)?;
-        drop(permit);
-        let (local, path, slaves) = match read {
+        let (path, slaves) = match self.mastered.slaves_of(repo) {
             Ok(found) => found,
             Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
             Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
@@ -105,7 +95,7 @@ impl SshPusher {
         if !slaves.contains(slave) {
             return Ok(None);
         }
-        let local = local?;
+        let local = self.list_refs(&path).await?;
         let fingerprint = local.fingerprint();
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
@@ -137,6 +127,32 @@ impl SshPusher {
             fingerprint,
             diverged: done.diverged,
         }))
+    }
+}
+
+impl SshPusher {
+    /// This server's refs of the repo at `path`. A small repo's are read here, in a moment; a
+    /// big one's (tens of thousands of refs) on a blocking thread, so that the async workers,
+    /// which serve the socket and every other push, never wait on it.
+    async fn list_refs(&self, path: &Path) -> Result<RefState, PushError> {
+        if few_refs(path) {
+            return RefState::local(path);
+        }
+        let _permit = self.listings.acquire().await;
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || RefState::local(&path))
+            .await
+            .map_err(PushError::Worker)?
+    }
+}
+
+/// Whether a repo's refs are few enough to list without a thread of their own: its packed
+/// refs, if any, a regular file under 256 KiB (about 2,500 refs). Anything else, a named pipe
+/// included, goes to a blocking thread.
+fn few_refs(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path.join("packed-refs")) {
+        Ok(meta) => meta.is_file() && meta.len() < 256 * 1024,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
