@@ -420,7 +420,8 @@ fn a_master_with_no_refs_does_not_take_a_refusal_for_an_empty_slave() {
 #[test]
 fn a_slave_added_by_compile_gets_the_repo_without_another_push() {
     let w = world();
-    // No sweep in this test's lifetime: only compile can make it happen.
+    // No periodic sweep in this test's lifetime: what compile queues (and the daemon it
+    // starts) must do it.
     w.s1().mirror_settings("rescan_secs = 3600");
     w.s1().stop_daemon();
     let solo = "[repos.solo]\n\"RW+\" = [\"alice\"]\nmirror.master = \"server1\"\n";
@@ -433,6 +434,8 @@ fn a_slave_added_by_compile_gets_the_repo_without_another_push() {
     std::fs::write(w.s1().home().join("repos.toml"), &rules).unwrap();
     let out = w.s1().gitmirror(&["compile"]).ok();
     assert!(out.contains("queued solo for server2"), "{out}");
+    let record = std::fs::read_to_string(w.s1().home().join("state/queue/solo.json")).unwrap();
+    assert!(record.contains("\"server2\""), "{record}");
     w.cluster.wait_in_sync("solo", "server1", &["server2"]);
 }
 

@@ -73,6 +73,8 @@ pub(crate) fn run(home: &Home, config: Arc<ServerConfig>) -> Result<(), DaemonEr
         .build()
         .at("cannot start", &socket)?;
     let result = runtime.block_on(serve(home, config, &socket));
+    // A listing stuck on a blocking thread (a hung mount) must not keep the daemon alive.
+    runtime.shutdown_timeout(Duration::from_secs(5));
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(home.daemon_pid());
     drop(lock);

@@ -160,6 +160,11 @@ impl Job<'_> {
             exchange.sent = true;
             messages.push_str(&exchange.messages);
         }
+        if exchange.partial {
+            return Err(PushError::Refused(
+                "the slave still has refs in the way of new ones after deleting them".into(),
+            ));
+        }
         if !exchange.sent {
             // No ref differed, so no push option went either: make sure of HEAD.
             let remote = self.remote_state()?;

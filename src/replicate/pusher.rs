@@ -60,7 +60,7 @@ pub(crate) struct SshPusher {
     pool: Pool,
     /// Listings of local refs at once: each takes a blocking thread, and a bulk request of
     /// thousands of repos must not start a thread for every one.
-    listings: tokio::sync::Semaphore,
+    listings: Arc<tokio::sync::Semaphore>,
 }
 
 /// See [`SshPusher::listings`].
@@ -72,7 +72,7 @@ impl SshPusher {
         Arc::new(SshPusher {
             mastered,
             pool,
-            listings: tokio::sync::Semaphore::new(LISTINGS_AT_ONCE),
+            listings: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AT_ONCE)),
         })
     }
 
@@ -138,11 +138,19 @@ impl SshPusher {
         if few_refs(path) {
             return RefState::local(path);
         }
-        let _permit = self.listings.acquire().await;
+        let permit = self.listings.clone().acquire_owned().await;
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || RefState::local(&path))
-            .await
-            .map_err(PushError::Worker)?
+        let listing = tokio::task::spawn_blocking(move || {
+            // Held as long as the thread works, even past the wait below.
+            let _permit = permit;
+            RefState::local(&path)
+        });
+        match tokio::time::timeout(self.pool.io_timeout(), listing).await {
+            Ok(done) => done.map_err(PushError::Worker)?,
+            Err(_) => Err(PushError::LocalRepo(git2::Error::from_str(
+                "listing this repo's refs did not finish in time",
+            ))),
+        }
     }
 }
 

@@ -269,6 +269,9 @@ impl Scheduler {
                         Some(next) => when = next,
                         // A push landed meanwhile whose notification may still be on its way.
                         None if !cleared && generation > 0 => when = When::Always,
+                        // Someone started waiting between the answers above and here: they
+                        // get a run of their own rather than no answer at all.
+                        None if !slot.waiters.is_empty() => when = When::IfDifferent,
                         None => {
                             slot.running = false;
                             return;

@@ -422,8 +422,9 @@ async fn a_request_is_answered_only_by_a_push_that_asked_the_slave() {
     w.fake.release(1);
     let second = w.next_call().await;
     assert_eq!(second.when, When::IfDifferent);
-    assert!(
-        asked.as_mut().unwrap().try_recv().is_err(),
+    assert_eq!(
+        asked.as_mut().unwrap().try_recv().unwrap_err(),
+        oneshot::error::TryRecvError::Empty,
         "answered by the sweep's check"
     );
     w.fake.release(1);

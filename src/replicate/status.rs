@@ -10,7 +10,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::warn;
 
-use super::queue::{Queue, QueueError, now};
+use super::queue::{Queue, QueueError, Record, now};
 use crate::config::ServerConfig;
 use crate::home::Home;
 use crate::names::RepoName;
@@ -59,54 +59,85 @@ pub(crate) fn collect(
         None => store.list()?,
     };
     let mut rows = Vec::new();
-    for repo in repos {
-        let Some(path) = store.find(&repo) else {
+    for repo in &repos {
+        let Some(path) = store.find(repo) else {
             continue;
         };
-        let record = queue.load(&repo)?;
-        // Settings that cannot be read hide nothing: the slaves the queue knows are shown,
-        // with the failure the replicator recorded for them.
-        let slaves: Vec<String> = match repo::mirror_config(&path) {
+        let record = queue.load(repo)?;
+        // Settings that cannot be read hide nothing: the slaves the queue knows are shown as
+        // failing, with that reason unless the replicator recorded one.
+        let (slaves, unreadable) = match repo::mirror_config(&path) {
             Ok(Some(rule)) if rule.is_master(&config.hostname) => {
-                rule.slaves.iter().map(ToString::to_string).collect()
+                (rule.slaves.iter().map(ToString::to_string).collect(), None)
             }
             Ok(_) => continue,
             Err(e) => {
                 warn!(%repo, error = %e, "cannot read the repo's mirror settings");
-                record.slaves.keys().cloned().collect()
+                let known: Vec<String> = record.slaves.keys().cloned().collect();
+                let known = if known.is_empty() {
+                    vec!["-".to_string()]
+                } else {
+                    known
+                };
+                (known, Some(format!("cannot tell this repo's slaves: {e}")))
             }
         };
         for slave in &slaves {
-            let entry = record.slaves.get(slave).cloned().unwrap_or_default();
-            let p = entry.pending.as_ref();
-            let never = entry.confirmed.is_none() && entry.last_success.is_none();
-            rows.push(Row {
-                repo: repo.to_string(),
-                slave: slave.clone(),
-                state: match p {
-                    Some(p) if p.attempts > 0 => "failing",
-                    _ if never => "never synced",
-                    Some(_) => "pending",
-                    None => "in sync",
-                },
-                pending_since: p.map(|p| p.since),
-                attempts: p.map_or(0, |p| p.attempts),
-                last_error: p.and_then(|p| p.last_error.clone()),
-                last_success: entry.last_success,
-                last_diverged: entry.last_diverged.clone(),
-            });
+            let mut row = row_of(repo.as_str(), slave, &record);
+            if let Some(why) = &unreadable {
+                row.state = "failing";
+                row.last_error.get_or_insert_with(|| why.clone());
+            }
+            rows.push(row);
+        }
+    }
+    // Work still owed for repos no longer on disk (moved away, deleted): shown, not hidden.
+    if only.is_none() {
+        for record in queue.all()? {
+            let gone = RepoName::parse(&record.repo).is_ok_and(|r| !repos.contains(&r));
+            if !gone {
+                continue;
+            }
+            for (slave, entry) in &record.slaves {
+                if entry.pending.is_some() {
+                    rows.push(row_of(&record.repo, slave, &record));
+                }
+            }
         }
     }
     Ok(rows)
 }
 
-/// Whether any slave has been behind longer than `threshold_secs`. A slave that never synced
-/// and has nothing queued counts at once: nobody knows since when it has lacked the repo.
+/// One slave's row, from its queue entry.
+fn row_of(repo: &str, slave: &str, record: &Record) -> Row {
+    let entry = record.slaves.get(slave).cloned().unwrap_or_default();
+    let p = entry.pending.as_ref();
+    let never = entry.confirmed.is_none() && entry.last_success.is_none();
+    Row {
+        repo: repo.to_string(),
+        slave: slave.to_string(),
+        state: match p {
+            Some(p) if p.attempts > 0 => "failing",
+            _ if never => "never synced",
+            Some(_) => "pending",
+            None => "in sync",
+        },
+        pending_since: p.map(|p| p.since),
+        attempts: p.map_or(0, |p| p.attempts),
+        last_error: p.and_then(|p| p.last_error.clone()),
+        last_success: entry.last_success,
+        last_diverged: entry.last_diverged,
+    }
+}
+
+/// Whether any slave has been behind longer than `threshold_secs`. One that is not in sync
+/// with nothing queued (never synced, or its repo's settings unreadable) counts at once:
+/// nobody knows since when.
 pub(crate) fn alarming(rows: &[Row], threshold_secs: f64) -> bool {
     let t = now();
     rows.iter().any(|r| match r.pending_since {
         Some(since) => t - since > threshold_secs,
-        None => r.state == "never synced",
+        None => r.state != "in sync",
     })
 }
 
@@ -218,6 +249,47 @@ mod tests {
             last_success: None,
             last_diverged: None,
         }
+    }
+
+    #[test]
+    fn unreadable_settings_with_nothing_recorded_still_fail_and_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path()), false).unwrap();
+        let path = home.repositories().join("testing.git");
+        git2::Repository::init_bare(&path).unwrap();
+        let repo = RepoName::parse("testing").unwrap();
+        let s2 = AccountName::parse("server2").unwrap();
+        let queue = Queue::new(home.queue_dir());
+        queue
+            .enqueue_record(&repo, std::slice::from_ref(&s2))
+            .unwrap();
+        queue.succeeded(&repo, &s2, 1, None, "f").unwrap();
+        std::fs::write(path.join("config"), "[gitolite \"mirror\"\n").unwrap();
+        let config =
+            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
+                .unwrap();
+        let rows = collect(&home, &config, None).unwrap();
+        assert_eq!(
+            (rows[0].slave.as_str(), rows[0].state),
+            ("server2", "failing")
+        );
+        let error = rows[0].last_error.as_deref().unwrap_or("");
+        assert!(
+            error.starts_with("cannot tell this repo's slaves: "),
+            "{error}"
+        );
+        assert!(alarming(&rows, 600.0));
+        // A repo gone from disk with work still owed is shown too.
+        let gone = RepoName::parse("gone").unwrap();
+        queue
+            .enqueue_record(&gone, std::slice::from_ref(&s2))
+            .unwrap();
+        let rows = collect(&home, &config, None).unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| r.repo == "gone" && r.slave == "server2"),
+            "{rows:?}"
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             // One directory this account cannot read (a volume's lost+found) must not hide
             // every other repo; the store's own root must be readable.
-            Err(e) if dir != self.root => {
+            Err(e) if dir != self.root && e.kind() == io::ErrorKind::PermissionDenied => {
                 warn!(path = %dir.display(), error = %e, "cannot list a directory among the repositories; skipped");
                 return Ok(());
             }

@@ -134,6 +134,11 @@ impl Pool {
         }
     }
 
+    /// How long an exchange with a peer may wait without progress (`mirror.io_timeout_secs`).
+    pub(crate) fn io_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.config.mirror.io_timeout_secs)
+    }
+
     /// The connection to `peer`, opening it if this is the first use. A failure is kept, so
     /// a run over many repos tries a down peer once, not once per repo.
     pub(crate) async fn get(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {

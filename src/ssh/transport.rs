@@ -66,11 +66,13 @@ pub(crate) fn register() -> Result<(), git2::Error> {
 }
 
 /// Over any stretch of the inactivity limit (`mirror.io_timeout_secs`: how long the socket
-/// may stay silent, and the remote's exit may take), at least this many bytes must move, or
-/// the exchange fails: a peer that trickles a byte a minute does not hold a session for ever.
-/// A transfer that keeps moving has no limit: a first push of many gigabytes over a slow link
-/// must finish. A peer that dies is noticed sooner, by ssh's keepalives.
-const MIN_BYTES_PER_WINDOW: u64 = 4096;
+/// may stay silent, and the remote's exit may take) spent waiting on the peer, at least this
+/// many bytes must move, or the exchange fails: a peer that trickles a byte a minute does not
+/// hold a session for ever, while one that sends git's keepalives (5 bytes every 5 s, 600 a
+/// stretch) while it indexes a big pack does. A transfer that keeps moving has no limit: a
+/// first push of many gigabytes over a slow link must finish. A peer that dies is noticed
+/// sooner, by ssh's keepalives.
+const MIN_BYTES_PER_WINDOW: u64 = 512;
 
 /// The most kept of what a remote sends besides the protocol (stderr), and of what it sends
 /// after libgit2 is done: a peer that floods cannot grow the daemon's memory.
@@ -280,11 +282,15 @@ async fn read_capped(stderr: Option<openssh::ChildStderr>) -> String {
 }
 
 /// Our end of the socket as libgit2 reads and writes it, failing the exchange when a whole
-/// inactivity limit passes with fewer than [`MIN_BYTES_PER_WINDOW`] bytes moved.
+/// inactivity limit of waiting on the peer passes with fewer than [`MIN_BYTES_PER_WINDOW`]
+/// bytes moved.
 struct Metered {
     inner: UnixStream,
     limit: Duration,
-    window: std::time::Instant,
+    /// Time spent blocked on the socket since the last check, and bytes moved meanwhile.
+    /// Only waiting on the peer counts: libgit2's own work (walking objects, building a
+    /// pack of a big repo) takes as long as it takes.
+    waited: Duration,
     moved: u64,
 }
 
@@ -293,14 +299,15 @@ impl Metered {
         Metered {
             inner,
             limit,
-            window: std::time::Instant::now(),
+            waited: Duration::ZERO,
             moved: 0,
         }
     }
 
-    fn count(&mut self, n: usize) -> std::io::Result<usize> {
+    fn count(&mut self, n: usize, began: std::time::Instant) -> std::io::Result<usize> {
         self.moved += n as u64;
-        if self.window.elapsed() >= self.limit {
+        self.waited += began.elapsed();
+        if self.waited >= self.limit {
             if self.moved < MIN_BYTES_PER_WINDOW {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -311,7 +318,7 @@ impl Metered {
                     ),
                 ));
             }
-            self.window = std::time::Instant::now();
+            self.waited = Duration::ZERO;
             self.moved = 0;
         }
         Ok(n)
@@ -320,15 +327,17 @@ impl Metered {
 
 impl Read for Metered {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let began = std::time::Instant::now();
         let n = self.inner.read(buf)?;
-        self.count(n)
+        self.count(n, began)
     }
 }
 
 impl std::io::Write for Metered {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let began = std::time::Instant::now();
         let n = self.inner.write(buf)?;
-        self.count(n)
+        self.count(n, began)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -41,10 +41,27 @@ pub(crate) fn post_receive(
             None => return Ok(Vec::new()),
         },
     };
-    let settings = repo::mirror_config(&path).map_err(|source| HookError::Settings {
-        repo: repo.clone(),
-        source,
-    })?;
+    let settings = match repo::mirror_config(&path) {
+        Ok(settings) => settings,
+        Err(source) => {
+            // The refs moved but nobody can say to which slaves now: keep every slave the
+            // queue knows behind, so that the daemon tries, fails visibly, and retries.
+            let queue = Queue::new(home.queue_dir());
+            let known: Vec<AccountName> = queue
+                .load(&repo)
+                .map(|r| {
+                    r.slaves
+                        .keys()
+                        .filter_map(|s| AccountName::parse(s).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !known.is_empty() && queue.enqueue_record(&repo, &known).is_ok() {
+                let _ = client::notify(home, &repo);
+            }
+            return Err(HookError::Settings { repo, source });
+        }
+    };
     let rule = match settings {
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
         _ => return Ok(Vec::new()),
