@@ -63,13 +63,25 @@ pub(crate) fn collect(
         let Some(path) = store.find(repo) else {
             continue;
         };
-        let record = queue.load(repo)?;
+        // A record that cannot be read (not corrupt: unreadable) fails this repo's rows,
+        // never the whole report.
+        let (record, unqueued) = match queue.load(repo) {
+            Ok(record) => (record, None),
+            Err(e) => {
+                warn!(%repo, error = %e, "cannot read the queue");
+                (
+                    Record::default(),
+                    Some(format!("cannot read the queue: {e}")),
+                )
+            }
+        };
         // Settings that cannot be read hide nothing: the slaves the queue knows are shown as
         // failing, with that reason unless the replicator recorded one.
         let (slaves, unreadable) = match repo::mirror_config(&path) {
-            Ok(Some(rule)) if rule.is_master(&config.hostname) => {
-                (rule.slaves.iter().map(ToString::to_string).collect(), None)
-            }
+            Ok(Some(rule)) if rule.is_master(&config.hostname) => (
+                rule.slaves.iter().map(ToString::to_string).collect(),
+                unqueued,
+            ),
             Ok(_) => continue,
             Err(e) => {
                 warn!(%repo, error = %e, "cannot read the repo's mirror settings");
@@ -93,7 +105,11 @@ pub(crate) fn collect(
     }
     // Work still owed for repos no longer on disk (moved away, deleted): shown, not hidden.
     if only.is_none() {
-        for record in queue.all()? {
+        let owed = queue.all().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the queue");
+            Vec::new()
+        });
+        for record in owed {
             let gone = RepoName::parse(&record.repo).is_ok_and(|r| !repos.contains(&r));
             if !gone {
                 continue;
@@ -323,6 +339,15 @@ mod tests {
         assert!(alarming(&rows[1..], 600.0));
         assert!(!alarming(&[row("in sync", None)], 600.0));
         assert!(table(&rows).contains("never synced"));
+        // An unreadable record (not corrupt) fails that repo's rows, not the report.
+        let file = home.queue_dir().join("testing.json");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let rows = collect(&home, &config, None).unwrap();
+        assert!(rows.iter().all(|r| r.state == "failing"), "{rows:?}");
+        let error = rows[0].last_error.as_deref().unwrap_or("");
+        assert!(error.starts_with("cannot read the queue: "), "{error}");
+        std::fs::remove_dir(&file).unwrap();
         // Times out of any range (a record edited by hand) do not stop the table.
         let mut odd = row("failing", Some(1e300));
         odd.last_success = Some(-5.0);
