@@ -220,32 +220,55 @@ mod tests {
     use crate::config::Source;
     use crate::names::AccountName;
 
-    #[test]
-    fn unreadable_settings_show_the_slaves_the_queue_knows() {
+    /// A home with one repo, `testing`, whose git config is `git_config`, its queue, and
+    /// server1's configuration.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        home: Home,
+        repo: RepoName,
+        queue: Queue,
+        config: ServerConfig,
+    }
+
+    fn fixture(git_config: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::locate(Some(dir.path()), false).unwrap();
         let path = home.repositories().join("testing.git");
         git2::Repository::init_bare(&path).unwrap();
-        let repo = RepoName::parse("testing").unwrap();
+        std::fs::write(path.join("config"), git_config).unwrap();
+        let config =
+            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
+                .unwrap();
+        Fixture {
+            queue: Queue::new(home.queue_dir()),
+            repo: RepoName::parse("testing").unwrap(),
+            _dir: dir,
+            home,
+            config,
+        }
+    }
+
+    /// A hand edit that git config cannot parse.
+    const BROKEN: &str = "[gitolite \"mirror\"\n";
+
+    #[test]
+    fn unreadable_settings_show_the_slaves_the_queue_knows() {
+        let f = fixture("[core]\n\tbare = true\n");
         let slave = AccountName::parse("server2").unwrap();
-        let queue = Queue::new(home.queue_dir());
-        queue
-            .enqueue_record(&repo, std::slice::from_ref(&slave))
+        f.queue
+            .enqueue_record(&f.repo, std::slice::from_ref(&slave))
             .unwrap();
-        queue
+        f.queue
             .failed(
-                &repo,
+                &f.repo,
                 &slave,
                 "cannot tell this repo's slaves",
                 &crate::replicate::queue::Backoff::from_config(&Default::default()),
             )
             .unwrap();
         // A hand edit broke the repo's config.
-        std::fs::write(path.join("config"), "[gitolite \"mirror\"\n").unwrap();
-        let config =
-            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
-                .unwrap();
-        let rows = collect(&home, &config, None).unwrap();
+        std::fs::write(f.home.repositories().join("testing.git/config"), BROKEN).unwrap();
+        let rows = collect(&f.home, &f.config, None).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].slave.as_str(), rows[0].state),
@@ -269,22 +292,15 @@ mod tests {
 
     #[test]
     fn unreadable_settings_with_nothing_recorded_still_fail_and_alert() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::locate(Some(dir.path()), false).unwrap();
-        let path = home.repositories().join("testing.git");
-        git2::Repository::init_bare(&path).unwrap();
-        let repo = RepoName::parse("testing").unwrap();
+        let f = fixture("[core]\n\tbare = true\n");
         let s2 = AccountName::parse("server2").unwrap();
-        let queue = Queue::new(home.queue_dir());
-        queue
-            .enqueue_record(&repo, std::slice::from_ref(&s2))
+        f.queue
+            .enqueue_record(&f.repo, std::slice::from_ref(&s2))
             .unwrap();
-        queue.succeeded(&repo, &s2, 1, None, "f").unwrap();
-        std::fs::write(path.join("config"), "[gitolite \"mirror\"\n").unwrap();
-        let config =
-            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
-                .unwrap();
-        let rows = collect(&home, &config, None).unwrap();
+        f.queue.succeeded(&f.repo, &s2, 1, None, "f").unwrap();
+        std::fs::write(f.home.repositories().join("testing.git/config"), BROKEN).unwrap();
+        let (home, config, queue) = (&f.home, &f.config, &f.queue);
+        let rows = collect(home, config, None).unwrap();
         assert_eq!(
             (rows[0].slave.as_str(), rows[0].state),
             ("server2", "failing")
@@ -300,7 +316,7 @@ mod tests {
         queue
             .enqueue_record(&gone, std::slice::from_ref(&s2))
             .unwrap();
-        let rows = collect(&home, &config, None).unwrap();
+        let rows = collect(home, config, None).unwrap();
         assert!(
             rows.iter()
                 .any(|r| r.repo == "gone" && r.slave == "server2"),
@@ -310,25 +326,16 @@ mod tests {
 
     #[test]
     fn a_slave_that_never_synced_is_not_in_sync_and_alerts() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::locate(Some(dir.path()), false).unwrap();
-        let path = home.repositories().join("testing.git");
-        git2::Repository::init_bare(&path).unwrap();
-        std::fs::write(
-            path.join("config"),
+        let f = fixture(
             "[core]\n\tbare = true\n[gitolite \"mirror\"]\n\tmaster = server1\n\tslaves = server2 server3\n",
-        )
-        .unwrap();
-        let repo = RepoName::parse("testing").unwrap();
+        );
         let s2 = AccountName::parse("server2").unwrap();
         // server2 is queued and has never confirmed; server3 is not even queued.
-        Queue::new(home.queue_dir())
-            .enqueue_record(&repo, std::slice::from_ref(&s2))
+        f.queue
+            .enqueue_record(&f.repo, std::slice::from_ref(&s2))
             .unwrap();
-        let config =
-            ServerConfig::from_source(&Source::from_text("g.toml", "hostname = \"server1\"\n"))
-                .unwrap();
-        let rows = collect(&home, &config, None).unwrap();
+        let (home, config) = (&f.home, &f.config);
+        let rows = collect(home, config, None).unwrap();
         let states: Vec<(&str, &str)> = rows.iter().map(|r| (r.slave.as_str(), r.state)).collect();
         assert_eq!(
             states,
@@ -343,7 +350,7 @@ mod tests {
         let file = home.queue_dir().join("testing.json");
         std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
-        let rows = collect(&home, &config, None).unwrap();
+        let rows = collect(home, config, None).unwrap();
         assert!(rows.iter().all(|r| r.state == "failing"), "{rows:?}");
         let error = rows[0].last_error.as_deref().unwrap_or("");
         assert!(error.starts_with("cannot read the queue: "), "{error}");
