@@ -21,7 +21,7 @@
 //!   seam), one `mirror_push`, its `push_error`, and how results and `status` read.
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
-//!   libgit2's git `transport` over a session on it.
+//!   `remote` commands over a session on it, for git's protocol.
 //! - `config/`: `gitmirror.toml`, `repos.toml`, and the TOML reader whose errors say
 //!   `file:line`.
 //! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`

@@ -518,10 +518,11 @@ fn a_slave_that_trickles_does_not_hold_its_session() {
     let w = world();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
-    // A packet announced 64 KiB long whose bytes come one a second: never silent for long.
+    // A packet announced 64 KiB long (the most git allows) whose bytes come one a second:
+    // never silent for long.
     hostile_slave(
         &w,
-        "printf ffff; while :; do printf a; sleep 1; done",
+        "printf fff0; while :; do printf a; sleep 1; done",
         "io_timeout_secs = 2",
     );
     let (_, error) = push_to_hostile_slave(&w);

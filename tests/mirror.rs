@@ -534,3 +534,61 @@ fn a_ref_that_cannot_be_mirrored_holds_up_no_other_ref() {
     s1.gitmirror(&["request-push", "testing"]).ok();
     assert_eq!(s1.slave_status("testing", "server2")["state"], "in sync");
 }
+
+/// The `pack_bytes` of each mirror push to `slave` that server1 logged, in order.
+fn packs_logged(w: &World, slave: &str) -> Vec<(u64, String)> {
+    w.s("server1")
+        .log()
+        .lines()
+        .filter(|l| l.contains("mirror push done") && l.contains(&format!("slave={slave}")))
+        .filter_map(|l| {
+            let bytes = l
+                .split("pack_bytes=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            let builder = l.split("pack_builder=").nth(1)?.to_string();
+            Some((bytes, builder))
+        })
+        .collect()
+}
+
+#[test]
+fn a_big_repo_is_packed_by_git_and_only_what_is_new_is_sent_again() {
+    let w = world(true);
+    w.alice.init_repo("w");
+    // 6 MiB that no compression shrinks: over the size a pack is built in the daemon.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
+    w.alice.git_in("w", &["add", "blob.bin"]).ok();
+    w.alice.git_in("w", &["commit", "-q", "-m", "big"]).ok();
+    w.alice
+        .git_in("w", &["tag", "-a", "-m", "release", "v1"])
+        .ok();
+    w.push(&["main", "v1"]);
+    w.in_sync();
+    let first = packs_logged(&w, "server2");
+    let (bytes, builder) = first.last().expect("a mirror push was logged");
+    assert!(builder.contains("git pack-objects"), "{first:?}");
+    assert!(*bytes > 6 << 20, "{first:?}");
+    // A small change on top: the slave's refs bound the pack, so the big file stays home.
+    w.alice.commit("w", "small");
+    w.push(&["main"]);
+    w.in_sync();
+    let after = packs_logged(&w, "server2");
+    assert_eq!(after.len(), first.len() + 1, "{after:?}");
+    let (bytes, _) = after.last().unwrap();
+    assert!(*bytes < 64 * 1024, "{after:?}");
+    // What arrived is whole: git checks every object on the slave.
+    w.s("server3").git("testing", &["fsck", "--strict"]).ok();
+}

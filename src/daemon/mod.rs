@@ -33,8 +33,6 @@ pub(crate) enum DaemonError {
     Unreachable(String),
     #[error("the daemon refused: {0}")]
     Refused(String),
-    #[error("cannot register the mirror transport with libgit2: {}", .0.message())]
-    Transport(git2::Error),
     #[error(transparent)]
     Fs(#[from] FsError),
 }

@@ -24,7 +24,7 @@ use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
 use crate::replicate::scheduler::{Outcome, Scheduler};
 use crate::replicate::{Delivered, PushError, When};
-use crate::ssh::{Pool, transport};
+use crate::ssh::Pool;
 
 /// A running daemon: the scheduler, and which repos it may be asked about.
 struct Daemon {
@@ -86,7 +86,6 @@ async fn serve(
     config: Arc<ServerConfig>,
     socket: &PathBuf,
 ) -> Result<(), DaemonError> {
-    transport::register().map_err(DaemonError::Transport)?;
     // We hold the lock, so a socket file left here belongs to a daemon that died.
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;

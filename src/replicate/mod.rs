@@ -6,12 +6,17 @@
 //! - [`scheduler`]: works the queue down in the daemon: one push in flight and one queued per
 //!   (repo, slave), retries, waiters. It pushes through the [`pusher`] seam.
 //! - [`pusher`], [`mastered`]: pushing one repo to one slave for real, and which repos that is.
-//! - [`mirror_push`], [`ref_state`]: one mirror push with libgit2 over a peer's ssh session.
+//! - [`mirror_push`], [`ref_state`]: one mirror push over a peer's ssh session; under it
+//!   `send_pack` speaks git's protocol (`pkt_line`, `advertisement`) and `pack` builds the
+//!   pack (libgit2 for a small repo, `git pack-objects` for a big one).
 //! - [`push_error`]: why a mirror push failed, and whose fault it was.
 //! - [`report`], [`status`]: how results and the queue read for people.
 
+mod advertisement;
 pub(crate) mod mastered;
 pub(crate) mod mirror_push;
+mod pack;
+mod pkt_line;
 pub(crate) mod push_error;
 pub(crate) mod pusher;
 pub(crate) mod queue;
@@ -20,6 +25,7 @@ pub(crate) mod report;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
+mod send_pack;
 pub(crate) mod status;
 
 pub(crate) use mirror_push::When;

@@ -13,7 +13,7 @@ use super::queue::QueueError;
 use crate::names::{AccountName, RepoName};
 use crate::proto::{FATAL_PREFIX, NO_SUCH_REPO};
 use crate::ssh::PeerError;
-use crate::ssh::transport::Finished;
+use crate::ssh::remote::Finished;
 use crate::text::{one_line, with_sources};
 
 /// Who is at fault for a failed mirror push, which decides what to do next.
@@ -53,6 +53,9 @@ pub(crate) enum PushError {
     /// in the error).
     #[error("{}", .0.message())]
     LocalRepo(git2::Error),
+    /// The pack could not be built here (`git pack-objects` failed, or could not start).
+    #[error("{0}")]
+    Pack(String),
     /// Our own copy holds refs that cannot be mirrored; every other ref was pushed.
     #[error("{0}")]
     Incomplete(String),
@@ -81,6 +84,7 @@ impl PushError {
             PushError::Connect(PeerError::Local(_))
             | PushError::Settings(_)
             | PushError::LocalRepo(_)
+            | PushError::Pack(_)
             | PushError::Incomplete(_)
             | PushError::QueueRead(_)
             | PushError::QueueRecord(_)
@@ -168,7 +172,6 @@ mod tests {
     #[test]
     fn exchanges_are_blamed_on_whoever_failed() {
         let finished = |stderr: &str, exited| Finished {
-            rest: Vec::new(),
             stderr: stderr.to_string(),
             exited,
         };

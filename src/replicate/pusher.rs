@@ -112,7 +112,17 @@ impl SshPusher {
         debug!(%repo, %slave, ?when, "mirror push started");
         let done = mirror_push::mirror_push(conn, repo, &path, local, when, known).await?;
         if done.pushed != Pushed::Nothing {
-            info!(%repo, %slave, pushed = ?done.pushed, "mirror push done");
+            let (bytes, builder) = done.pack.map_or((0, "none"), |p| {
+                (
+                    p.bytes,
+                    if p.by_process {
+                        "git pack-objects"
+                    } else {
+                        "libgit2"
+                    },
+                )
+            });
+            info!(%repo, %slave, pushed = ?done.pushed, pack_bytes = bytes, pack_builder = builder, "mirror push done");
         }
         if let Some(d) = &done.diverged {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");

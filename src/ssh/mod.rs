@@ -1,9 +1,10 @@
 //! ssh to peers, outbound: [`pool`] keeps one multiplexed OpenSSH connection per peer, and
-//! [`transport`] lets libgit2 speak the git protocol over a session on it.
+//! [`remote`] runs a command on a peer over a session of that connection, its stdin and
+//! stdout as streams (a mirror push speaks git's protocol over them).
 //!
 //! (Inbound, a peer is served by `serve::peer_shell`.)
 
 pub(crate) mod pool;
-pub(crate) mod transport;
+pub(crate) mod remote;
 
 pub(crate) use pool::{Connection, PeerError, Pool};

@@ -3,7 +3,7 @@
 //!
 //! A fresh ssh login costs about 190 ms, a command over an open multiplexed connection about
 //! 4 ms, so the connection, not git, is what to reuse. Mirror pushes ride it as sessions opened
-//! through its control socket (see [`super::transport`]).
+//! through its control socket (see [`super::remote`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -58,7 +58,7 @@ impl Connection {
         self.io_timeout
     }
 
-    /// The ssh session, for commands that outlive a borrow (see [`super::transport`]).
+    /// The ssh session, for commands that outlive a borrow (see [`super::remote`]).
     pub(crate) fn session(&self) -> Arc<Session> {
         self.session.clone()
     }
