@@ -11,6 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::protocol::{ProtocolError, Reply, Request};
@@ -22,7 +23,7 @@ use crate::names::{AccountName, RepoName};
 use crate::replicate::mastered::{Mastered, NotMastered};
 use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
-use crate::replicate::scheduler::{Outcome, Scheduler};
+use crate::replicate::scheduler::{Checked, Outcome, Scheduler};
 use crate::replicate::{Delivered, PushError, When};
 use crate::ssh::Pool;
 
@@ -106,14 +107,20 @@ async fn serve(
     tokio::spawn(async move {
         let mut first = true;
         loop {
-            // Listing every repo and reading its settings is disk work: off the workers.
-            let mastered = sweeper.mastered.clone();
-            let pairs = tokio::task::spawn_blocking(move || mastered.pairs())
+            // Listing every repo and reading its files is disk work: off the workers.
+            let started = std::time::Instant::now();
+            let (mastered, scheduler) = (sweeper.mastered.clone(), sweeper.scheduler.clone());
+            let swept = tokio::task::spawn_blocking(move || scheduler.sweep(&mastered.repos()))
                 .await
                 .unwrap_or_default();
-            let (resumed, checked) = sweeper.scheduler.sweep(&pairs);
             if first {
-                info!(resumed, checked, "replicator started");
+                info!(
+                    resumed = swept.resumed,
+                    unchanged = swept.unchanged,
+                    submitted = swept.submitted,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "start-up sweep done"
+                );
                 first = false;
             }
             tokio::time::sleep(every).await;
@@ -154,27 +161,53 @@ impl Daemon {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
         let request = Request::parse(&line);
-        let all = request == Ok(Request::All);
-        let work = match request.map_err(JobError::from).and_then(|r| self.jobs(r)) {
-            Ok(w) => w,
-            Err(e) => {
-                let reply = Reply::Error(e.to_string());
-                return write.write_all(reply.line().as_bytes()).await;
-            }
-        };
+        let mut answered = Vec::new();
         let mut waiting = FuturesUnordered::new();
-        for (repo, slave, when, wait) in work {
-            if let Some(rx) = self.scheduler.submit(&repo, &slave, when, wait) {
-                waiting.push(async move {
-                    let outcome: Outcome = rx
-                        .await
-                        .unwrap_or_else(|_| Err(Arc::new(PushError::Stopped)));
-                    (repo, slave, outcome)
-                });
+        let wait_for = |repo: RepoName, slave: AccountName, rx: oneshot::Receiver<Outcome>| {
+            waiting.push(async move {
+                let outcome: Outcome = rx
+                    .await
+                    .unwrap_or_else(|_| Err(Arc::new(PushError::Stopped)));
+                (repo, slave, outcome)
+            });
+        };
+        if request == Ok(Request::All) {
+            // Thousands of repos: checked in bulk, off the workers; what has not changed is
+            // answered at once.
+            let (mastered, scheduler) = (self.mastered.clone(), self.scheduler.clone());
+            let checked =
+                tokio::task::spawn_blocking(move || scheduler.check(&mastered.repos(), true))
+                    .await
+                    .unwrap_or_default();
+            for (repo, slave, checked) in checked {
+                match checked {
+                    Checked::Unchanged { since } => {
+                        answered.push(Reply::Unchanged(repo, slave, since))
+                    }
+                    Checked::Submitted(Some(rx)) => wait_for(repo, slave, rx),
+                    Checked::Submitted(None) | Checked::Running => {}
+                }
+            }
+        } else {
+            let work = match request.map_err(JobError::from).and_then(|r| self.jobs(r)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let reply = Reply::Error(e.to_string());
+                    return write.write_all(reply.line().as_bytes()).await;
+                }
+            };
+            for (repo, slave, when, wait) in work {
+                if let Some(rx) = self.scheduler.submit(&repo, &slave, when, wait) {
+                    wait_for(repo, slave, rx);
+                }
+            }
+            if waiting.is_empty() {
+                return write.write_all(Reply::Ok.line().as_bytes()).await;
             }
         }
-        if waiting.is_empty() && !all {
-            return write.write_all(Reply::Ok.line().as_bytes()).await;
+        let mut out = tokio::io::BufWriter::new(write);
+        for reply in answered {
+            out.write_all(reply.line().as_bytes()).await?;
         }
         while let Some((repo, slave, outcome)) = waiting.next().await {
             let reply = match outcome {
@@ -182,9 +215,12 @@ impl Daemon {
                 Ok(Delivered::Unchanged { since }) => Reply::Unchanged(repo, slave, since),
                 Err(e) => Reply::Fail(repo, slave, e.words()),
             };
-            write.write_all(reply.line().as_bytes()).await?;
+            out.write_all(reply.line().as_bytes()).await?;
+            // Each outcome reaches the client as it comes, not when the buffer fills.
+            out.flush().await?;
         }
-        write.write_all(Reply::End.line().as_bytes()).await
+        out.write_all(Reply::End.line().as_bytes()).await?;
+        out.flush().await
     }
 
     /// The mirror pushes a request stands for, or why it cannot be served.
@@ -208,12 +244,8 @@ impl Daemon {
                     Err(JobError::NotSlave { repo: r, slave })
                 }
             }
-            Request::All => Ok(self
-                .mastered
-                .pairs()
-                .into_iter()
-                .map(|(repo, slave)| (repo, slave, When::IfChanged, true))
-                .collect()),
+            // Checked in bulk by `handle`, which never brings it here.
+            Request::All => Ok(Vec::new()),
         }
     }
 }

@@ -62,14 +62,8 @@ impl Mastered {
         }
     }
 
-    /// Every (repo, slave) of the repos this server masters.
-    pub(crate) fn pairs(&self) -> Vec<(RepoName, AccountName)> {
-        let mut pairs = Vec::new();
-        for repo in self.store.list().unwrap_or_default() {
-            if let Ok((_, slaves)) = self.slaves_of(&repo) {
-                pairs.extend(slaves.into_iter().map(|s| (repo.clone(), s)));
-            }
-        }
-        pairs
+    /// Every repo in the store, mastered here or not (a cheap directory walk).
+    pub(crate) fn repos(&self) -> Vec<RepoName> {
+        self.store.list().unwrap_or_default()
     }
 }

@@ -77,7 +77,9 @@ pub(crate) async fn mirror_push(
         repo,
         path,
     };
-    job.mirror(&local, compare).await
+    // The exchange's state (buffers, the pack's stream) is allocated only now, with a slot:
+    // a bulk request spawns a task for every repo and slave, and thousands wait above.
+    Box::pin(job.mirror(&local, compare)).await
 }
 
 /// One mirror push's work.

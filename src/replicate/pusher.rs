@@ -41,6 +41,12 @@ pub(crate) trait Pusher: Send + Sync + 'static {
         confirmed: Option<String>,
     ) -> BoxFuture<'a, Result<Option<Confirmed>, PushError>>;
 
+    /// This server's copy of `repo` as its files say, read without opening it: its slaves,
+    /// and the fingerprint of its refs when the files can vouch for them (see
+    /// [`RefState::on_disk`]). `None` when it is not mastered here or its settings cannot
+    /// be read. Blocking disk work; for checking thousands of repos at once.
+    fn quick_state(&self, repo: &RepoName) -> Option<(Vec<AccountName>, Option<String>)>;
+
     /// Whether `peer` answers now (probing a peer that is down).
     fn reachable<'a>(&'a self, peer: &'a AccountName) -> BoxFuture<'a, bool>;
 
@@ -185,6 +191,12 @@ impl Pusher for SshPusher {
         Box::pin(self.push_one(repo, slave, when, confirmed))
     }
 
+    fn quick_state(&self, repo: &RepoName) -> Option<(Vec<AccountName>, Option<String>)> {
+        let (path, slaves) = self.mastered.slaves_of(repo).ok()?;
+        let fingerprint = RefState::on_disk(&path).ok().map(|s| s.fingerprint());
+        Some((slaves, fingerprint))
+    }
+
     fn reachable<'a>(&'a self, peer: &'a AccountName) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             self.pool.forget_failure(peer);
@@ -279,5 +291,17 @@ mod tests {
             err.words(),
             "cannot tell this repo's slaves: testing: no such repo here"
         );
+    }
+
+    #[tokio::test]
+    async fn a_push_waiting_for_its_turn_holds_little_memory() {
+        // A bulk request spawns a push for every repo and slave; most wait for a session
+        // slot. The exchange's buffers must not be part of each waiting task.
+        let (_dir, pusher) = pusher_with(None);
+        let repo = RepoName::parse("testing").unwrap();
+        let slave = AccountName::parse("server2").unwrap();
+        let waiting = pusher.push_one(&repo, &slave, When::IfChanged, None);
+        let size = std::mem::size_of_val(&waiting);
+        assert!(size < 4096, "a waiting push is {size} bytes");
     }
 }

@@ -73,6 +73,27 @@ pub(crate) struct Scheduler {
     probing: Mutex<HashSet<AccountName>>,
 }
 
+/// What [`Scheduler::check`] did with one (repo, slave).
+pub(crate) enum Checked {
+    /// Nothing changed since the slave last confirmed; it was last pushed at `since`.
+    Unchanged { since: Option<f64> },
+    /// A check was submitted (with its waiter, if asked for one).
+    Submitted(Option<oneshot::Receiver<Outcome>>),
+    /// A push runs already and will cover it (a sweep does not wait).
+    Running,
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    /// Pending entries resumed from the queue.
+    pub(crate) resumed: usize,
+    /// Slaves found unchanged without a task.
+    pub(crate) unchanged: usize,
+    /// Checks submitted.
+    pub(crate) submitted: usize,
+}
+
 /// The longest pause between attempts to reach a peer that is down.
 const PROBE_CAP: Duration = Duration::from_secs(5);
 
@@ -131,22 +152,95 @@ impl Scheduler {
         rx
     }
 
-    /// Starts work on everything the queue holds, then checks every (repo, slave) in `pairs`
-    /// against what the slave last confirmed (without network when nothing changed). That
-    /// second pass catches a push whose hook never ran (a crash between git's ref update and
-    /// the hook). The daemon runs this at start and every `mirror.rescan_secs`.
-    pub(crate) fn sweep(self: &Arc<Self>, pairs: &[(RepoName, AccountName)]) -> (usize, usize) {
+    /// Starts work on everything the queue holds, then checks every slave of `repos` against
+    /// what it last confirmed (see [`Scheduler::check`]). That second pass catches a push whose
+    /// hook never ran (a crash between git's ref update and the hook). The daemon runs this
+    /// at start and every `mirror.rescan_secs`. Blocking: run it on a blocking thread.
+    pub(crate) fn sweep(self: &Arc<Self>, repos: &[RepoName]) -> Swept {
         let resumed = self.rescan();
-        let mut checked = 0;
-        for (repo, slave) in pairs {
-            // A push in flight already covers whatever changed before it started; one queued
-            // behind it covers the rest.
-            if !self.is_running(repo, slave) {
-                self.submit(repo, slave, When::IfChanged, false);
-                checked += 1;
+        let mut swept = Swept {
+            resumed,
+            ..Swept::default()
+        };
+        for (_, _, checked) in self.check(repos, false) {
+            match checked {
+                Checked::Unchanged { .. } => swept.unchanged += 1,
+                Checked::Submitted(_) => swept.submitted += 1,
+                Checked::Running => {}
             }
         }
-        (resumed, checked)
+        swept
+    }
+
+    /// Checks every slave of `repos` against what it last confirmed. A slave with nothing
+    /// pending whose confirmed fingerprint matches this server's files is answered here,
+    /// without a task, the network or a write: with ten thousand repos, that is the sweep
+    /// and `request-push --all` when nothing changed. Any other is submitted as
+    /// [`When::IfChanged`] (with a waiter when `wait`); without `wait`, one already running
+    /// is left to its run. Repos not mastered here are skipped. Blocking (disk reads), and
+    /// spread over a few threads.
+    pub(crate) fn check(
+        self: &Arc<Self>,
+        repos: &[RepoName],
+        wait: bool,
+    ) -> Vec<(RepoName, AccountName, Checked)> {
+        let runtime = tokio::runtime::Handle::current();
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let chunk = repos.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = repos
+                .chunks(chunk)
+                .map(|part| {
+                    let runtime = runtime.clone();
+                    scope.spawn(move || {
+                        // Submitting spawns tasks: this thread needs the runtime's context.
+                        let _entered = runtime.enter();
+                        part.iter()
+                            .flat_map(|repo| self.check_one(repo, wait))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    fn check_one(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        wait: bool,
+    ) -> Vec<(RepoName, AccountName, Checked)> {
+        let Some((slaves, fingerprint)) = self.pusher.quick_state(repo) else {
+            return Vec::new();
+        };
+        // Unreadable, the queue answers nothing here; the runs read it again and report.
+        let record = self.queue.load(repo).ok();
+        slaves
+            .into_iter()
+            .map(|slave| {
+                let entry = record.as_ref().and_then(|r| r.slaves.get(slave.as_str()));
+                let running = self.is_running(repo, &slave);
+                let unchanged = !running
+                    && entry.is_some_and(|e| {
+                        e.pending.is_none() && e.confirmed.is_some() && e.confirmed == fingerprint
+                    });
+                let checked = if unchanged {
+                    Checked::Unchanged {
+                        since: entry.and_then(|e| e.last_success),
+                    }
+                } else if running && !wait {
+                    Checked::Running
+                } else {
+                    Checked::Submitted(self.submit(repo, &slave, When::IfChanged, wait))
+                };
+                (repo.clone(), slave, checked)
+            })
+            .collect()
     }
 
     fn is_running(&self, repo: &RepoName, slave: &AccountName) -> bool {

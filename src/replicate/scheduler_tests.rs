@@ -16,7 +16,7 @@ use super::push_error::{Blame, PushError};
 use super::pusher::{Confirmed, Pusher};
 use super::queue::{Backoff, Queue};
 use super::report::Delivered;
-use super::scheduler::{Outcome, Scheduler};
+use super::scheduler::{Checked, Outcome, Scheduler};
 use crate::config::MirrorConfig;
 use crate::names::{AccountName, RepoName};
 
@@ -45,6 +45,8 @@ struct FakePusher {
     resets: AtomicUsize,
     probes: AtomicUsize,
     pushed: AtomicUsize,
+    /// What `quick_state` says the repo's files fingerprint to.
+    on_disk: Mutex<Option<String>>,
 }
 
 impl FakePusher {
@@ -58,6 +60,7 @@ impl FakePusher {
             resets: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
             pushed: AtomicUsize::new(0),
+            on_disk: Mutex::new(None),
         });
         (fake, rx)
     }
@@ -102,6 +105,11 @@ impl Pusher for FakePusher {
                 }
             }
         })
+    }
+
+    fn quick_state(&self, _repo: &RepoName) -> Option<(Vec<AccountName>, Option<String>)> {
+        let slave = AccountName::parse("server2").unwrap();
+        Some((vec![slave], self.on_disk.lock().unwrap().clone()))
     }
 
     fn reachable<'a>(&'a self, _peer: &'a AccountName) -> BoxFuture<'a, bool> {
@@ -437,4 +445,39 @@ async fn a_request_is_answered_only_by_a_push_that_asked_the_slave() {
         outcome(swept).await.unwrap(),
         Delivered::Unchanged { .. }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulk_check_answers_what_did_not_change_without_a_push() {
+    let mut w = world(true);
+    let r = repo("testing");
+    assert_eq!(
+        outcome(w.user_push(&r, true)).await.unwrap(),
+        Delivered::Pushed
+    );
+    w.next_call().await;
+    let check = |w: &World| {
+        let mut checked = w.scheduler.check(std::slice::from_ref(&r), true);
+        assert_eq!(checked.len(), 1);
+        checked.pop().unwrap().2
+    };
+    // The files say what the slave confirmed: answered here, nobody asked.
+    *w.fake.on_disk.lock().unwrap() = Some("f0".into());
+    assert!(matches!(check(&w), Checked::Unchanged { since: Some(_) }));
+    assert!(
+        w.calls.try_recv().is_err(),
+        "a push ran for an unchanged repo"
+    );
+    // Something else, the files unsure, or work pending: a check runs.
+    for (on_disk, pending) in [(Some("f9"), false), (None, false), (Some("f0"), true)] {
+        *w.fake.on_disk.lock().unwrap() = on_disk.map(str::to_string);
+        if pending {
+            w.queue.enqueue(&r, std::slice::from_ref(&w.slave)).unwrap();
+        }
+        let Checked::Submitted(rx) = check(&w) else {
+            panic!("{on_disk:?} {pending}: not submitted");
+        };
+        assert_eq!(w.next_call().await.when, When::IfChanged);
+        outcome(rx).await.unwrap();
+    }
 }

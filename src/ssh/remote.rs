@@ -200,7 +200,7 @@ impl RemoteOut {
     async fn drain(&mut self, limit: Duration) -> Vec<u8> {
         let deadline = Instant::now() + limit;
         let mut rest = Vec::new();
-        let mut buf = [0u8; 8192];
+        let mut buf = vec![0u8; 8192];
         while rest.len() <= DRAIN_CAP {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
