@@ -157,7 +157,10 @@ impl Scheduler {
     /// hook never ran (a crash between git's ref update and the hook). The daemon runs this
     /// at start and every `mirror.rescan_secs`. Blocking: run it on a blocking thread.
     pub(crate) fn sweep(self: &Arc<Self>, repos: &[RepoName]) -> Swept {
-        let resumed = self.rescan();
+        // The check below covers the work pending for these repos; the queue is read on its
+        // own only for repos gone from the list.
+        let listed: HashSet<&RepoName> = repos.iter().collect();
+        let resumed = self.resume(|repo| !listed.contains(repo));
         let mut swept = Swept {
             resumed,
             ..Swept::default()
@@ -452,18 +455,22 @@ impl Scheduler {
         });
     }
 
-    /// Submits every pending entry that nothing works on, and returns how many: a
-    /// notification that never arrived (a hook killed at the wrong moment, a daemon
-    /// restarting) is picked up by the next sweep.
-    pub(crate) fn rescan(self: &Arc<Self>) -> usize {
-        let records = self.queue.all().unwrap_or_else(|e| {
+    /// Submits every pending entry of the repos `wanted` picks that nothing works on, and
+    /// returns how many: a notification that never arrived (a hook killed at the wrong
+    /// moment, a daemon restarting) is picked up by the next sweep.
+    fn resume(self: &Arc<Self>, wanted: impl Fn(&RepoName) -> bool) -> usize {
+        let repos = self.queue.repos().unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the queue");
             Vec::new()
         });
         let mut submitted = 0;
-        for record in records {
-            let Ok(repo) = RepoName::parse(&record.repo) else {
-                continue;
+        for repo in repos.into_iter().filter(|r| wanted(r)) {
+            let record = match self.queue.load(&repo) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(%repo, error = %e, "cannot read the queue");
+                    continue;
+                }
             };
             for (slave, entry) in &record.slaves {
                 let Ok(slave) = AccountName::parse(slave) else {

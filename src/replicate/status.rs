@@ -105,15 +105,15 @@ pub(crate) fn collect(
     }
     // Work still owed for repos no longer on disk (moved away, deleted): shown, not hidden.
     if only.is_none() {
-        let owed = queue.all().unwrap_or_else(|e| {
+        let listed: std::collections::HashSet<&RepoName> = repos.iter().collect();
+        let owed = queue.repos().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list the queue");
             Vec::new()
         });
-        for record in owed {
-            let gone = RepoName::parse(&record.repo).is_ok_and(|r| !repos.contains(&r));
-            if !gone {
+        for repo in owed.iter().filter(|r| !listed.contains(r)) {
+            let Ok(record) = queue.load(repo) else {
                 continue;
-            }
+            };
             for (slave, entry) in &record.slaves {
                 if entry.pending.is_some() {
                     rows.push(row_of(&record.repo, slave, &record));
