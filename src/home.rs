@@ -71,10 +71,10 @@ impl Home {
     pub(crate) fn rules_path(&self) -> PathBuf {
         self.root.join("repos.toml")
     }
-    /// The copy of `repos.toml` that the last successful `compile` validated; the shell reads
-    /// this one, so a half-edited `repos.toml` never affects running service.
+    /// The rules the last successful `compile` validated, indexed by repo; the shells read
+    /// this, so a half-edited `repos.toml` never affects running service.
     pub(crate) fn compiled_rules_path(&self) -> PathBuf {
-        self.state_dir().join("repos.compiled.toml")
+        self.state_dir().join("repos.compiled.index")
     }
     /// Where the bare repositories live.
     pub(crate) fn repositories(&self) -> PathBuf {

@@ -65,7 +65,10 @@ fn is_word_char(c: char) -> bool {
 /// The pattern (from the design): `/`-separated components, each starting with a letter or
 /// digit and made of letters, digits and `._@+-`. That excludes `.`, `..`, empty components and
 /// leading `-` or `/`, so the name can be joined under `repositories/` without escaping it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub(crate) struct RepoName(String);
 
 impl RepoName {
@@ -111,6 +114,33 @@ impl RepoName {
     }
 }
 
+// Names read back from gitmirror's own files are validated like any other.
+impl TryFrom<String> for RepoName {
+    type Error = NameError;
+    fn try_from(raw: String) -> Result<Self, NameError> {
+        RepoName::parse(&raw)
+    }
+}
+
+impl From<RepoName> for String {
+    fn from(name: RepoName) -> String {
+        name.0
+    }
+}
+
+impl TryFrom<String> for AccountName {
+    type Error = NameError;
+    fn try_from(raw: String) -> Result<Self, NameError> {
+        AccountName::parse(&raw)
+    }
+}
+
+impl From<AccountName> for String {
+    fn from(name: AccountName) -> String {
+        name.0
+    }
+}
+
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -121,7 +151,10 @@ impl fmt::Display for RepoName {
 ///
 /// These names end up inside an authorized_keys `command="..."` and in file names under the
 /// home, so the pattern is strict: a letter or digit first, then letters, digits and `._@+-`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub(crate) struct AccountName(String);
 
 impl AccountName {

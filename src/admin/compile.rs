@@ -27,6 +27,8 @@ pub(crate) enum CompileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error("cannot write the compiled rules: {0}")]
+    Index(#[from] serde_json::Error),
 }
 
 /// What a compile changed.
@@ -104,7 +106,9 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
         }
     }
     report.repos = all.len();
-    write_if_changed(&home.compiled_rules_path(), source.text().as_bytes(), 0o600)?;
+    write_if_changed(&home.compiled_rules_path(), &rules.to_index()?, 0o600)?;
+    // What an earlier version compiled to; the index replaces it.
+    let _ = std::fs::remove_file(home.state_dir().join("repos.compiled.toml"));
     // The queue is durable already; telling the daemon (or starting one) only makes it now.
     let queued: Vec<RepoName> = report.queued.iter().map(|(r, _)| r.clone()).collect();
     if !queued.is_empty()

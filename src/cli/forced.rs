@@ -10,6 +10,7 @@ use super::{Cmd, Config, fail, print};
 use crate::config::Rules;
 use crate::home::Home;
 use crate::serve::access::Reply;
+use crate::serve::command::{self, Request};
 use crate::serve::peer_shell::PeerShell;
 use crate::serve::user_shell::UserShell;
 
@@ -32,7 +33,15 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
             );
         }
     };
-    let rules = match Rules::compiled(home) {
+    let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+    // A command about one repo reads that repo's rules only (thousands of repos must not
+    // slow every fetch and mirror push); anything else, or a command that does not parse
+    // (the shell refuses it below), reads them all.
+    let rules = match command::parse(original.as_deref()) {
+        Ok(Request::Git { repo, .. } | Request::Mirror(repo)) => Rules::compiled_for(home, &repo),
+        _ => Rules::compiled(home),
+    };
+    let rules = match rules {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "compiled rules are unreadable");
@@ -42,7 +51,6 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
             );
         }
     };
-    let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
     let protocol: Option<OsString> = std::env::var_os("GIT_PROTOCOL");
     let reply = match side {
         Side::User => UserShell::new(home, config, &rules, name)

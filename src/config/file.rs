@@ -56,11 +56,6 @@ impl Source {
         }
     }
 
-    /// The file's raw text.
-    pub(crate) fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Deserializes the whole file; TOML and serde errors come back with their line.
     pub(crate) fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         toml::from_str(&self.text).map_err(|e| {

@@ -3,10 +3,12 @@
 //!
 //! - [`file`]: reading TOML with line-located errors ([`ConfigError`]).
 //! - [`server`]: `gitmirror.toml`, this server's own settings.
-//! - [`rules`]: `repos.toml`, access rules and mirror settings per repo.
+//! - [`rules`]: `repos.toml`, access rules and mirror settings per repo; `rules_index` is the
+//!   compiled form the shells read one repo at a time.
 
 pub(crate) mod file;
 pub(crate) mod rules;
+mod rules_index;
 pub(crate) mod server;
 
 pub(crate) use file::{ConfigError, Source};

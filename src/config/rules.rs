@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::file::{ConfigError, Source};
@@ -19,7 +19,7 @@ pub(crate) const ALL_REPOS: &str = "@all";
 pub(crate) const ALL_USERS: &str = "@all";
 
 /// What one user may do to one repo, in increasing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Access {
     /// Nothing; the repo is not even admitted to exist.
     None,
@@ -68,7 +68,7 @@ impl MirrorRule {
 
 /// The mirror table of one `[repos.X]` entry: `master` brings its own `slaves` (replacing
 /// those of `@all`), `sync` overrides on its own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct MirrorPart {
     servers: Option<(AccountName, Vec<AccountName>)>,
     sync: Option<bool>,
@@ -104,15 +104,15 @@ struct RawMirror {
 }
 
 /// Who a rule names: one user, a group, or everyone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Member {
     User(AccountName),
     Group(String),
     Everyone,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct RepoRule {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct RepoRule {
     grants: Vec<(Access, Member)>,
     mirror: MirrorPart,
 }
@@ -120,20 +120,59 @@ struct RepoRule {
 /// A validated `repos.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Rules {
-    groups: BTreeMap<String, BTreeSet<AccountName>>,
-    all: RepoRule,
-    repos: BTreeMap<RepoName, RepoRule>,
+    pub(super) groups: BTreeMap<String, BTreeSet<AccountName>>,
+    pub(super) all: RepoRule,
+    pub(super) repos: BTreeMap<RepoName, RepoRule>,
 }
 
 impl Rules {
     /// The rules the last successful `compile` validated, which the shells read; before the
     /// first compile there are none and nobody has access.
     pub(crate) fn compiled(home: &Home) -> Result<Self, ConfigError> {
+        Self::compiled_index(home, None)
+    }
+
+    /// [`compiled`](Self::compiled), as far as it concerns `repo`: what a connection for one
+    /// repo reads, in a moment however many repos the server has.
+    pub(crate) fn compiled_for(home: &Home, repo: &RepoName) -> Result<Self, ConfigError> {
+        Self::compiled_index(home, Some(repo))
+    }
+
+    fn compiled_index(home: &Home, repo: Option<&RepoName>) -> Result<Self, ConfigError> {
         let path = home.compiled_rules_path();
-        match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Rules::default()),
-            _ => Rules::load(&path),
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let read = match repo {
+                    Some(repo) => super::rules_index::read_for(&bytes, repo),
+                    None => super::rules_index::read_all(&bytes),
+                };
+                read.map_err(|e| {
+                    let (line, message) = match e {
+                        super::rules_index::IndexError::Line { line, message } => (line, message),
+                        e => (1, e.to_string()),
+                    };
+                    ConfigError::Invalid {
+                        file: path.clone(),
+                        line,
+                        message,
+                    }
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Compiled by an earlier version, which kept the validated file as it was.
+                let legacy = home.state_dir().join("repos.compiled.toml");
+                match std::fs::metadata(&legacy) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Rules::default()),
+                    _ => Rules::load(&legacy),
+                }
+            }
+            Err(source) => Err(ConfigError::Read { file: path, source }),
         }
+    }
+
+    /// The compiled form [`compiled`](Self::compiled) reads, for `compile` to write.
+    pub(crate) fn to_index(&self) -> Result<Vec<u8>, serde_json::Error> {
+        super::rules_index::write(self)
     }
 
     /// Reads and validates the file at `path`.
