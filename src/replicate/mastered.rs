@@ -62,6 +62,18 @@ impl Mastered {
         }
     }
 
+    /// Every repo this server masters, with its path and slaves: one read of each repo's
+    /// settings, for a pass over all of them.
+    pub(crate) fn repos(&self) -> Vec<(RepoName, PathBuf, Vec<AccountName>)> {
+        let mut repos = Vec::new();
+        for repo in self.store.list().unwrap_or_default() {
+            if let Ok((path, slaves)) = self.slaves_of(&repo) {
+                repos.push((repo, path, slaves));
+            }
+        }
+        repos
+    }
+
     /// Every (repo, slave) of the repos this server masters.
     pub(crate) fn pairs(&self) -> Vec<(RepoName, AccountName)> {
         let mut pairs = Vec::new();

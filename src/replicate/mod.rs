@@ -9,6 +9,7 @@
 //! - [`mirror_push`], [`ref_state`]: one mirror push with libgit2 over a peer's ssh session.
 //! - [`push_error`]: why a mirror push failed, and whose fault it was.
 //! - [`report`], [`status`]: how results and the queue read for people.
+//! - [`verify`]: asking each slave what it holds, to find drift no push announced.
 
 pub(crate) mod mastered;
 pub(crate) mod mirror_push;
@@ -21,6 +22,7 @@ pub(crate) mod scheduler;
 #[cfg(test)]
 mod scheduler_tests;
 pub(crate) mod status;
+pub(crate) mod verify;
 
 pub(crate) use mirror_push::When;
 pub(crate) use push_error::PushError;
