@@ -12,6 +12,7 @@
 //!    slaves) and again with nothing changed.
 //! 4. Catch-up: repos pushed while a slave is down; time from its return until it is in sync.
 //! 5. Memory: the daemon's peak RSS during case 3.
+//! 6. Verify: `verify --all` of the same N repos on 2 slaves, nothing drifted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -253,6 +254,16 @@ fn main() {
     let bulk_nothing = median(nothing);
     let rss = s1.daemon_pid().and_then(peak_rss_kib).unwrap_or(0);
 
+    // Case 6: verify every repo on both slaves, nothing drifted (so it must exit 0).
+    eprintln!("case 6: verify --all of {} repos on 2 slaves", o.repos);
+    let mut verified = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        s1.gitmirror(&["verify", "--all"]).ok();
+        verified.push(secs(t.elapsed()));
+    }
+    let verify_nothing = median(verified);
+
     // Case 4: catch-up after a slave was down while repos were pushed.
     eprintln!("case 4: {} repos pushed while server3 is down", o.catch_up);
     let caught: Vec<String> = (0..o.catch_up).map(|i| format!("bulk{i}")).collect();
@@ -285,6 +296,7 @@ fn main() {
             "scratch_seconds": bulk_scratch, "scratch_repos_per_second": o.repos as f64 / bulk_scratch,
             "unchanged_seconds": bulk_nothing, "unchanged_repos_per_second": o.repos as f64 / bulk_nothing,
         },
+        "verify": { "repos": o.repos, "slaves": 2, "nothing_drifted_seconds": verify_nothing },
         "catch_up": { "repos": o.catch_up, "seconds": catch_up },
         "daemon_peak_rss_mib": rss as f64 / 1024.0,
     });
@@ -322,6 +334,12 @@ fn main() {
         "| request-push --all, nothing changed | {:.2} s ({:.0} repos/s) | | < 3 s for 1000 |",
         bulk_nothing,
         o.repos as f64 / bulk_nothing
+    );
+    println!(
+        "| verify --all, {} repos x 2, nothing drifted | {:.2} s ({:.0} repos/s) | | < 5 s for 10000 |",
+        o.repos,
+        verify_nothing,
+        o.repos as f64 / verify_nothing
     );
     println!(
         "| catch-up, {} repos, one slave back | {:.1} s | | |",

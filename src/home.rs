@@ -137,6 +137,10 @@ impl Home {
     pub(crate) fn mirrored_dir(&self) -> PathBuf {
         self.state_dir().join("mirrored")
     }
+    /// What the last verify of each slave found and repaired, for `status`.
+    pub(crate) fn verified_path(&self) -> PathBuf {
+        self.state_dir().join("verified.json")
+    }
     /// Where the control sockets of the ssh connections to peers are preferred to live.
     pub(crate) fn ssh_control_dir(&self) -> PathBuf {
         self.state_dir().join("ssh")

@@ -18,7 +18,8 @@
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
-//!   seam), one `mirror_push`, its `push_error`, and how results and `status` read.
+//!   seam), one `mirror_push`, its `push_error`, how results and `status` read, and `verify`
+//!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
 //!   `remote` commands over a session on it, for git's protocol.

@@ -47,6 +47,10 @@ pub(crate) const NO_SUCH_REPO: &str = "no such repo here";
 /// The verb a slave sends its master to ask for a push now (users may send it too).
 pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
 
+/// The verb a master sends its slave to compare their copies (peers only; see
+/// `replicate::verify::wire`).
+pub(crate) const VERIFY_VERB: &str = "verify";
+
 // ---- Forced command to hook, in git's environment -------------------------------------------
 
 /// The user behind a push (empty for a peer's or a local push). The pre-receive script in

@@ -12,6 +12,7 @@ mod init;
 mod keys;
 mod request_push;
 mod status;
+mod verify;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -79,6 +80,19 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Ask each slave what its copies hold and compare with this master's: per repo and
+    /// slave ok, drifted (which refs), missing or unreachable. Exits non-zero unless all are ok.
+    Verify {
+        /// The repo.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        repo: Option<String>,
+        /// Every repo this server masters, one request per slave.
+        #[arg(long)]
+        all: bool,
+        /// Push what differs (through the daemon) and report each push.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Per repo and slave: in sync, or pending since when, failing with what, last success.
     /// Exits non-zero when a slave has been behind longer than mirror.alert_after_secs.
     Status {
@@ -140,6 +154,9 @@ impl Cli {
             Cmd::Compile => compile::run(&home),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
+            }
+            Cmd::Verify { repo, all, repair } => {
+                verify::run(&home, config, repo.as_deref(), *all, *repair)
             }
             Cmd::Status { repo, json } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json);

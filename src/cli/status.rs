@@ -7,6 +7,7 @@ use super::{Cmd, Config, fail, print};
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::status;
+use crate::replicate::verify::record;
 
 pub(super) fn run(
     cmd: &Cmd,
@@ -21,10 +22,15 @@ pub(super) fn run(
             .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
             .transpose()?;
         let rows = status::collect(home, &config, repo.as_ref()).map_err(|e| e.to_string())?;
+        // What the last verify found is extra: unreadable, it is logged, not fatal.
+        let verified = record::load(home).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the verify record");
+            record::Verified::default()
+        });
         let text = if json {
-            status::json(&rows) + "\n"
+            status::json(&rows, &verified.slaves) + "\n"
         } else {
-            status::table(&rows)
+            status::table(&rows) + &record::table(&verified)
         };
         print(&text)?;
         Ok(!status::alarming(&rows, config.mirror.alert_after_secs))

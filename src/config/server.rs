@@ -49,6 +49,9 @@ pub(crate) struct MirrorConfig {
     /// How often the daemon compares every repo it masters with what its slaves last
     /// confirmed (no network when nothing changed), catching ref updates no hook announced.
     pub(crate) rescan_secs: f64,
+    /// How often the daemon asks every slave what its copies hold and repairs what drifted
+    /// behind its back, in seconds (each time give or take a tenth).
+    pub(crate) verify_interval: f64,
 }
 
 impl Default for MirrorConfig {
@@ -63,6 +66,7 @@ impl Default for MirrorConfig {
             alert_after_secs: 600.0,
             io_timeout_secs: 600.0,
             rescan_secs: 30.0,
+            verify_interval: 3600.0,
         }
     }
 }
@@ -192,6 +196,7 @@ impl ServerConfig {
             ("retry_factor", m.retry_factor, 1.0, 100.0),
             ("alert_after_secs", m.alert_after_secs, 0.0, 365.0 * DAY),
             ("rescan_secs", m.rescan_secs, 0.1, DAY),
+            ("verify_interval", m.verify_interval, 0.1, 30.0 * DAY),
             ("io_timeout_secs", m.io_timeout_secs, 1.0, DAY),
         ] {
             if !(value.is_finite() && value >= min && value <= max) {
@@ -249,6 +254,7 @@ sync = false          # a user's push does not wait for the slaves
 # alert_after_secs = 600  # `gitmirror status` fails when a slave lags longer
 # rescan_secs = 30        # how often the daemon looks for changes no hook announced
 # io_timeout_secs = 600   # a mirror push fails after this long without progress
+# verify_interval = 3600  # how often the daemon verifies every slave and repairs drift
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home
@@ -270,6 +276,7 @@ mod tests {
     fn the_shipped_example_is_valid() {
         let cfg = load(include_str!("../../conf/gitmirror.toml.example")).unwrap();
         assert_eq!(cfg.mirror.rescan_secs, 30.0);
+        assert_eq!(cfg.mirror.verify_interval, 3600.0);
     }
 
     #[test]

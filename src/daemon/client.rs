@@ -75,6 +75,7 @@ pub(crate) fn ask(
                 (repo, slave, Ok(Delivered::Unchanged { since }))
             }
             Ok(Reply::Fail(repo, slave, words)) => (repo, slave, Err(words)),
+            Ok(Reply::Verified { .. }) => continue,
             // A newer daemon may say more than this client knows; what it knows still counts.
             Err(e) => {
                 debug!(error = %e, "ignoring a reply from the daemon");
@@ -91,6 +92,31 @@ pub(crate) fn ask(
         if quorum.is_some_and(|q| ok >= q) {
             answer.cut_short = true;
             return Ok(answer);
+        }
+    }
+}
+
+/// Sends `request` to the daemon (starting one if none answers) and returns every reply line
+/// until `end`; an `error` reply is the daemon's refusal.
+pub(crate) fn ask_replies(home: &Home, request: &Request) -> Result<Vec<Reply>, DaemonError> {
+    let mut stream = connect(home, true)?;
+    stream
+        .write_all(request.line().as_bytes())
+        .map_err(|e| DaemonError::Unreachable(e.to_string()))?;
+    let mut reader = BufReader::new(stream);
+    let mut replies = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err(DaemonError::Unreachable("connection closed".into())),
+            Ok(_) => {}
+            Err(e) => return Err(DaemonError::Unreachable(e.to_string())),
+        }
+        match Reply::parse(&line) {
+            Ok(Reply::Ok | Reply::End) => return Ok(replies),
+            Ok(Reply::Error(words)) => return Err(DaemonError::Refused(words)),
+            Ok(reply) => replies.push(reply),
+            Err(e) => debug!(error = %e, "ignoring a reply from the daemon"),
         }
     }
 }

@@ -11,11 +11,13 @@
 //! - [`client`]: asking it (and starting it when none answers).
 //! - [`request`]: `request-push` and sync waits as people and peers make them, on top of the
 //!   client (or, on a slave, over ssh to the repo's master).
+//! - [`verifier`]: verify, asked for and periodic, with its repairs.
 
 pub(crate) mod client;
 pub(crate) mod protocol;
 pub(crate) mod request;
 pub(crate) mod server;
+pub(crate) mod verifier;
 
 use std::path::PathBuf;
 

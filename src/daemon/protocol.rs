@@ -9,6 +9,10 @@
 //!   changed since it last confirmed, at SINCE seconds after the epoch or `-`; it was not
 //!   asked) or `fail REPO SLAVE WORDS` per slave as each finishes, then `end`. With no slave
 //!   to wait for, the first three are answered `ok` and `all` is answered `end`.
+//! - `verify REPO`, `verify-all`, each optionally followed by `repair`: compare the slaves'
+//!   copies with this server's (see `replicate::verify`), answered by `verified REPO SLAVE
+//!   STATE WORDS` per repo and slave (STATE: `ok`, `drifted`, `missing`, `refused`,
+//!   `unreachable`, `error`), then, with `repair`, `done`/`fail` per repair push, then `end`.
 //! - `error WORDS` answers a request that cannot be served.
 //!
 //! `wait` pushes straight away (the caller's refs just changed); `request` compares with each
@@ -43,6 +47,11 @@ pub(crate) enum Request {
     CompareFor(RepoName, AccountName),
     /// Every repo this server masters.
     All,
+    /// Verify one repo (or every one) on its slaves, and repair what differs if asked.
+    Verify {
+        repo: Option<RepoName>,
+        repair: bool,
+    },
 }
 
 /// One line of the daemon's answer.
@@ -60,7 +69,24 @@ pub(crate) enum Reply {
     End,
     /// The request cannot be served, and why.
     Error(String),
+    /// What verify found for a repo on a slave: its state word and details.
+    Verified {
+        repo: RepoName,
+        slave: AccountName,
+        state: String,
+        words: String,
+    },
 }
+
+/// The states a `verified` line may carry.
+const VERIFIED_STATES: &[&str] = &[
+    "ok",
+    "drifted",
+    "missing",
+    "refused",
+    "unreachable",
+    "error",
+];
 
 impl Request {
     /// Parses one request line (with or without its newline).
@@ -73,6 +99,22 @@ impl Request {
             ["request", r] => Ok(Request::Compare(repo(r)?)),
             ["request-for", r, s] => Ok(Request::CompareFor(repo(r)?, AccountName::parse(s)?)),
             ["all"] => Ok(Request::All),
+            ["verify", r] => Ok(Request::Verify {
+                repo: Some(repo(r)?),
+                repair: false,
+            }),
+            ["verify", r, "repair"] => Ok(Request::Verify {
+                repo: Some(repo(r)?),
+                repair: true,
+            }),
+            ["verify-all"] => Ok(Request::Verify {
+                repo: None,
+                repair: false,
+            }),
+            ["verify-all", "repair"] => Ok(Request::Verify {
+                repo: None,
+                repair: true,
+            }),
             _ => Err(ProtocolError::Unknown {
                 what: "request",
                 line: line.trim_end().to_string(),
@@ -88,6 +130,13 @@ impl Request {
             Request::Compare(r) => format!("request {r}\n"),
             Request::CompareFor(r, s) => format!("request-for {r} {s}\n"),
             Request::All => "all\n".to_string(),
+            Request::Verify { repo, repair } => {
+                let repair = if *repair { " repair" } else { "" };
+                match repo {
+                    Some(r) => format!("verify {r}{repair}\n"),
+                    None => format!("verify-all{repair}\n"),
+                }
+            }
         }
     }
 }
@@ -135,6 +184,20 @@ impl Reply {
                 let words = w.next().filter(|w| !w.is_empty()).unwrap_or("failed");
                 Ok(Reply::Fail(repo, slave, words.to_string()))
             }
+            "verified" => {
+                let mut w = rest.splitn(4, ' ');
+                let (repo, slave) = names(w.next(), w.next())?;
+                let state = w
+                    .next()
+                    .filter(|s| VERIFIED_STATES.contains(s))
+                    .ok_or_else(bad)?;
+                Ok(Reply::Verified {
+                    repo,
+                    slave,
+                    state: state.to_string(),
+                    words: w.next().unwrap_or("").to_string(),
+                })
+            }
             _ => Err(bad()),
         }
     }
@@ -149,6 +212,12 @@ impl Reply {
             Reply::Unchanged(r, s, None) => format!("unchanged {r} {s} -\n"),
             Reply::Fail(r, s, words) => format!("fail {r} {s} {}\n", one_line(words)),
             Reply::Error(words) => format!("error {}\n", one_line(words)),
+            Reply::Verified {
+                repo,
+                slave,
+                state,
+                words,
+            } => format!("verified {repo} {slave} {state} {}\n", one_line(words)),
         }
     }
 }
@@ -172,6 +241,14 @@ mod tests {
             Request::Compare(repo("a/b/c")),
             Request::CompareFor(repo("testing"), server("server2")),
             Request::All,
+            Request::Verify {
+                repo: Some(repo("testing")),
+                repair: false,
+            },
+            Request::Verify {
+                repo: None,
+                repair: true,
+            },
         ] {
             let line = request.line();
             assert!(
@@ -196,6 +273,12 @@ mod tests {
                 "cannot connect to server2: Connection refused".into(),
             ),
             Reply::Error("testing: mastered by server2, not server1".into()),
+            Reply::Verified {
+                repo: repo("testing"),
+                slave: server("server2"),
+                state: "drifted".into(),
+                words: "refs/heads/main master=1 server2=2; HEAD master=a server2=b".into(),
+            },
         ] {
             let line = reply.line();
             assert!(
@@ -252,6 +335,8 @@ mod tests {
             "done testing s2 extra",
             "fail",
             "nope",
+            "verified testing s2",
+            "verified testing s2 fine",
         ] {
             assert!(Reply::parse(bad).is_err(), "{bad:?}");
         }

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use super::DaemonError;
 use super::client;
-use super::protocol::Request;
+use super::protocol::{Reply, Request};
 use crate::config::ServerConfig;
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -79,6 +79,20 @@ pub(crate) fn request(
 pub(crate) fn request_all(home: &Home, config: &ServerConfig) -> Result<Report, RequestError> {
     let answer = client::ask(home, &config.hostname, &Request::All, None, None)?;
     Ok(Report::new(&config.hostname, None, &[], &answer.results))
+}
+
+/// `verify REPO | --all [--repair]` on a master: the daemon's answer, a `Verified` line per
+/// repo and slave, then with `repair` a `Done`/`Fail` per repair push.
+pub(crate) fn verify(
+    home: &Home,
+    repo: Option<&RepoName>,
+    repair: bool,
+) -> Result<Vec<Reply>, RequestError> {
+    let ask = Request::Verify {
+        repo: repo.cloned(),
+        repair,
+    };
+    Ok(client::ask_replies(home, &ask)?)
 }
 
 /// On the master, for a slave's peer session: push `repo` to that slave now.

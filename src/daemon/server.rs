@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::protocol::{ProtocolError, Reply, Request};
+use super::verifier::Verifier;
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
 use crate::fs::{Context, ensure_dir, write_atomic};
@@ -31,6 +32,7 @@ use crate::ssh::Pool;
 struct Daemon {
     scheduler: Arc<Scheduler>,
     mastered: Mastered,
+    verifier: Arc<Verifier>,
 }
 
 /// Why a request cannot be served; its words go back as the `error` reply.
@@ -92,14 +94,27 @@ async fn serve(
     let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;
     let mastered = Mastered::new(home, &config.hostname);
     let pusher = SshPusher::new(mastered.clone(), Pool::new(home.clone(), config.clone()));
+    let pool = pusher.pool();
     let scheduler = Scheduler::new(
         Queue::new(home.queue_dir()),
         Backoff::from_config(&config.mirror),
         pusher,
     );
+    let verifier = Arc::new(Verifier {
+        home: home.clone(),
+        mastered: mastered.clone(),
+        pool,
+        scheduler: scheduler.clone(),
+    });
+    tokio::spawn(
+        verifier
+            .clone()
+            .periodically(Duration::from_secs_f64(config.mirror.verify_interval)),
+    );
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,
+        verifier,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     let sweeper = daemon.clone();
@@ -161,6 +176,9 @@ impl Daemon {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line"))??;
         let request = Request::parse(&line);
+        if let Ok(Request::Verify { repo, repair }) = &request {
+            return self.verify(&mut write, repo.as_ref(), *repair).await;
+        }
         let mut answered = Vec::new();
         let mut waiting = FuturesUnordered::new();
         let wait_for = |repo: RepoName, slave: AccountName, rx: oneshot::Receiver<Outcome>| {
@@ -223,6 +241,53 @@ impl Daemon {
         out.flush().await
     }
 
+    /// Serves `verify`: a line per repo and slave, then the repairs' outcomes as they finish.
+    async fn verify(
+        &self,
+        write: &mut (impl AsyncWriteExt + Unpin),
+        repo: Option<&RepoName>,
+        repair: bool,
+    ) -> io::Result<()> {
+        let run = match self.verifier.run(repo, repair, true).await {
+            Ok(run) => run,
+            Err(e) => {
+                return write
+                    .write_all(Reply::Error(e.to_string()).line().as_bytes())
+                    .await;
+            }
+        };
+        for f in run.findings {
+            let words = f.verdict.words(&f.slave);
+            let reply = Reply::Verified {
+                state: f.verdict.state().to_string(),
+                repo: f.repo,
+                slave: f.slave,
+                words,
+            };
+            write.write_all(reply.line().as_bytes()).await?;
+        }
+        let mut waiting: FuturesUnordered<_> = run
+            .repairs
+            .into_iter()
+            .filter_map(|(f, rx)| rx.map(|rx| (f, rx)))
+            .map(|(f, rx)| async move {
+                let outcome = rx
+                    .await
+                    .unwrap_or_else(|_| Err(Arc::new(PushError::Stopped)));
+                (f.repo, f.slave, outcome)
+            })
+            .collect();
+        while let Some((repo, slave, outcome)) = waiting.next().await {
+            let reply = match outcome {
+                Ok(Delivered::Pushed) => Reply::Done(repo, slave),
+                Ok(Delivered::Unchanged { since }) => Reply::Unchanged(repo, slave, since),
+                Err(e) => Reply::Fail(repo, slave, e.words()),
+            };
+            write.write_all(reply.line().as_bytes()).await?;
+        }
+        write.write_all(Reply::End.line().as_bytes()).await
+    }
+
     /// The mirror pushes a request stands for, or why it cannot be served.
     fn jobs(&self, request: Request) -> Result<Vec<Job>, JobError> {
         let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, JobError> {
@@ -246,6 +311,8 @@ impl Daemon {
             }
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
+            // Served by `verify` before any job is made.
+            Request::Verify { .. } => Ok(Vec::new()),
         }
     }
 }

@@ -66,4 +66,16 @@ impl Mastered {
     pub(crate) fn repos(&self) -> Vec<RepoName> {
         self.store.list().unwrap_or_default()
     }
+
+    /// Every repo this server masters, with its path and slaves: one read of each repo's
+    /// settings, for a pass over all of them.
+    pub(crate) fn mastered_repos(&self) -> Vec<(RepoName, PathBuf, Vec<AccountName>)> {
+        let mut repos = Vec::new();
+        for repo in self.store.list().unwrap_or_default() {
+            if let Ok((path, slaves)) = self.slaves_of(&repo) {
+                repos.push((repo, path, slaves));
+            }
+        }
+        repos
+    }
 }

@@ -11,6 +11,7 @@
 //!   pack (libgit2 for a small repo, `git pack-objects` for a big one).
 //! - [`push_error`]: why a mirror push failed, and whose fault it was.
 //! - [`report`], [`status`]: how results and the queue read for people.
+//! - [`verify`]: asking each slave what it holds, to find drift no push announced.
 
 mod advertisement;
 pub(crate) mod mastered;
@@ -27,6 +28,7 @@ pub(crate) mod scheduler;
 mod scheduler_tests;
 mod send_pack;
 pub(crate) mod status;
+pub(crate) mod verify;
 
 pub(crate) use mirror_push::When;
 pub(crate) use push_error::PushError;

@@ -63,7 +63,7 @@ pub(crate) trait Pusher: Send + Sync + 'static {
 /// Mirror pushes over one multiplexed ssh connection per peer.
 pub(crate) struct SshPusher {
     mastered: Mastered,
-    pool: Pool,
+    pool: Arc<Pool>,
     /// Listings of local refs at once: each takes a blocking thread, and a bulk request of
     /// thousands of repos must not start a thread for every one.
     listings: Arc<tokio::sync::Semaphore>,
@@ -77,9 +77,15 @@ impl SshPusher {
     pub(crate) fn new(mastered: Mastered, pool: Pool) -> Arc<Self> {
         Arc::new(SshPusher {
             mastered,
-            pool,
+            pool: Arc::new(pool),
             listings: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AT_ONCE)),
         })
+    }
+
+    /// The peer connections, shared with verify so that it asks each slave over the
+    /// connection the pushes use.
+    pub(crate) fn pool(&self) -> Arc<Pool> {
+        self.pool.clone()
     }
 
     async fn push_one(

@@ -83,7 +83,7 @@ impl RefState {
             ..RefState::default()
         };
         for (name, value) in &raw {
-            if name.starts_with(OWN_NS) {
+            if name.starts_with(OWN_NS) || !valid_name(name) {
                 continue;
             }
             // Symbolic refs count as what they point to; a dangling one, as nothing.
@@ -163,8 +163,28 @@ fn target(bytes: &[u8]) -> Result<Value, Unsure> {
     Err(Unsure)
 }
 
-fn is_oid(text: &str) -> bool {
-    text.len() == 40 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// Whether `s` is a full object id (SHA-1 or SHA-256), lowercase hex.
+pub(crate) fn is_oid(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` is a ref name git accepts (`git check-ref-format`), under `refs/`. git
+/// ignores a file under `refs/` whose name it refuses, and so does [`RefState::on_disk`]; it
+/// never reaches a digest or a line of the verify protocol.
+pub(crate) fn valid_name(name: &str) -> bool {
+    name.starts_with("refs/")
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.bytes().any(|b| {
+            b < 0x20
+                || b == 0x7f
+                || matches!(b, b' ' | b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
+        })
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
 }
 
 /// The refs in `packed-refs`: `OID NAME` lines, with `#` headers and `^` peeled lines.

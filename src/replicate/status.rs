@@ -206,12 +206,13 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The rows as JSON, with the time the report was made.
-pub(crate) fn json(rows: &[Row]) -> String {
+/// The rows as JSON, with the time the report was made and what the last verify of each
+/// slave found (`verified`, see `verify::record`).
+pub(crate) fn json(rows: &[Row], verified: &impl Serialize) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    serde_json::json!({ "now": now, "slaves": rows }).to_string()
+    serde_json::json!({ "now": now, "slaves": rows, "verified": verified }).to_string()
 }
 
 #[cfg(test)]

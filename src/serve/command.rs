@@ -10,7 +10,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::names::{NameError, RepoName};
-use crate::proto::REQUEST_PUSH_VERB;
+use crate::proto::{REQUEST_PUSH_VERB, VERIFY_VERB};
 
 /// The two git services a client may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub(crate) enum Request {
     Info,
     /// Push a repo to its slaves now (from a user or a slave's peer session).
     Mirror(RepoName),
+    /// Compare this server's copies with a master's digests, read from stdin (peers only).
+    Verify,
 }
 
 impl Request {
@@ -60,6 +62,7 @@ impl Request {
             Request::Info => ("info".to_string(), String::new()),
             Request::Git { service, repo } => (service.to_string(), repo.to_string()),
             Request::Mirror(repo) => (REQUEST_PUSH_VERB.to_string(), repo.to_string()),
+            Request::Verify => (VERIFY_VERB.to_string(), String::new()),
         }
     }
 }
@@ -161,6 +164,8 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         ("info", None, _) => Err(arity(verb, "no", args.len())),
         (REQUEST_PUSH_VERB, None, [repo]) => Ok(Request::Mirror(repo_arg(repo)?)),
         (REQUEST_PUSH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        (VERIFY_VERB, None, []) => Ok(Request::Verify),
+        (VERIFY_VERB, None, _) => Err(arity(verb, "no", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -188,6 +193,7 @@ mod tests {
             ),
             ("git-receive-pack testing", git(ReceivePack, "testing")),
             ("info", Request::Info),
+            ("verify", Request::Verify),
             (
                 "request-push 'testing'",
                 Request::Mirror(RepoName::parse("testing").unwrap()),
@@ -238,6 +244,7 @@ mod tests {
             "request-push",
             "request-push a b",
             "request-push '../x'",
+            "verify testing",
             "git upload-pack 'r'",
             long.as_str(),
         ] {

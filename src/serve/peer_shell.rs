@@ -5,6 +5,7 @@
 //! The master's word alone never creates a repo here; this server's `repos.toml` must agree.
 
 use std::ffi::OsStr;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
+use crate::replicate::verify::{self, Here, wire::MAX_REQUEST, wire::WireError};
 use crate::repo::{self, Store, StoreError};
 
 /// Why a peer's request was refused; one line, safe to send back.
@@ -60,6 +62,10 @@ pub(crate) enum PeerShellError {
     Settings(#[from] StoreError),
     #[error("{0}")]
     Request(#[from] RequestError),
+    #[error("cannot read the verify request: {0}")]
+    VerifyInput(std::io::Error),
+    #[error("bad verify request: {0}")]
+    Verify(#[from] WireError),
 }
 
 /// One peer's session on this server.
@@ -121,6 +127,7 @@ impl<'a> PeerShell<'a> {
                     repo,
                 } => self.upload(&repo, protocol),
                 Request::Mirror(repo) => self.request_push(&repo),
+                Request::Verify => self.verify(&mut std::io::stdin().lock()),
             },
         )
     }
@@ -248,6 +255,43 @@ impl<'a> PeerShell<'a> {
         }
         let report = request::request_for(self.home, &self.config, repo, &self.peer)?;
         Ok(Reply::text(report.text(), report.ok))
+    }
+
+    /// A master compares its copies with this server's: digests on `input`, one answer line
+    /// per repo. Only repos the peer masters with this server among the slaves are answered
+    /// for, as a mirror push from it would be taken; a missing one counts as missing only
+    /// when this server's rules would let that push create it.
+    fn verify(&self, input: &mut impl Read) -> Result<Reply, PeerShellError> {
+        let mut buf = Vec::new();
+        input
+            .take(MAX_REQUEST as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(PeerShellError::VerifyInput)?;
+        let store = Store::new(self.home.repositories());
+        let text = verify::answer(&buf, |repo| match store.find(repo) {
+            Some(path) => match repo::mirror_config(&path) {
+                Ok(rule) => match self.peer_masters(repo, rule.as_ref()) {
+                    Ok(()) => Here::Repo(path),
+                    Err(e) => Here::Refused(e.to_string()),
+                },
+                Err(e) => Here::Refused(e.to_string()),
+            },
+            None if self
+                .peer_masters(repo, self.rules.mirror(repo).as_ref())
+                .is_ok() =>
+            {
+                Here::Missing
+            }
+            None => Here::Refused(
+                PeerShellError::NoRule {
+                    this: self.this().clone(),
+                    repo: repo.clone(),
+                    peer: self.peer.clone(),
+                }
+                .to_string(),
+            ),
+        })?;
+        Ok(Reply::text(text, true))
     }
 
     /// A git service for the peer. Refs this server keeps from a divergence are hidden from

@@ -98,6 +98,10 @@ impl<'a> UserShell<'a> {
                     })
                 }
                 Request::Mirror(repo) => self.request_push(repo),
+                // Peers only: a user gets the refusal any unknown command gets.
+                Request::Verify => {
+                    Err(CommandError::Unknown(proto::VERIFY_VERB.to_string()).into())
+                }
             },
         )
     }

@@ -1,6 +1,10 @@
 //! Faults a test inflicts on a server, as a machine or a network would: its sshd and every
 //! connection and session it serves killed at once, or frozen mid-exchange (a partition, a
-//! machine that stops answering) and thawed again.
+//! machine that stops answering) and thawed again; or as a broken peer would: a verb
+//! answered with whatever the test chose.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use crate::process::{process_tree, signal};
 use crate::server::Server;
@@ -23,5 +27,43 @@ impl Server {
     /// Freezes (SIGSTOP) or thaws (SIGCONT) sshd and everything it runs.
     pub fn freeze(&self, frozen: bool) {
         signal(&self.sshd_tree(), if frozen { "STOP" } else { "CONT" });
+    }
+}
+
+impl Server {
+    /// A peer gone wrong: `peer`'s key on this server runs a script instead of gitmirror's
+    /// forced command. The script prints `output` (after reading its stdin) when the peer
+    /// sends `verb`, and runs the real forced command for anything else, so pushes still
+    /// work and only that verb is answered with whatever the test chose. It takes effect
+    /// on the peer's next ssh login (an open connection keeps the command it logged in with).
+    /// Called again, it only changes what the script prints.
+    pub fn answer_peer_with(&self, peer: &str, verb: &str, output: &str) {
+        let script = self.sshd_dir.path().join(format!("answer-{peer}.sh"));
+        let data = self.sshd_dir.path().join(format!("answer-{peer}.txt"));
+        fs::write(&data, output).unwrap();
+        if script.exists() {
+            return;
+        }
+        let keys = self.home().join(".ssh/authorized_keys");
+        let text = fs::read_to_string(&keys).unwrap();
+        let marker = format!(" peer {peer}\"");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&marker))
+            .unwrap_or_else(|| panic!("no peer line for {peer}:\n{text}"));
+        let start = line.find("command=\"").unwrap() + "command=\"".len();
+        let end = start + line[start..].find('"').unwrap();
+        let real = &line[start..end];
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ \"$SSH_ORIGINAL_COMMAND\" = '{verb}' ]; then\n  cat >/dev/null\n  cat '{}'\n  exit 0\nfi\nexec {real}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let changed = text.replacen(real, &script.display().to_string(), 1);
+        fs::write(&keys, changed).unwrap();
     }
 }

@@ -13,7 +13,7 @@
 //!   administrator runs there.
 //! - `client`: a person at a workstation ([`Client`], [`Key`]): real `ssh` and `git`.
 //! - `cluster`: servers that mirror each other ([`Cluster`]) and the peer settings they need.
-//! - `faults`: a server's sshd crashed, or frozen and thawed.
+//! - `faults`: a server's sshd crashed, or frozen and thawed; a peer answering junk.
 //! - `daemon`: the replication daemon a test starts ([`Daemon`]) and what it reports.
 //! - `snapshot`: a server's disk before and after, to check a refusal changed nothing.
 
