@@ -29,6 +29,8 @@
 //!    the peak RSS of any `git pack-objects` it spawns; for the baseline, `git push`'s own and
 //!    its pack-objects'. A process's VmHWM is read while it lives, so growth in its last
 //!    20 ms can be missed.
+//!
+//! server1's log of each run is kept in target/bench/logs/.
 
 use std::collections::HashMap;
 use std::fs;
@@ -725,6 +727,10 @@ fn main() {
             let out = s1.gitmirror(&["request-push", &name]);
             let seconds = t.elapsed().as_secs_f64();
             let daemon = sampler.finish();
+            // The master's log of this run, to see what a slow or failed push did.
+            let logs = bench_dir().join("logs");
+            fs::create_dir_all(&logs).unwrap();
+            fs::write(logs.join(format!("{name}-server1.log")), s1.log()).unwrap();
             let (gitmirror_seconds, failure) = if out.status.success() {
                 cluster.wait_in_sync(&name, "server1", &["server2", "server3"]);
                 assert_eq!(s1.refs(&name), s2.refs(&name));
