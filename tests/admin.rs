@@ -19,12 +19,22 @@ fn gm(home: &Path, args: &[&str]) -> Output {
         .args(args))
 }
 
-fn fresh(hostname: &str) -> (Scratch, std::path::PathBuf) {
+/// A home made by `init`, removed on drop with whatever daemon a command started in it
+/// (these tests run as root, whose processes nothing else stops).
+struct Fresh(Scratch);
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        stop_daemon_in(&self.0.path().join("home"));
+    }
+}
+
+fn fresh(hostname: &str) -> (Fresh, std::path::PathBuf) {
     let s = Scratch::new("admin");
     let home = s.path().join("home");
     let out = gm(&home, &["init", "--hostname", hostname]).ok();
     assert!(out.contains("is ready for"), "{out}");
-    (s, home)
+    (Fresh(s), home)
 }
 
 #[test]

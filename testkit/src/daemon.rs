@@ -22,26 +22,38 @@ impl Drop for Daemon {
     }
 }
 
+/// The pid the daemon of the home at `home` wrote, if it runs.
+pub fn daemon_pid_in(home: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(home.join("state/daemon.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Stops the daemon of the home at `home`, if one runs (SIGTERM, by pid), and waits until it
+/// is gone. A test whose home has no account of its own (run as root) must call it: nothing
+/// else stops a daemon a command started there.
+pub fn stop_daemon_in(home: &Path) {
+    if let Some(pid) = daemon_pid_in(home) {
+        signal(&[pid], "TERM");
+        wait_for("the daemon gone", Duration::from_secs(10), || {
+            daemon_pid_in(home).is_none()
+        });
+    }
+}
+
 impl Server {
     /// The pid the running daemon wrote, if one runs.
     pub fn daemon_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.home().join("state/daemon.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        daemon_pid_in(&self.home())
     }
 
     /// Stops the running daemon, if any (SIGTERM, by pid), and waits until it is gone: the next
     /// one, started by a push or a command, reads the configuration afresh.
     pub fn stop_daemon(&self) {
-        if let Some(pid) = self.daemon_pid() {
-            signal(&[pid], "TERM");
-            wait_for("the daemon gone", Duration::from_secs(10), || {
-                self.daemon_pid().is_none()
-            });
-        }
+        stop_daemon_in(&self.home());
     }
 
     /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped

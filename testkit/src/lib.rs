@@ -29,7 +29,7 @@ mod unix_user;
 
 pub use client::{Client, Key};
 pub use cluster::Cluster;
-pub use daemon::Daemon;
+pub use daemon::{Daemon, daemon_pid_in, stop_daemon_in};
 pub use process::{OutputExt, process_tree, run, signal, wait_for};
 pub use sandbox::{SSHD, Sandbox, Scratch, sandbox};
 pub use server::Server;
