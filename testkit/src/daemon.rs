@@ -47,13 +47,13 @@ pub fn stop_daemon_in(home: &Path) {
 impl Server {
     /// The pid the running daemon wrote, if one runs.
     pub fn daemon_pid(&self) -> Option<u32> {
-        daemon_pid_in(&self.home())
+        daemon_pid_in(self.home())
     }
 
     /// Stops the running daemon, if any (SIGTERM, by pid), and waits until it is gone: the next
     /// one, started by a push or a command, reads the configuration afresh.
     pub fn stop_daemon(&self) {
-        stop_daemon_in(&self.home());
+        stop_daemon_in(self.home());
     }
 
     /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped
