@@ -20,6 +20,10 @@ use crate::ssh::remote::RemoteIn;
 /// builder's memory is a small multiple of the objects it packs).
 const IN_PROCESS_LIMIT: u64 = 4 * 1024 * 1024;
 
+/// `pack-objects` processes at once, daemon-wide: each takes a core and, for a big repo, tens
+/// of megabytes; a bulk push of many big repos must not start one per session.
+static PACKERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// What a pack must carry: everything reachable from `wants` and not from `haves`.
 pub(crate) struct PackRequest {
     pub(crate) path: PathBuf,
@@ -68,23 +72,50 @@ fn big(path: &Path) -> bool {
     })
 }
 
-/// Builds the pack and writes it to `to`.
-pub(crate) async fn send(request: PackRequest, to: &mut RemoteIn) -> Result<Sent, PushError> {
-    if big(&request.path) {
-        let bytes = by_process(&request, to).await?;
-        return Ok(Sent {
-            bytes,
-            by_process: true,
-        });
+/// How a push's pack will be built, decided before the push starts: a big repo waits here
+/// for its turn at `pack-objects`, before its session opens, so that no session sits
+/// silent while it waits (the peer would count it as stalled).
+pub(crate) struct Packer {
+    turn: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+impl Packer {
+    /// The packer for the repo at `path`.
+    pub(crate) async fn for_repo(path: &Path) -> Result<Self, PushError> {
+        let turn = if big(path) {
+            let permit = PACKERS
+                .acquire()
+                .await
+                .map_err(|_| PushError::Pack("the daemon is stopping".into()))?;
+            Some(permit)
+        } else {
+            None
+        };
+        Ok(Packer { turn })
     }
-    let pack = tokio::task::spawn_blocking(move || in_process(&request))
-        .await
-        .map_err(PushError::Worker)??;
-    to.write_all(&pack).await.map_err(transport)?;
-    Ok(Sent {
-        bytes: pack.len() as u64,
-        by_process: false,
-    })
+
+    /// Builds the pack and writes it to `to`.
+    pub(crate) async fn send(
+        &self,
+        request: PackRequest,
+        to: &mut RemoteIn,
+    ) -> Result<Sent, PushError> {
+        if self.turn.is_some() {
+            let bytes = by_process(&request, to).await?;
+            return Ok(Sent {
+                bytes,
+                by_process: true,
+            });
+        }
+        let pack = tokio::task::spawn_blocking(move || in_process(&request))
+            .await
+            .map_err(PushError::Worker)??;
+        to.write_all(&pack).await.map_err(transport)?;
+        Ok(Sent {
+            bytes: pack.len() as u64,
+            by_process: false,
+        })
+    }
 }
 
 fn transport(e: crate::ssh::remote::RemoteError) -> PushError {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::advertisement::{self, Advertisement};
-use super::pack::{self, PackRequest, Sent};
+use super::pack::{PackRequest, Packer, Sent};
 use super::pkt_line::{self, BAND_DATA, BAND_ERROR, FLUSH, Packet, WireError};
 use super::push_error::PushError;
 use crate::names::RepoName;
@@ -83,6 +83,7 @@ pub(crate) async fn push<F>(
 where
     F: FnOnce(&Advertisement) -> Result<Vec<Command>, PushError>,
 {
+    let packer = Packer::for_repo(path).await?;
     let command = format!("git-receive-pack '{}'", repo.relative_dir());
     let (remote, mut input, mut out) = Remote::spawn(conn, &command)
         .await
@@ -129,7 +130,8 @@ where
                 haves,
             };
             Some(
-                pack::send(request, &mut input)
+                packer
+                    .send(request, &mut input)
                     .await
                     .map_err(SendError::Pack)?,
             )
