@@ -48,6 +48,19 @@ pub(crate) fn private_umask() {
     }
 }
 
+/// Waits until everything written to the filesystem holding `path` is on disk (syncfs(2)):
+/// one wait for a bulk operation instead of one per file.
+pub(crate) fn sync_filesystem(path: &Path) -> Result<(), FsError> {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(path).at("cannot open", path)?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).at("cannot sync the filesystem of", path);
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `contents` so that a reader sees either the old file or the new one,
 /// never a mix, and a crash leaves one of the two on disk: write a temporary file in the same
 /// directory, fsync it, rename it over, fsync the directory.

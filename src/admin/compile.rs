@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::config::{ConfigError, Rules, ServerConfig, Source};
 use crate::daemon::client;
-use crate::fs::{FsError, ensure_dir, lock, write_if_changed};
+use crate::fs::{FsError, ensure_dir, lock, sync_filesystem, write_if_changed};
 use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, RepoName};
@@ -61,11 +61,12 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     ensure_dir(&home.state_dir(), 0o700)?;
     let _lock = lock(&home.compile_lock())?;
 
-    let store = Store::new(home.repositories());
+    // Thousands of repos and queue records: one wait for the disk at the end, not one each.
+    let store = Store::new(home.repositories()).deferring_sync();
     ensure_dir(&home.repositories(), 0o700)?;
     repo::write_hooks(&home.hooks_dir(), &invocation)?;
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
-    let queue = Queue::new(home.queue_dir());
+    let queue = Queue::new(home.queue_dir()).deferring_sync();
     let mut report = CompileReport::default();
     for name in rules.named_repos() {
         if store.find(name).is_none() {
@@ -109,7 +110,8 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     write_if_changed(&home.compiled_rules_path(), &rules.to_index()?, 0o600)?;
     // What an earlier version compiled to; the index replaces it.
     let _ = std::fs::remove_file(home.state_dir().join("repos.compiled.toml"));
-    // The queue is durable already; telling the daemon (or starting one) only makes it now.
+    sync_filesystem(home.root())?;
+    // The queue is durable now; telling the daemon (or starting one) only makes it now.
     let queued: Vec<RepoName> = report.queued.iter().map(|(r, _)| r.clone()).collect();
     if !queued.is_empty()
         && let Err(e) = client::notify_many(home, &queued)

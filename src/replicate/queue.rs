@@ -120,12 +120,25 @@ impl Backoff {
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
     dir: PathBuf,
+    /// Whether a durable update waits for the disk itself (else its caller syncs the
+    /// filesystem once, after many).
+    sync_each: bool,
 }
 
 impl Queue {
     /// The queue in `dir` (the home's `state/queue`).
     pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
-        Queue { dir: dir.into() }
+        Queue {
+            dir: dir.into(),
+            sync_each: true,
+        }
+    }
+
+    /// The same queue for a bulk operation that syncs the filesystem itself when it is done
+    /// (compile queueing thousands of new slaves), before anyone is told of the work.
+    pub(crate) fn deferring_sync(mut self) -> Self {
+        self.sync_each = false;
+        self
     }
 
     fn file(&self, repo: &RepoName) -> PathBuf {
@@ -224,7 +237,7 @@ impl Queue {
                 file: self.file(repo),
                 message: e.to_string(),
             })?;
-            if durable {
+            if durable && self.sync_each {
                 write_atomic(&self.file(repo), &text, 0o600)?;
             } else {
                 replace(&self.file(repo), &text, 0o600)?;

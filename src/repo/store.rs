@@ -21,12 +21,24 @@ use crate::names::RepoName;
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     root: PathBuf,
+    /// Whether `create` waits for the disk itself (else its caller syncs the filesystem once).
+    sync_each: bool,
 }
 
 impl Store {
     /// The store rooted at `root` (the home's `repositories/`).
     pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
-        Store { root: root.into() }
+        Store {
+            root: root.into(),
+            sync_each: true,
+        }
+    }
+
+    /// The same store for a bulk operation that syncs the filesystem itself when it is done
+    /// (compile creating thousands of repos).
+    pub(crate) fn deferring_sync(mut self) -> Self {
+        self.sync_each = false;
+        self
     }
 
     /// The path of an existing repo, or `None` when it is missing, is not a git directory, or
@@ -97,9 +109,11 @@ impl Store {
                 None => Err(e).at("cannot move the new repo to", &path)?,
             };
         }
-        fs::File::open(&real_parent)
-            .and_then(|d| d.sync_all())
-            .at("cannot sync directory", &real_parent)?;
+        if self.sync_each {
+            fs::File::open(&real_parent)
+                .and_then(|d| d.sync_all())
+                .at("cannot sync directory", &real_parent)?;
+        }
         Ok(path)
     }
 
