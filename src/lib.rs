@@ -18,13 +18,15 @@
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
-//!   seam), one `mirror_push`, its `push_error`, how results and `status` read, and `verify`
+//!   seam), one `mirror_push` (git's push protocol in `send_pack`, the pack from `pack`:
+//!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
+//!   results and `status` read, and `verify`
 //!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
 //!   `remote` commands over a session on it, for git's protocol.
-//! - `config/`: `gitmirror.toml`, `repos.toml`, and the TOML reader whose errors say
-//!   `file:line`.
+//! - `config/`: `gitmirror.toml`, `repos.toml` (and the index of it the shells read one repo
+//!   at a time), and the TOML reader whose errors say `file:line`.
 //! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`
 //!   (the contract between gitmirror processes and servers: push options, reserved refs,
 //!   verbs, environment names, git-config keys, how a repo name becomes a file name), `names`
