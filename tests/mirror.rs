@@ -4,6 +4,7 @@
 //! from either side, and two sites can master repos for each other.
 
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
 use gitmirror_testkit::*;
 
@@ -334,6 +335,14 @@ fn head_only_change_reaches_slaves_on_request_push() {
     w.alice.init_repo("w");
     w.push(&["main", "main:dev"]);
     w.in_sync();
+    // A HEAD carrier left behind on server2 (its hook once failed to apply a HEAD) must be
+    // replaced, not tripped over.
+    w.s("server2")
+        .git(
+            "testing",
+            &["update-ref", "refs/gitmirror/set-head", "refs/heads/main"],
+        )
+        .ok();
     // The administrator points HEAD elsewhere; no ref changes, so no push would carry it.
     let s1 = w.s("server1");
     s1.git("testing", &["symbolic-ref", "HEAD", "refs/heads/dev"])
@@ -591,4 +600,54 @@ fn a_big_repo_is_packed_by_git_and_only_what_is_new_is_sent_again() {
     assert!(*bytes < 64 * 1024, "{after:?}");
     // What arrived is whole: git checks every object on the slave.
     w.s("server3").git("testing", &["fsck", "--strict"]).ok();
+}
+
+#[test]
+fn a_slave_that_refuses_a_pack_is_blamed_not_the_connection() {
+    let w = world(false);
+    w.alice.init_repo("w");
+    w.push(&["main"]);
+    w.in_sync();
+    // server2 takes no pack over 64 KiB; 6 MiB arrive, more than the session's buffers hold,
+    // so the slave stops reading mid-pack and the master's writes fail.
+    w.s("server2")
+        .git("testing", &["config", "receive.maxInputSize", "65536"])
+        .ok();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
+    w.alice.git_in("w", &["add", "blob.bin"]).ok();
+    w.alice.git_in("w", &["commit", "-q", "-m", "big"]).ok();
+    w.push(&["main"]);
+    w.cluster.wait_in_sync("testing", "server1", &["server3"]);
+    wait_for(
+        "server2's refusal in status",
+        Duration::from_secs(60),
+        || {
+            w.s("server1").slave_status("testing", "server2")["last_error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        },
+    );
+    let row = w.s("server1").slave_status("testing", "server2");
+    let error = row["last_error"].as_str().unwrap_or("");
+    // In the slave's words, and not a connection to tear down and retry at once.
+    assert!(error.contains("unpack"), "{row}");
+    let log = w.s("server1").log();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mirror push failed") && l.contains("slave=server2"))
+        .collect();
+    assert!(!failures.is_empty(), "{log}");
+    assert!(
+        failures.iter().all(|l| l.contains("blame=Slave")),
+        "{failures:?}"
+    );
 }

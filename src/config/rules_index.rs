@@ -19,6 +19,9 @@ use crate::names::{AccountName, RepoName};
 /// The first line: what this file is, and its format's version.
 const MAGIC: &str = "gitmirror-rules 1";
 
+/// The last line's word, before the count of repo lines.
+const END: &str = "end";
+
 /// Why an index cannot be read.
 #[derive(Debug, Error)]
 pub(crate) enum IndexError {
@@ -51,6 +54,8 @@ pub(crate) fn write(rules: &Rules) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_writer(&mut out, rule)?;
         out.push(b'\n');
     }
+    // A file cut short (at a line's end, too) is told from a whole one by this count.
+    out.extend_from_slice(format!("{END} {}\n", rules.repos.len()).as_bytes());
     Ok(out)
 }
 
@@ -91,7 +96,19 @@ impl<'a> Lines<'a> {
             return Err(IndexError::NotAnIndex);
         }
         let header = lines.next().ok_or(IndexError::NotAnIndex)?;
-        let repos: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).collect();
+        let mut repos: Vec<&[u8]> = lines.filter(|l| !l.is_empty()).collect();
+        let whole = repos
+            .pop()
+            .and_then(|last| std::str::from_utf8(last).ok())
+            .and_then(|last| last.strip_prefix(END))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .is_some_and(|n| n == repos.len());
+        if !whole {
+            return Err(IndexError::Line {
+                line: repos.len() + 3,
+                message: "the file is cut short (run gitmirror compile)".into(),
+            });
+        }
         // Out of order, the search would miss repos: refuse rather than deny silently.
         if let Some(i) = repos
             .windows(2)
@@ -200,8 +217,15 @@ RW = ["carol"]
             lines.swap(3, 4);
             lines.join("\n")
         };
+        let cut = index
+            .lines()
+            .filter(|l| !l.starts_with("testing\t"))
+            .collect::<Vec<_>>()
+            .join("\n");
         for bad in [
             String::new(),
+            cut,
+            index.lines().take(3).collect::<Vec<_>>().join("\n"),
             "gitmirror-rules 0\n{}\n".to_string(),
             index.replace("\"alice\"", "\"../x\""),
             index.replace("testing\t{", "testing\t{{"),

@@ -194,9 +194,11 @@ impl Daemon {
             // answered at once.
             let (mastered, scheduler) = (self.mastered.clone(), self.scheduler.clone());
             let checked =
-                tokio::task::spawn_blocking(move || scheduler.check(&mastered.repos(), true))
-                    .await
-                    .unwrap_or_default();
+                tokio::task::spawn_blocking(move || scheduler.check(&mastered.repos(), true)).await;
+            let Ok(checked) = checked else {
+                let reply = Reply::Error("the bulk check failed; see the daemon's log".into());
+                return write.write_all(reply.line().as_bytes()).await;
+            };
             for (repo, slave, checked) in checked {
                 match checked {
                     Checked::Unchanged { since } => {

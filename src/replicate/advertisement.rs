@@ -14,6 +14,9 @@ pub(crate) struct Advertisement {
     pub(crate) refs: BTreeMap<String, String>,
     /// Where HEAD points, when the slave said (upload-pack's `symref=HEAD:...`).
     pub(crate) head: Option<String>,
+    /// The slave's own refs under [`OWN_NS`] that it shows (a HEAD carrier left behind), by
+    /// name: never compared or pruned, but an update of one must name its value.
+    pub(crate) own: BTreeMap<String, String>,
     /// Objects the slave has besides its refs (`.have` lines, peeled tags).
     pub(crate) also: Vec<String>,
     caps: Vec<String>,
@@ -88,7 +91,9 @@ impl Advertisement {
         }
         if name == ".have" || name.ends_with("^{}") {
             self.also.push(oid.to_string());
-        } else if name.starts_with("refs/") && !name.starts_with(OWN_NS) {
+        } else if name.starts_with(OWN_NS) {
+            self.own.insert(name.to_string(), oid.to_string());
+        } else if name.starts_with("refs/") {
             self.refs.insert(name.to_string(), oid.to_string());
         }
         Ok(())
@@ -124,6 +129,7 @@ mod tests {
         assert_eq!(ad.head.as_deref(), Some("refs/heads/main"));
         assert!(ad.offers("multi_ack") && !ad.offers("side-band"));
         assert_eq!(ad.refs.len(), 2);
+        assert_eq!(ad.own.len(), 1);
         assert_eq!(ad.also, [A, B]);
         let empty = parse(&[
             "0000000000000000000000000000000000000000 capabilities^{}\0report-status".to_string(),

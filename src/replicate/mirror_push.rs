@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::advertisement::Advertisement;
 use super::pack::Sent;
 use super::push_error::PushError;
 use super::ref_state::RefState;
@@ -179,13 +180,15 @@ impl Job<'_> {
                 pack: None,
             });
         };
-        let command = Command {
+        // A carrier left behind (the slave's hook could not apply a HEAD) is replaced, not
+        // tripped over: the update names its value.
+        let command = |ad: &Advertisement| Command {
             name: SET_HEAD_REF.to_string(),
-            old: None,
+            old: ad.own.get(SET_HEAD_REF).cloned(),
             new: Some(any.clone()),
         };
-        let pushed = send_pack::push(self.conn, self.repo, self.path, Some(head), |_| {
-            Ok(vec![command])
+        let pushed = send_pack::push(self.conn, self.repo, self.path, Some(head), |ad| {
+            Ok(vec![command(ad)])
         })
         .await?;
         if let Some((_, answer)) = pushed
@@ -215,7 +218,7 @@ impl Job<'_> {
     async fn push(&self, local: &RefState) -> Result<Exchange, PushError> {
         let mut partial = false;
         let path = self.path;
-        let plan = |ad: &super::advertisement::Advertisement| {
+        let plan = |ad: &Advertisement| {
             let git = git2::Repository::open_bare(path).map_err(PushError::LocalRepo)?;
             let missing = ad
                 .refs

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::push_error::PushError;
 use crate::proto::SAFE_PATH;
-use crate::ssh::remote::RemoteIn;
+use crate::ssh::remote::{RemoteError, RemoteIn};
 
 /// Repos whose packs on disk add up to less than this build in the daemon (bounded: the
 /// builder's memory is a small multiple of the objects it packs).
@@ -99,7 +99,7 @@ impl Packer {
         &self,
         request: PackRequest,
         to: &mut RemoteIn,
-    ) -> Result<Sent, PushError> {
+    ) -> Result<Sent, PackError> {
         if self.turn.is_some() {
             let bytes = by_process(&request, to).await?;
             return Ok(Sent {
@@ -110,7 +110,7 @@ impl Packer {
         let pack = tokio::task::spawn_blocking(move || in_process(&request))
             .await
             .map_err(PushError::Worker)??;
-        to.write_all(&pack).await.map_err(transport)?;
+        to.write_all(&pack).await?;
         Ok(Sent {
             bytes: pack.len() as u64,
             by_process: false,
@@ -118,8 +118,24 @@ impl Packer {
     }
 }
 
-fn transport(e: crate::ssh::remote::RemoteError) -> PushError {
-    PushError::Transport(format!("sending the pack: {e}"))
+/// Why a pack was not sent: it could not be built here, or the session would not take it
+/// (the slave may have stopped reading on purpose: its answer says).
+#[derive(Debug)]
+pub(crate) enum PackError {
+    Local(PushError),
+    Write(RemoteError),
+}
+
+impl From<PushError> for PackError {
+    fn from(e: PushError) -> Self {
+        PackError::Local(e)
+    }
+}
+
+impl From<RemoteError> for PackError {
+    fn from(e: RemoteError) -> Self {
+        PackError::Write(e)
+    }
 }
 
 /// The haves this repo has (a have we lack cannot bound the walk).
@@ -175,7 +191,7 @@ fn peeled_commit(git: &git2::Repository, oid: git2::Oid) -> Option<git2::Oid> {
 }
 
 /// The pack built by `git pack-objects` (as `git push` runs it), streamed to `to`.
-async fn by_process(request: &PackRequest, to: &mut RemoteIn) -> Result<u64, PushError> {
+async fn by_process(request: &PackRequest, to: &mut RemoteIn) -> Result<u64, PackError> {
     let path = request.path.clone();
     let haves = request.haves.clone();
     let haves = tokio::task::spawn_blocking(move || {
@@ -214,7 +230,7 @@ async fn by_process(request: &PackRequest, to: &mut RemoteIn) -> Result<u64, Pus
     let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(PushError::Pack("git pack-objects has no stdio".into()));
+        return Err(PushError::Pack("git pack-objects has no stdio".into()).into());
     };
     let feed = async move {
         let written = stdin.write_all(revs.as_bytes()).await;
@@ -230,9 +246,9 @@ async fn by_process(request: &PackRequest, to: &mut RemoteIn) -> Result<u64, Pus
                 .await
                 .map_err(|e| failed("reading git pack-objects", e))?;
             if n == 0 {
-                return Ok::<u64, PushError>(bytes);
+                return Ok::<u64, PackError>(bytes);
             }
-            to.write_all(&buf[..n]).await.map_err(transport)?;
+            to.write_all(&buf[..n]).await?;
             bytes += n as u64;
         }
     };
@@ -249,10 +265,10 @@ async fn by_process(request: &PackRequest, to: &mut RemoteIn) -> Result<u64, Pus
     fed.map_err(|e| failed("feeding git pack-objects", e))?;
     let status = status.map_err(|e| failed("waiting for git pack-objects", e))?;
     if !status.success() {
-        return Err(PushError::Pack(format!(
+        return Err(PackError::Local(PushError::Pack(format!(
             "git pack-objects failed ({status}): {}",
             crate::text::one_line(said.trim())
-        )));
+        ))));
     }
     Ok(bytes)
 }

@@ -71,7 +71,15 @@ pub(crate) struct Scheduler {
     slots: Mutex<HashMap<Key, Slot>>,
     peer_back: Mutex<HashMap<AccountName, Arc<Notify>>>,
     probing: Mutex<HashSet<AccountName>>,
+    /// Attempts under way at once (see [`ATTEMPTS_AT_ONCE`]).
+    attempts: tokio::sync::Semaphore,
 }
+
+/// Attempts under way at once, daemon-wide. A bulk request starts a run for every repo and
+/// slave (twenty thousand for ten thousand repos); only this many hold an attempt's state
+/// (listings, the push's future), the rest wait in a few hundred bytes each. Peer sessions
+/// (six per peer) are the narrower limit; this one leaves room to prepare the next pushes.
+const ATTEMPTS_AT_ONCE: usize = 32;
 
 /// What [`Scheduler::check`] did with one (repo, slave).
 pub(crate) enum Checked {
@@ -107,6 +115,7 @@ impl Scheduler {
             slots: Mutex::new(HashMap::new()),
             peer_back: Mutex::new(HashMap::new()),
             probing: Mutex::new(HashSet::new()),
+            attempts: tokio::sync::Semaphore::new(ATTEMPTS_AT_ONCE),
         })
     }
 
@@ -152,26 +161,26 @@ impl Scheduler {
         rx
     }
 
-    /// Starts work on everything the queue holds, then checks every slave of `repos` against
-    /// what it last confirmed (see [`Scheduler::check`]). That second pass catches a push whose
-    /// hook never ran (a crash between git's ref update and the hook). The daemon runs this
-    /// at start and every `mirror.rescan_secs`. Blocking: run it on a blocking thread.
+    /// Checks every slave of `repos` against what it last confirmed (see
+    /// [`Scheduler::check`]), which resumes the work the queue holds for them and catches a
+    /// push whose hook never ran (a crash between git's ref update and the hook); then
+    /// resumes what the queue holds for any other repo. The daemon runs this at start and
+    /// every `mirror.rescan_secs`. Blocking: run it on a blocking thread.
     pub(crate) fn sweep(self: &Arc<Self>, repos: &[RepoName]) -> Swept {
-        // The check below covers the work pending for these repos; the queue is read on its
-        // own only for repos gone from the list.
-        let listed: HashSet<&RepoName> = repos.iter().collect();
-        let resumed = self.resume(|repo| !listed.contains(repo));
-        let mut swept = Swept {
-            resumed,
-            ..Swept::default()
-        };
-        for (_, _, checked) in self.check(repos, false) {
+        let mut swept = Swept::default();
+        let mut covered: HashSet<RepoName> = HashSet::new();
+        for (repo, _, checked) in self.check(repos, false) {
+            covered.insert(repo);
             match checked {
                 Checked::Unchanged { .. } => swept.unchanged += 1,
                 Checked::Submitted(_) => swept.submitted += 1,
                 Checked::Running => {}
             }
         }
+        // The check covered the work owed for the repos mastered here; the queue is read on
+        // its own for the others (gone from disk, or no longer mastered here), whose runs
+        // report the failure or forget the work.
+        swept.resumed = self.resume(|repo| !covered.contains(repo));
         swept
     }
 
@@ -208,7 +217,12 @@ impl Scheduler {
                 .collect();
             workers
                 .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
+                .flat_map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        error!("a bulk check thread failed; its repos wait for the next sweep");
+                        Vec::new()
+                    })
+                })
                 .collect()
         })
     }
@@ -232,6 +246,13 @@ impl Scheduler {
                     && entry.is_some_and(|e| {
                         e.pending.is_none() && e.confirmed.is_some() && e.confirmed == fingerprint
                     });
+                // Work owed (a push not yet confirmed, a repair verify asked for) is checked
+                // against the slave itself: its last confirmation may be what is wrong.
+                let when = if entry.is_some_and(|e| e.pending.is_some()) {
+                    When::IfDifferent
+                } else {
+                    When::IfChanged
+                };
                 let checked = if unchanged {
                     Checked::Unchanged {
                         since: entry.and_then(|e| e.last_success),
@@ -239,7 +260,7 @@ impl Scheduler {
                 } else if running && !wait {
                     Checked::Running
                 } else {
-                    Checked::Submitted(self.submit(repo, &slave, When::IfChanged, wait))
+                    Checked::Submitted(self.submit(repo, &slave, when, wait))
                 };
                 (repo.clone(), slave, checked)
             })
@@ -330,7 +351,13 @@ impl Scheduler {
     async fn run(self: Arc<Self>, key: Key, mut when: When) {
         let (repo, slave) = (&key.0, &key.1);
         loop {
-            match self.attempt(repo, slave, when).await {
+            let attempted = {
+                // Held for the attempt only, never through a backoff.
+                let _turn = self.attempts.acquire().await;
+                // Allocated once the turn comes, not by every waiting run.
+                Box::pin(self.attempt(repo, slave, when)).await
+            };
+            match attempted {
                 // Not this server's business any more.
                 Ok(None) => {
                     let _ = self.queue.forget(repo, slave);
@@ -408,7 +435,9 @@ impl Scheduler {
             Blame::Local => {
                 error!(%repo, %slave, error = %words, retry_in = ?delay, "mirror push failed here")
             }
-            _ => warn!(%repo, %slave, error = %words, retry_in = ?delay, "mirror push failed"),
+            _ => {
+                warn!(%repo, %slave, ?blame, error = %words, retry_in = ?delay, "mirror push failed")
+            }
         }
         let kick = {
             let mut slots = self.lock_slots();

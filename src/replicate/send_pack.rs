@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::advertisement::{self, Advertisement};
-use super::pack::{PackRequest, Packer, Sent};
+use super::pack::{PackError, PackRequest, Packer, Sent};
 use super::pkt_line::{self, BAND_DATA, BAND_ERROR, FLUSH, Packet, WireError};
 use super::push_error::PushError;
 use crate::names::RepoName;
@@ -40,6 +41,8 @@ pub(crate) struct Answer {
     pub(crate) rejected: Vec<String>,
     /// Its messages (hook output), at most [`MESSAGES_CAP`].
     pub(crate) messages: String,
+    /// The refs it reported a status for (`ok` or `ng`).
+    pub(crate) reported: std::collections::HashSet<String>,
     /// Why it could not unpack the pack, if it could not.
     pub(crate) unpack_error: Option<String>,
     /// The pack sent, if one was.
@@ -121,33 +124,49 @@ where
         .haves()
         .filter_map(|h| git2::Oid::from_str(h).ok())
         .collect();
+    // While we send, the slave says nothing until it has the whole pack: our reads wait on
+    // it without the inactivity rule, which our writes keep applying to the peer.
+    let patience = out.patience();
     let send = async {
-        input.write_all(&request).await?;
-        let sent = if needs_pack {
-            let request = PackRequest {
-                path: path.to_path_buf(),
-                wants,
-                haves,
+        patience.store(true, Ordering::SeqCst);
+        let sent = async {
+            input.write_all(&request).await?;
+            let sent = if needs_pack {
+                let request = PackRequest {
+                    path: path.to_path_buf(),
+                    wants,
+                    haves,
+                };
+                Some(
+                    packer
+                        .send(request, &mut input)
+                        .await
+                        .map_err(|e| match e {
+                            PackError::Local(e) => SendError::Pack(e),
+                            PackError::Write(e) => SendError::Wire(WireError::Remote(e)),
+                        })?,
+                )
+            } else {
+                None
             };
-            Some(
-                packer
-                    .send(request, &mut input)
-                    .await
-                    .map_err(SendError::Pack)?,
-            )
-        } else {
-            None
-        };
-        input.close().await?;
-        Ok::<Option<Sent>, SendError>(sent)
+            input.close().await?;
+            Ok::<Option<Sent>, SendError>(sent)
+        }
+        .await;
+        patience.store(false, Ordering::SeqCst);
+        sent
     };
     let (sent, answer) = tokio::join!(send, read_answer(&mut out));
     let (_, finished) = remote.finish(Some(out)).await;
     let what = "pushing to the slave";
     let mut answer = match (sent, answer) {
-        // Our own failure first: the slave's complaint would only be about the cut.
+        // A pack that could not be built here is our failure, whatever the slave said of the
+        // cut.
         (Err(SendError::Pack(e)), _) => return Err(e),
         (_, Err(e)) => return Err(failed(what, e, &finished, "")),
+        // The slave stopped reading because it refused the pack (a full disk, a size limit,
+        // fsck): its answer says so, and it is its refusal, not a broken connection.
+        (Err(SendError::Wire(_)), Ok(a)) if a.unpack_error.is_some() => a,
         (Err(SendError::Wire(e)), Ok(a)) => return Err(failed(what, e, &finished, &a.messages)),
         (Ok(sent), Ok(mut a)) => {
             a.pack = sent;
@@ -158,6 +177,18 @@ where
     if let Some(unpack) = &answer.unpack_error {
         return Err(PushError::Refused(format!(
             "the slave could not unpack: {unpack}"
+        )));
+    }
+    // Every command must have its status, as git's send-pack demands.
+    let unreported: Vec<&str> = commands
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !answer.reported.contains(*n))
+        .collect();
+    if !unreported.is_empty() {
+        return Err(PushError::Refused(format!(
+            "the slave did not report the status of {}",
+            unreported.join(", ")
         )));
     }
     // The report came, but the slave's hook (HEAD, divergence) must have run to the end.
@@ -203,7 +234,8 @@ fn request(
     commands: &[Command],
     head: Option<&str>,
 ) -> Result<Vec<u8>, PushError> {
-    for needed in ["report-status", "side-band-64k"] {
+    // Both of our packers write offset deltas, as every git since 1.4 reads them.
+    for needed in ["report-status", "side-band-64k", "ofs-delta"] {
         if !ad.offers(needed) {
             return Err(PushError::Refused(format!(
                 "the slave's receive-pack does not offer {needed}"
@@ -217,7 +249,8 @@ fn request(
         ));
     }
     let mut caps = vec!["report-status", "side-band-64k"];
-    for optional in ["quiet", "delete-refs", "ofs-delta"] {
+    caps.push("ofs-delta");
+    for optional in ["quiet", "delete-refs"] {
         if ad.offers(optional) {
             caps.push(optional);
         }
@@ -318,11 +351,15 @@ fn parse_report(report: &[u8], answer: &mut Answer) -> Result<(), WireError> {
         }
     }
     for line in lines {
-        if line.starts_with("ok ") {
+        if let Some(name) = line.strip_prefix("ok ") {
+            answer.reported.insert(name.to_string());
             continue;
         }
         match line.strip_prefix("ng ").and_then(|r| r.split_once(' ')) {
-            Some((name, why)) => answer.rejected.push(format!("{name}: {why}")),
+            Some((name, why)) => {
+                answer.reported.insert(name.to_string());
+                answer.rejected.push(format!("{name}: {why}"));
+            }
             None => return Err(WireError::Malformed(format!("{line:?} in its report"))),
         }
     }
@@ -379,6 +416,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.rejected, ["refs/heads/b: pre-receive hook declined"]);
+        assert!(a.reported.contains("refs/heads/a") && a.reported.contains("refs/heads/b"));
         let mut a = Answer::default();
         parse_report(&report(&["unpack index-pack abnormal exit"]), &mut a).unwrap();
         assert_eq!(a.unpack_error.as_deref(), Some("index-pack abnormal exit"));
@@ -444,8 +482,10 @@ mod tests {
         }];
         assert!(request(&ad, &cmd, None).is_err());
         ad = test_ad("report-status side-band-64k push-options delete-refs");
+        assert!(request(&ad, &cmd, None).is_err(), "no ofs-delta offered");
+        ad = test_ad("report-status side-band-64k ofs-delta push-options delete-refs");
         let req = String::from_utf8(request(&ad, &cmd, Some("refs/heads/a")).unwrap()).unwrap();
-        assert!(req.contains("\0report-status side-band-64k delete-refs push-options\n"));
+        assert!(req.contains("\0report-status side-band-64k ofs-delta delete-refs push-options\n"));
         let option = format!("{}refs/heads/a\n", crate::proto::HEAD_OPTION);
         assert!(req.ends_with(&format!("{:04x}{option}0000", option.len() + 4)));
     }

@@ -11,6 +11,7 @@
 //! is read alongside, capped, so a flood can neither block it nor grow our memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openssh::{ChildStdin, ChildStdout, Session, Stdio};
@@ -71,6 +72,10 @@ pub(crate) struct Remote {
 pub(crate) struct RemoteOut {
     stream: ChildStdout,
     meter: Meter,
+    /// Set while we are the ones sending (a pack): a git remote says nothing until it has
+    /// read all of it, so silence is no stall then; the sending side's own meter watches
+    /// the peer meanwhile.
+    patient: Arc<AtomicBool>,
 }
 
 /// The remote's stdin, written under the inactivity rule.
@@ -132,6 +137,7 @@ impl Remote {
             RemoteOut {
                 stream: stdout,
                 meter: Meter::new(limit),
+                patient: Arc::new(AtomicBool::new(false)),
             },
         ))
     }
@@ -174,6 +180,11 @@ impl Remote {
 }
 
 impl RemoteOut {
+    /// A switch that, while on, suspends the inactivity rule for reads (see `patient`).
+    pub(crate) fn patience(&self) -> Arc<AtomicBool> {
+        self.patient.clone()
+    }
+
     /// Reads exactly `buf.len()` bytes. `Ok(false)` when the stream ended before the first.
     pub(crate) async fn read_exact(&mut self, buf: &mut [u8]) -> Result<bool, RemoteError> {
         let mut got = 0;
@@ -183,9 +194,17 @@ impl RemoteOut {
                 .await
             {
                 Ok(read) => read.map_err(RemoteError::Io)?,
+                Err(_) if self.patient.load(Ordering::SeqCst) => {
+                    self.meter.restart();
+                    continue;
+                }
                 Err(_) => return Err(self.meter.stalled()),
             };
-            self.meter.count(n, began)?;
+            if self.patient.load(Ordering::SeqCst) {
+                self.meter.restart();
+            } else {
+                self.meter.count(n, began)?;
+            }
             if n == 0 {
                 if got == 0 {
                     return Ok(false);
@@ -257,6 +276,12 @@ impl Meter {
             waited: Duration::ZERO,
             moved: 0,
         }
+    }
+
+    /// Starts a fresh window.
+    fn restart(&mut self) {
+        self.waited = Duration::ZERO;
+        self.moved = 0;
     }
 
     fn stalled(&self) -> RemoteError {
