@@ -50,6 +50,18 @@ enum JobError {
 /// client waits for its outcome.
 type Job = (RepoName, AccountName, When, bool);
 
+/// glibc gives each thread that allocates an arena of its own, up to eight per core, and
+/// memory freed in one is not reused by another: the daemon's blocking threads (listings,
+/// small packs built by libgit2) would each keep their high-water mark. Two arenas hold it
+/// to what the work needs at once.
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter (under glibc's own lock); called
+    // before the runtime starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(crate) fn run(home: &Home, config: Arc<ServerConfig>) -> Result<(), DaemonError> {
     ensure_dir(&home.state_dir(), 0o700)?;
@@ -69,6 +81,7 @@ pub(crate) fn run(home: &Home, config: Arc<ServerConfig>) -> Result<(), DaemonEr
         0o644,
     )?;
     let socket = socket_path(home)?;
+    limit_malloc_arenas();
     // Two workers: queue writes fsync, and must not stall the socket or the pushes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
