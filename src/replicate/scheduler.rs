@@ -403,7 +403,8 @@ impl Scheduler {
                     }
                 }
                 Err(failure) => {
-                    self.retry_after(&key, failure).await;
+                    // Boxed: its state exists only while a run waits to retry.
+                    Box::pin(self.retry_after(&key, failure)).await;
                     // Whatever was pushed meanwhile, a comparison decides what is left to do.
                     when = When::IfDifferent;
                 }
@@ -517,5 +518,55 @@ impl Scheduler {
     /// Closes the pusher's connections.
     pub(crate) async fn close(&self) {
         self.pusher.close().await;
+    }
+}
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::config::MirrorConfig;
+    use crate::replicate::pusher::Confirmed;
+
+    /// A pusher that is never asked: the test only builds futures.
+    struct Idle;
+
+    impl Pusher for Idle {
+        fn push<'a>(
+            &'a self,
+            _: &'a RepoName,
+            _: &'a AccountName,
+            _: When,
+            _: Option<String>,
+        ) -> BoxFuture<'a, Result<Option<Confirmed>, PushError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn quick_state(&self, _: &RepoName) -> Option<(Vec<AccountName>, Option<String>)> {
+            None
+        }
+        fn reachable<'a>(&'a self, _: &'a AccountName) -> BoxFuture<'a, bool> {
+            Box::pin(async { true })
+        }
+        fn reset(&self, _: &AccountName) {}
+        fn forget_failure(&self, _: &AccountName) {}
+        fn close(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[test]
+    fn a_run_waiting_for_its_turn_holds_little_memory() {
+        // A bulk request spawns a run for every repo and slave: twenty thousand for ten
+        // thousand repos. What a run holds before its turn is multiplied by that.
+        let dir = tempfile::tempdir().unwrap();
+        let backoff = Backoff::from_config(&MirrorConfig::default());
+        let scheduler = Scheduler::new(Queue::new(dir.path()), backoff, Arc::new(Idle));
+        let key = (
+            RepoName::parse("a").unwrap(),
+            AccountName::parse("b").unwrap(),
+        );
+        let run = scheduler.run(key, When::IfChanged);
+        let size = std::mem::size_of_val(&run);
+        assert!(size < 512, "a waiting run is {size} bytes");
     }
 }
