@@ -457,6 +457,14 @@ fn main() {
             .collect(),
     );
 
+    // 5b. verify --all with nothing drifted: one request per slave for every repo.
+    eprintln!("case 5b: verify --all, {} runs", o.runs);
+    let verify = median(
+        (0..o.runs)
+            .map(|_| timed(|| s1.gitmirror(&["verify", "--all"]).ok()).0)
+            .collect(),
+    );
+
     // 6. A user's push overhead with N repos present.
     eprintln!("case 6: push overhead, {} runs", o.runs);
     alice.init_repo("w");
@@ -532,6 +540,7 @@ fn main() {
             "measured_as": if sweep_logged { "log elapsed_ms" } else { "daemon start until request-push --all answered" },
         },
         "status_seconds": status,
+        "verify_seconds": verify,
         "push_seconds": { "no_slaves": push_lonely, "async_2_slaves": push_async },
         "push_overhead_async": push_async / push_lonely,
         "catch_up": { "repos": o.catch_up, "seconds": catch_up, "repos_per_second": o.catch_up as f64 / catch_up },
@@ -569,6 +578,10 @@ fn main() {
         }
     );
     println!("| `status`, all repos | {status:.2} s | | < 1 s |");
+    println!(
+        "| `verify --all`, {} repos x 2 slaves, nothing drifted | {verify:.2} s | | < 5 s for 10000 |",
+        o.repos
+    );
     println!("| push, no slaves | {push_lonely:.3} s | | |");
     println!(
         "| push, 2 slaves, async | {push_async:.3} s | {:.2} of no slaves | <= 1.05, as with 10 repos |",

@@ -556,3 +556,37 @@ fn a_repo_whose_refs_never_finish_reading_stalls_no_other_repo() {
     let out = w.s1().gitmirror(&["request-push", "testing"]).ok();
     assert!(out.contains("===> server2"), "{out}");
 }
+
+#[test]
+fn a_push_that_outlasts_the_inactivity_limit_while_bytes_flow_succeeds() {
+    let w = world();
+    w.commit_and_push("testing", "a");
+    w.in_sync("testing");
+    // 16 MiB that do not compress, over a link that takes them at 2 MiB/s: about 8 s, four
+    // times the limit, and never silent for long. (What ssh buffers, up to 2 MiB, the slave
+    // drains within the limit after the master's last write.)
+    w.s2().throttle_pushes_from("server1", 2048);
+    w.s1().mirror_settings("io_timeout_secs = 2");
+    w.s1().stop_daemon();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
+    w.alice.git_in("w", &["add", "blob.bin"]).ok();
+    let started = std::time::Instant::now();
+    w.commit_and_push("testing", "b");
+    w.in_sync("testing");
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the throttle did not hold the push past the limit"
+    );
+    // In one go: no attempt failed on the way.
+    let log = w.s1().log();
+    assert!(!log.contains("mirror push failed"), "{log}");
+}
