@@ -298,3 +298,15 @@ fn users_get_the_usual_refusal_for_verify() {
         .ssh(cluster.server("server1"), "verify")
         .fails_with("unknown command \"verify\"; accepted: git-upload-pack");
 }
+
+#[test]
+fn an_empty_repo_the_slave_lacks_is_not_drift() {
+    let w = world("");
+    // A repo with no refs yet, and no copy on server2: a mirror push would send nothing, so
+    // there is nothing to repair.
+    w.cluster.set_rules(&format!("{RULES}[repos.empty]\n"));
+    w.s1().stop_daemon();
+    std::fs::remove_dir_all(w.s2().repo_path("empty")).unwrap();
+    let out = w.verify(&["--all"]);
+    assert!(out.ok().contains("empty server2 ok\n"), "{}", out.text());
+}

@@ -229,6 +229,15 @@ async fn verify_slave(
     for (repo, answer) in answers {
         let verdict = match answer {
             SlaveAnswer::Same => Verdict::Ok,
+            // A master copy with no refs needs nothing on the slave yet: a mirror push
+            // creates the slave's copy with its first ref, and repairing would push nothing.
+            SlaveAnswer::Missing
+                if locals
+                    .get(&repo)
+                    .is_some_and(|l| matches!(&l.read, Ok((ours, _)) if ours.refs.is_empty())) =>
+            {
+                Verdict::Ok
+            }
             SlaveAnswer::Missing => Verdict::Missing,
             SlaveAnswer::Refused(words) => Verdict::Refused(words),
             SlaveAnswer::Drifted(theirs) => {
