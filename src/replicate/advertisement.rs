@@ -39,16 +39,28 @@ impl Advertisement {
 pub(crate) async fn read(out: &mut RemoteOut) -> Result<Advertisement, WireError> {
     let mut ad = Advertisement::default();
     let mut first = true;
+    let mut bytes = 0usize;
     loop {
         match pkt_line::read(out).await? {
             Packet::Flush => return Ok(ad),
             Packet::Data(data) => {
+                // A slave that never stops advertising must not grow the daemon without end.
+                bytes += data.len();
+                if bytes > ADVERTISEMENT_CAP {
+                    return Err(WireError::Malformed(format!(
+                        "more than {} MiB of ref advertisement",
+                        ADVERTISEMENT_CAP >> 20
+                    )));
+                }
                 ad.take(pkt_line::text(&data), first)?;
                 first = false;
             }
         }
     }
 }
+
+/// The most advertisement read from a slave: room for about two million refs.
+const ADVERTISEMENT_CAP: usize = 128 << 20;
 
 impl Advertisement {
     /// One advertised line: `OID NAME`, with `\0CAPS` on the first.
