@@ -57,15 +57,8 @@ struct Options {
 
 fn options() -> Options {
     // cargo bench passes `--bench`; unknown arguments are ignored.
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let flag = arg_flag;
+    let value = arg_value;
     Options {
         quick: flag("--quick"),
         big_only: flag("--big-only"),

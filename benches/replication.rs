@@ -28,25 +28,13 @@ struct Options {
 }
 
 fn options() -> Options {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let quick = arg_flag("--quick");
+    let value = arg_value;
     Options {
         runs: value("--runs", if quick { 5 } else { 11 }),
         repos: value("--repos", if quick { 100 } else { 1000 }),
         catch_up: value("--catch-up", if quick { 40 } else { 200 }),
     }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn secs(d: Duration) -> f64 {
@@ -126,17 +114,6 @@ fn populate(server: &Server, n: usize) {
         .arg(format!("{}:{}", server.user.uid, server.user.gid))
         .arg(server.home().join("repositories")))
     .ok();
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn all_in_sync(master: &Server, slave: &Server, repos: &[String]) -> bool {

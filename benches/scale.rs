@@ -33,15 +33,8 @@ struct Options {
 }
 
 fn options() -> Options {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let quick = arg_flag("--quick");
+    let value = arg_value;
     let repos = value("--repos", if quick { 1000 } else { 10000 });
     Options {
         repos,
@@ -49,11 +42,6 @@ fn options() -> Options {
         scratch_runs: value("--scratch-runs", 1).max(1),
         catch_up: value("--catch-up", if quick { 100 } else { 1000 }).min(repos),
     }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
@@ -156,17 +144,6 @@ fn assert_in_sync(what: &str, master: &Server, slaves: &[&Server], repos: &[Stri
     }
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The highest VmHWM of every daemon process seen: each is read just before it is stopped,
 /// and once more at the end.
 #[derive(Default)]
@@ -197,25 +174,6 @@ impl PeakRss {
             || processes_of(server.user.uid).is_empty(),
         );
     }
-}
-
-/// Pids of the running processes owned by `uid`, read from /proc.
-fn processes_of(uid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .is_some_and(|u| u == uid.to_string())
-            })
-        })
-        .collect()
 }
 
 /// Makes the next mirror of the bulk repos start from scratch: gone from both slaves (with

@@ -568,15 +568,7 @@ fn a_push_that_outlasts_the_inactivity_limit_while_bytes_flow_succeeds() {
     w.s2().throttle_pushes_from("server1", 2048);
     w.s1().mirror_settings("io_timeout_secs = 2");
     w.s1().stop_daemon();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(16 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
     w.alice.git_in("w", &["add", "blob.bin"]).ok();
     let started = std::time::Instant::now();

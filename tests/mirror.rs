@@ -569,15 +569,7 @@ fn a_big_repo_is_packed_by_git_and_only_what_is_new_is_sent_again() {
     let w = world(true);
     w.alice.init_repo("w");
     // 6 MiB that no compression shrinks: over the size a pack is built in the daemon.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: Vec<u8> = (0..6 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(6 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
     w.alice.git_in("w", &["add", "blob.bin"]).ok();
     w.alice.git_in("w", &["commit", "-q", "-m", "big"]).ok();
@@ -613,15 +605,7 @@ fn a_slave_that_refuses_a_pack_is_blamed_not_the_connection() {
     w.s("server2")
         .git("testing", &["config", "receive.maxInputSize", "65536"])
         .ok();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..6 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(6 << 20, 0x2545_f491_4f6c_dd1d);
     std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
     w.alice.git_in("w", &["add", "blob.bin"]).ok();
     w.alice.git_in("w", &["commit", "-q", "-m", "big"]).ok();

@@ -100,7 +100,7 @@ impl Drop for UnixUser {
 }
 
 /// Pids of the running processes owned by `uid`, read from /proc.
-fn processes_of(uid: u32) -> Vec<u32> {
+pub fn processes_of(uid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
