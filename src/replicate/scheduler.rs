@@ -75,11 +75,12 @@ pub(crate) struct Scheduler {
     attempts: tokio::sync::Semaphore,
 }
 
-/// Attempts under way at once, daemon-wide. A bulk request starts a run for every repo and
-/// slave (twenty thousand for ten thousand repos); only this many hold an attempt's state
-/// (listings, the push's future), the rest wait in a few hundred bytes each. Peer sessions
-/// (six per peer) are the narrower limit; this one leaves room to prepare the next pushes.
-const ATTEMPTS_AT_ONCE: usize = 32;
+/// Attempts under way at once, daemon-wide, besides users' fresh pushes. A bulk request
+/// starts a run for every repo and slave (twenty thousand for ten thousand repos); only this
+/// many hold an attempt's state (listings, the push's future), the rest wait in a few hundred
+/// bytes each. Peer sessions (six per peer) are the narrower limit; this one leaves room to
+/// prepare the next pushes.
+pub(super) const ATTEMPTS_AT_ONCE: usize = 32;
 
 /// What [`Scheduler::check`] did with one (repo, slave).
 pub(crate) enum Checked {
@@ -352,8 +353,14 @@ impl Scheduler {
         let (repo, slave) = (&key.0, &key.1);
         loop {
             let attempted = {
-                // Held for the attempt only, never through a backoff.
-                let _turn = self.attempts.acquire().await;
+                // Held for the attempt only, never through a backoff. A push a user just
+                // made (`Always`, from the hook) does not queue behind a bulk request's
+                // thousands: its replication lag must not depend on one.
+                let _turn = if when == When::Always {
+                    None
+                } else {
+                    self.attempts.acquire().await.ok()
+                };
                 // Allocated once the turn comes, not by every waiting run.
                 Box::pin(self.attempt(repo, slave, when)).await
             };

@@ -16,7 +16,7 @@ use super::push_error::{Blame, PushError};
 use super::pusher::{Confirmed, Pusher};
 use super::queue::{Backoff, Queue};
 use super::report::Delivered;
-use super::scheduler::{Checked, Outcome, Scheduler};
+use super::scheduler::{ATTEMPTS_AT_ONCE, Checked, Outcome, Scheduler};
 use crate::config::MirrorConfig;
 use crate::names::{AccountName, RepoName};
 
@@ -485,4 +485,22 @@ async fn a_bulk_check_answers_what_did_not_change_without_a_push() {
         assert_eq!(w.next_call().await.when, when, "{on_disk:?} {pending}");
         outcome(rx).await.unwrap();
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_users_push_does_not_wait_behind_a_bulk_request() {
+    let mut w = world(false);
+    // A bulk request fills every attempt turn (each held at the gate), and one more waits.
+    for i in 0..=ATTEMPTS_AT_ONCE {
+        w.scheduler
+            .submit(&repo(&format!("bulk{i}")), &w.slave, When::IfChanged, false);
+    }
+    for _ in 0..ATTEMPTS_AT_ONCE {
+        w.next_call().await;
+    }
+    // A user's push starts at once, ahead of the waiting one.
+    let user = repo("testing");
+    w.user_push(&user, false);
+    let call = w.next_call().await;
+    assert_eq!((call.repo, call.when), (user, When::Always));
 }
