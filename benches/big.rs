@@ -562,24 +562,6 @@ fn daemon_pid_at(pid_file: &Path) -> Option<u32> {
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
-/// A bare repo behind sshd with no gitmirror at all: the baseline's target, emptied by
-/// [`fresh_plain`] before each run.
-fn plain_target(alice: &Client) -> (Server, PathBuf, String) {
-    let plain = Server::start("plain");
-    let repo = plain.home().join("plain.git");
-    // A plain key line: sshd runs git-receive-pack itself through the login shell.
-    let key = fs::read_to_string(&alice.key.public).unwrap();
-    fs::write(plain.home().join(".ssh/authorized_keys"), key).unwrap();
-    let url = format!(
-        "ssh://{}@{}:{}{}",
-        plain.user.name,
-        plain.addr,
-        plain.port,
-        repo.display()
-    );
-    (plain, repo, url)
-}
-
 fn fresh_plain(plain: &Server, repo: &Path) {
     let _ = fs::remove_dir_all(repo);
     run(plain
@@ -622,11 +604,7 @@ fn mib(kib: u64) -> f64 {
 
 fn main() {
     let o = options();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
+    let (cores, mem_kib) = machine();
     let mut shapes = Vec::new();
     if !o.big_only {
         shapes.push(Shape::ninety());

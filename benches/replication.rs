@@ -74,29 +74,6 @@ fn rules_for_master(bulk: usize) -> String {
 const SLAVE_RULES: &str =
     "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\", \"server3\"]\n";
 
-/// A bare repo behind sshd with no gitmirror at all: the baseline.
-fn plain_target(alice: &Client) -> (Server, String) {
-    let plain = Server::start("plain");
-    let repo = plain.home().join("plain.git");
-    run(plain
-        .user
-        .command("git")
-        .args(["init", "-q", "--bare"])
-        .arg(&repo))
-    .ok();
-    // A plain key line: sshd runs git-receive-pack itself through the login shell.
-    let key = fs::read_to_string(&alice.key.public).unwrap();
-    fs::write(plain.home().join(".ssh/authorized_keys"), key).unwrap();
-    let url = format!(
-        "ssh://{}@{}:{}{}",
-        plain.user.name,
-        plain.addr,
-        plain.port,
-        repo.display()
-    );
-    (plain, url)
-}
-
 /// Fills each bulk repo with one small commit, written directly (not a measured push).
 fn populate(server: &Server, n: usize) {
     let sig = git2::Signature::now("bench", "bench@example.com").unwrap();
@@ -126,11 +103,7 @@ fn all_in_sync(master: &Server, slave: &Server, repos: &[String]) -> bool {
 
 fn main() {
     let o = options();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
+    let (cores, mem_kib) = machine();
     eprintln!("setting up: 3 servers, {} bulk repos", o.repos);
     let mut cluster = Cluster::new(&["server1", "server2", "server3"]);
     let alice = Client::new("alice");
@@ -143,7 +116,13 @@ fn main() {
     s1.set_rules(&rules_for_master(o.repos));
     s2.set_rules(SLAVE_RULES);
     s3.set_rules(SLAVE_RULES);
-    let (_plain, plain_url) = plain_target(&alice);
+    let (plain_server, plain_repo, plain_url) = plain_target(&alice);
+    run(plain_server
+        .user
+        .command("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&plain_repo))
+    .ok();
     alice.init_repo("w");
 
     // Warm up: every path once (starts the daemon, opens its connections, fills caches).

@@ -297,11 +297,7 @@ fn sweep_ms(log: &str) -> Option<f64> {
 
 fn main() {
     let o = options();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
+    let (cores, mem_kib) = machine();
     let mut rss = PeakRss::default();
     let bulk: Vec<String> = (0..o.repos).map(bulk_name).collect();
 

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use crate::process::{process_tree, signal};
 use crate::server::Server;
@@ -44,33 +45,31 @@ impl Server {
         if script.exists() {
             return;
         }
-        let keys = self.home().join(".ssh/authorized_keys");
-        let text = fs::read_to_string(&keys).unwrap();
-        let marker = format!(" peer {peer}\"");
-        let line = text
-            .lines()
-            .find(|l| l.contains(&marker))
-            .unwrap_or_else(|| panic!("no peer line for {peer}:\n{text}"));
-        let start = line.find("command=\"").unwrap() + "command=\"".len();
-        let end = start + line[start..].find('"').unwrap();
-        let real = &line[start..end];
-        fs::write(
-            &script,
+        self.wrap_peer_command(peer, &script, |real| {
             format!(
                 "#!/bin/sh\nif [ \"$SSH_ORIGINAL_COMMAND\" = '{verb}' ]; then\n  cat >/dev/null\n  cat '{}'\n  exit 0\nfi\nexec {real}\n",
                 data.display()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        let changed = text.replacen(real, &script.display().to_string(), 1);
-        fs::write(&keys, changed).unwrap();
+            )
+        });
     }
 
     /// A slow link from `peer`: what it sends to this server's `git-receive-pack` reaches git
     /// at about `kib_per_sec`, in small steps (it never stops flowing). Takes effect on the
     /// peer's next ssh login.
     pub fn throttle_pushes_from(&self, peer: &str, kib_per_sec: u32) {
+        let script = self.sshd_dir.path().join(format!("throttle-{peer}.sh"));
+        // 4 KiB steps; perl is part of every Debian system.
+        let pause = 4.0 / f64::from(kib_per_sec.max(1));
+        self.wrap_peer_command(peer, &script, |real| {
+            format!(
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  git-receive-pack*)\n    perl -e '$|=1; while (sysread(STDIN, $b, 4096)) {{ syswrite(STDOUT, $b); select(undef, undef, undef, {pause}) }}' | {real}\n    ;;\n  *) exec {real} ;;\nesac\n"
+            )
+        });
+    }
+
+    /// Replaces `peer`'s forced command in authorized_keys with `script`, written from
+    /// `body` given the real command (which the script may still run).
+    fn wrap_peer_command(&self, peer: &str, script: &Path, body: impl FnOnce(&str) -> String) {
         let keys = self.home().join(".ssh/authorized_keys");
         let text = fs::read_to_string(&keys).unwrap();
         let marker = format!(" peer {peer}\"");
@@ -81,17 +80,8 @@ impl Server {
         let start = line.find("command=\"").unwrap() + "command=\"".len();
         let end = start + line[start..].find('"').unwrap();
         let real = &line[start..end];
-        let script = self.sshd_dir.path().join(format!("throttle-{peer}.sh"));
-        // 4 KiB steps; perl is part of every Debian system.
-        let pause = 4.0 / f64::from(kib_per_sec.max(1));
-        fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  git-receive-pack*)\n    perl -e '$|=1; while (sysread(STDIN, $b, 4096)) {{ syswrite(STDOUT, $b); select(undef, undef, undef, {pause}) }}' | {real}\n    ;;\n  *) exec {real} ;;\nesac\n"
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(script, body(real)).unwrap();
+        fs::set_permissions(script, fs::Permissions::from_mode(0o755)).unwrap();
         let changed = text.replacen(real, &script.display().to_string(), 1);
         fs::write(&keys, changed).unwrap();
     }

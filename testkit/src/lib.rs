@@ -31,7 +31,7 @@ mod unix_user;
 pub use client::{Client, Key};
 pub use cluster::Cluster;
 pub use daemon::{Daemon, daemon_pid_in, stop_daemon_in};
-pub use measure::{arg_flag, arg_value, median, noise, peak_rss_kib};
+pub use measure::{arg_flag, arg_value, machine, median, noise, peak_rss_kib, plain_target};
 pub use process::{OutputExt, process_tree, run, signal, wait_for};
 pub use sandbox::{SSHD, Sandbox, Scratch, sandbox};
 pub use server::Server;

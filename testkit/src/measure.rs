@@ -3,6 +3,10 @@
 //! compression shrinks.
 
 use std::fs;
+use std::path::PathBuf;
+
+use crate::client::Client;
+use crate::server::Server;
 
 /// Whether the flag `name` (e.g. `--quick`) was given. Unknown arguments (cargo bench passes
 /// `--bench`) are ignored.
@@ -53,4 +57,32 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// This machine's cores and memory (KiB), as the benchmarks report them.
+pub fn machine() -> (usize, u64) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    (cores, mem_kib)
+}
+
+/// The baseline's target: a server with no gitmirror at all, whose sshd runs `client`'s
+/// git itself (a plain key line, through the login shell), and the path and ssh URL of a
+/// bare repo there (not created: the caller makes it, or makes it afresh each run).
+pub fn plain_target(client: &Client) -> (Server, PathBuf, String) {
+    let plain = Server::start("plain");
+    let repo = plain.home().join("plain.git");
+    let key = fs::read_to_string(&client.key.public).unwrap();
+    fs::write(plain.home().join(".ssh/authorized_keys"), key).unwrap();
+    let url = format!(
+        "ssh://{}@{}:{}{}",
+        plain.user.name,
+        plain.addr,
+        plain.port,
+        repo.display()
+    );
+    (plain, repo, url)
 }
