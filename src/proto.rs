@@ -47,6 +47,12 @@ pub(crate) const NO_SUCH_REPO: &str = "no such repo here";
 /// The verb a slave sends its master to ask for a push now (users may send it too).
 pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
 
+/// The verb a master's daemon pushes with (`mirror-receive-pack 'REPO' ['HEAD-REF']`, peers
+/// only): git's receive-pack protocol, with the slave's post-receive work done by the forced
+/// command itself after receive-pack ends instead of by hook processes, and HEAD named on the
+/// command line instead of in a push option. `git-receive-pack` keeps working for peers.
+pub(crate) const MIRROR_RECEIVE_VERB: &str = "mirror-receive-pack";
+
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";

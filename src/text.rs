@@ -29,9 +29,31 @@ pub(crate) fn one_line(s: &str) -> String {
         .join("; ")
 }
 
+/// Cuts `s` to at most `max` bytes, at a character boundary (a peer's text, decoded lossily,
+/// may put a multi-byte character across the cut).
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_keeps_whole_characters() {
+        let mut s = "a\u{fffd}b".to_string();
+        truncate(&mut s, 2);
+        assert_eq!(s, "a");
+        let mut s = "abc".to_string();
+        truncate(&mut s, 5);
+        assert_eq!(s, "abc");
+    }
 
     #[test]
     fn one_line_joins_and_sources_chain() {

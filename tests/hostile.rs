@@ -56,6 +56,9 @@ fn hostile_commands_are_refused_and_change_nothing() {
         "git-upload-pack 'r' | id",
         "info; id",
         "git upload-pack 'r'",
+        // Peers' verbs are not users'.
+        "verify",
+        "mirror-receive-pack 'r'",
     ];
     let before = snapshot(server.home());
     for cmd in commands {

@@ -185,6 +185,9 @@ fn peer_is_confined_to_the_repos_it_masters() {
     let out = s2.ssh_as_peer(s3, "git-receive-pack 'testing.git'");
     let err = out.fails_with("server3 refuses testing from server2: its master here is server1");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The same through the daemon's own verb.
+    s2.ssh_as_peer(s3, "mirror-receive-pack 'testing.git' 'refs/heads/main'")
+        .fails_with("server3 refuses testing from server2: its master here is server1");
     // Nor may a peer run anything else.
     for cmd in ["sh", "git-upload-archive 'testing'", "info; id", "scp -t x"] {
         s2.ssh_as_peer(s3, cmd).fails_with("FATAL: ");
@@ -361,11 +364,7 @@ fn head_only_change_reaches_slaves_on_request_push() {
     );
     // Asking again with everything equal pushes nothing and still reports success.
     // Every receive-pack session the slave admits is logged, even one that changes nothing.
-    let pushes = |s: &Server| {
-        s.log()
-            .matches("actor=server1 verb=\"git-receive-pack\"")
-            .count()
-    };
+    let pushes = |s: &Server| s.mirror_pushes_from("server1");
     let before = pushes(w.s("server3"));
     let out = s1.gitmirror(&["request-push", "testing"]).ok();
     assert!(out.contains("server1 ==== (testing) ===> server3"), "{out}");
@@ -419,25 +418,58 @@ fn a_ref_that_cannot_be_mirrored_is_reported_not_skipped() {
 }
 
 #[test]
-fn a_slave_without_its_hooks_refuses_mirror_pushes_until_compiled() {
+fn a_slave_without_its_hooks_takes_the_daemons_pushes_but_not_plain_ones() {
     let w = world(true);
     w.alice.init_repo("w");
     w.push(&["main"]);
-    // An upgrade that skipped compile on server2: its peers' hooks are gone.
-    let s2 = w.s("server2");
-    std::fs::remove_file(s2.home().join("state/peer-hooks/post-receive")).unwrap();
-    w.alice.commit("w", "two");
-    let err = w.push(&["main"]);
-    assert!(err.contains("server1 ==== (testing) ===> server3"), "{err}");
-    assert!(
-        err.contains("server1 ==== (testing) =X=> server2: server2 cannot take mirror pushes: its hooks are not installed"),
-        "{err}"
-    );
-    assert_ne!(s2.refs("testing"), w.s("server1").refs("testing"));
-    // Compiling puts them back; the master's retry (or a request) then lands the push.
-    s2.gitmirror(&["compile"]).ok();
-    w.s("server1").gitmirror(&["request-push", "testing"]).ok();
     w.in_sync();
+    // An upgrade that skipped compile on server2: its peers' hooks are gone.
+    let (s1, s2) = (w.s("server1"), w.s("server2"));
+    std::fs::remove_file(s2.home().join("state/peer-hooks/post-receive")).unwrap();
+    // The daemon's own verb does the hooks' work itself: its pushes still land in full.
+    w.alice.commit("w", "two");
+    w.alice.git_in("w", &["checkout", "-q", "-b", "dev"]).ok();
+    let err = w.push(&["main", "dev"]);
+    assert!(err.contains("server1 ==== (testing) ===> server2"), "{err}");
+    s1.git("testing", &["symbolic-ref", "HEAD", "refs/heads/dev"])
+        .ok();
+    s1.gitmirror(&["request-push", "testing"]).ok();
+    w.in_sync();
+    assert!(s2.refs("testing").ends_with("HEAD -> refs/heads/dev\n"));
+    // A plain git push from the peer would land without them: refused until compiled.
+    s1.ssh_as_peer(s2, "git-receive-pack 'testing.git'")
+        .fails_with("server2 cannot take mirror pushes: its hooks are not installed");
+    s2.gitmirror(&["compile"]).ok();
+    assert!(s2.home().join("state/peer-hooks/post-receive").is_file());
+}
+
+#[test]
+fn a_slave_that_predates_the_daemons_verb_still_gets_every_push() {
+    let w = world(true);
+    let (s1, s2) = (w.s("server1"), w.s("server2"));
+    s2.forget_peer_verb("server1", "mirror-receive-pack");
+    // The daemon's connection to server2 must log in again to meet the old command.
+    s1.stop_daemon();
+    w.alice.init_repo("w");
+    w.push(&["main", "main:dev"]);
+    w.in_sync();
+    // HEAD then rides as a push option, for the old slave's hook.
+    s1.git("testing", &["symbolic-ref", "HEAD", "refs/heads/dev"])
+        .ok();
+    let out = s1.gitmirror(&["request-push", "testing"]).ok();
+    assert!(out.contains("===> server2"), "{out}");
+    w.in_sync();
+    assert!(s2.refs("testing").ends_with("HEAD -> refs/heads/dev\n"));
+    let log = s2.log();
+    assert!(
+        log.contains("actor=server1 verb=\"git-receive-pack\" repo=\"testing\" decision=\"allow\""),
+        "{log}"
+    );
+    assert!(!log.contains("verb=\"mirror-receive-pack\""), "{log}");
+    // server3 knows the verb and got the same pushes through it.
+    assert!(w.s("server3").log().contains(
+        "actor=server1 verb=\"mirror-receive-pack\" repo=\"testing\" decision=\"allow\""
+    ));
 }
 
 #[test]

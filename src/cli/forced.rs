@@ -38,7 +38,9 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
     // slow every fetch and mirror push); anything else, or a command that does not parse
     // (the shell refuses it below), reads them all.
     let rules = match command::parse(original.as_deref()) {
-        Ok(Request::Git { repo, .. } | Request::Mirror(repo)) => Rules::compiled_for(home, &repo),
+        Ok(
+            Request::Git { repo, .. } | Request::Mirror(repo) | Request::MirrorReceive { repo, .. },
+        ) => Rules::compiled_for(home, &repo),
         _ => Rules::compiled(home),
     };
     let rules = match rules {
@@ -71,6 +73,14 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
             tracing::error!(error = %err, "cannot start git");
             fail(cmd, &format!("cannot start git: {err}"))
         }
+        Ok(Reply::MirrorReceive(receive)) => match receive.run() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot receive a mirror push");
+                fail(cmd, &e.to_string())
+            }
+        },
         Err(e) => fail(cmd, &e),
     }
 }

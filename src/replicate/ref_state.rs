@@ -104,6 +104,11 @@ impl RefState {
         Ok(state)
     }
 
+    /// The refs by name, each with the commit (or tag) it names.
+    pub(crate) fn refs(&self) -> &BTreeMap<String, String> {
+        &self.refs
+    }
+
     /// The same HEAD with no refs: what an empty copy of this repo looks like.
     pub(crate) fn emptied(&self) -> RefState {
         RefState {

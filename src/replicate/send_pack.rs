@@ -15,6 +15,7 @@ use super::pack::{PackError, PackRequest, Packer, Sent};
 use super::pkt_line::{self, BAND_DATA, BAND_ERROR, FLUSH, Packet, WireError};
 use super::push_error::PushError;
 use crate::names::RepoName;
+use crate::proto;
 use crate::ssh::Connection;
 use crate::ssh::remote::{MESSAGES_CAP, Remote, RemoteIn, RemoteOut};
 
@@ -73,9 +74,96 @@ async fn end_input(mut input: RemoteIn, flush: bool) -> Result<(), WireError> {
     Ok(())
 }
 
+/// How the slave is asked to take a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receiver {
+    /// `mirror-receive-pack`: the slave's forced command does its hook work itself, and
+    /// HEAD rides on the command line (see [`proto::MIRROR_RECEIVE_VERB`]).
+    Daemon,
+    /// `git-receive-pack`, as any git client pushes: for a slave that predates the daemon's
+    /// verb, or a HEAD the command line cannot carry. HEAD rides as a push option.
+    Git,
+}
+
+impl Receiver {
+    /// The command line for `repo`.
+    fn command(self, repo: &RepoName, head: Option<&str>) -> String {
+        match (self, head) {
+            (Receiver::Daemon, Some(head)) => format!(
+                "{} '{}' '{head}'",
+                proto::MIRROR_RECEIVE_VERB,
+                repo.relative_dir()
+            ),
+            (Receiver::Daemon, None) => {
+                format!("{} '{}'", proto::MIRROR_RECEIVE_VERB, repo.relative_dir())
+            }
+            (Receiver::Git, _) => format!("git-receive-pack '{}'", repo.relative_dir()),
+        }
+    }
+
+    /// The first choice for a push with `head`: the slave's forced command takes a HEAD in
+    /// single quotes only, so a ref name with one (git allows it) goes as a push option.
+    fn first(head: Option<&str>) -> Self {
+        match head {
+            Some(h) if h.contains('\'') => Receiver::Git,
+            _ => Receiver::Daemon,
+        }
+    }
+}
+
+/// A receive-pack session on the slave, up to its advertisement.
+struct Opened {
+    remote: Remote,
+    input: RemoteIn,
+    out: RemoteOut,
+    ad: Advertisement,
+    receiver: Receiver,
+}
+
+/// Starts the slave's receive-pack and reads its advertisement; falls back to plain
+/// `git-receive-pack` once when the slave does not know the daemon's verb.
+async fn open_receive(
+    conn: &Connection,
+    repo: &RepoName,
+    head: Option<&str>,
+) -> Result<Opened, PushError> {
+    let mut receiver = Receiver::first(head);
+    loop {
+        let (remote, input, mut out) = Remote::spawn(conn, &receiver.command(repo, head))
+            .await
+            .map_err(|e| PushError::Transport(e.to_string()))?;
+        match advertisement::read(&mut out).await {
+            Ok(ad) => {
+                return Ok(Opened {
+                    remote,
+                    input,
+                    out,
+                    ad,
+                    receiver,
+                });
+            }
+            Err(e) => {
+                let _ = input.close().await;
+                let (_, finished) = remote.finish(Some(out)).await;
+                if receiver == Receiver::Daemon && unknown_verb(&finished.stderr) {
+                    receiver = Receiver::Git;
+                    continue;
+                }
+                return Err(failed("the slave's receive-pack", e, &finished, ""));
+            }
+        }
+    }
+}
+
+/// Whether a slave's refusal says it does not know [`proto::MIRROR_RECEIVE_VERB`].
+fn unknown_verb(stderr: &str) -> bool {
+    stderr.contains("unknown command") && stderr.contains(proto::MIRROR_RECEIVE_VERB)
+}
+
 /// Pushes to the slave's copy of `repo`: `plan` decides the commands from what the slave
-/// advertises (`None`: nothing to do, and the session is ended with no change). `head` rides
-/// as a push option. Returns what was sent and the slave's answer, or `None` when nothing was.
+/// advertises (`None`: nothing to do, and the session is ended with no change). `head` is the
+/// master's HEAD, for the slave to take. Returns what was sent and the slave's answer, or
+/// `None` when nothing was.
 pub(crate) async fn push<F>(
     conn: &Connection,
     repo: &RepoName,
@@ -87,18 +175,13 @@ where
     F: FnOnce(&Advertisement) -> Result<Vec<Command>, PushError>,
 {
     let packer = Packer::for_repo(path).await?;
-    let command = format!("git-receive-pack '{}'", repo.relative_dir());
-    let (remote, mut input, mut out) = Remote::spawn(conn, &command)
-        .await
-        .map_err(|e| PushError::Transport(e.to_string()))?;
-    let ad = match advertisement::read(&mut out).await {
-        Ok(ad) => ad,
-        Err(e) => {
-            let _ = input.close().await;
-            let (_, finished) = remote.finish(Some(out)).await;
-            return Err(failed("the slave's receive-pack", e, &finished, ""));
-        }
-    };
+    let Opened {
+        remote,
+        mut input,
+        mut out,
+        ad,
+        receiver,
+    } = open_receive(conn, repo, head).await?;
     let commands = match plan(&ad) {
         Ok(commands) => commands,
         Err(e) => {
@@ -113,7 +196,12 @@ where
         ended.map_err(|e| failed("ending the session", e, &finished, ""))?;
         return Ok(None);
     }
-    let request = request(&ad, &commands, head)?;
+    let option_head = if receiver == Receiver::Git {
+        head
+    } else {
+        None
+    };
+    let request = request(&ad, &commands, option_head)?;
     let wants: Vec<git2::Oid> = commands
         .iter()
         .filter_map(|c| c.new.as_deref())
@@ -173,7 +261,11 @@ where
             a
         }
     };
-    answer.messages.truncate(MESSAGES_CAP);
+    // Under the daemon's verb, the slave's hook lines come on stderr after the report.
+    if receiver == Receiver::Daemon && !finished.stderr.is_empty() {
+        answer.messages.push_str(&finished.stderr);
+    }
+    crate::text::truncate(&mut answer.messages, MESSAGES_CAP);
     if let Some(unpack) = &answer.unpack_error {
         return Err(PushError::Refused(format!(
             "the slave could not unpack: {unpack}"

@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::command::{self, CommandError, Request};
 use super::git::Launch;
+use super::mirror_receive::MirrorReceive;
 use crate::admin::keys;
 use crate::names::AccountName;
 
@@ -18,6 +19,8 @@ pub(crate) enum Reply {
     Text { text: String, ok: bool },
     /// A git service to replace this process with.
     Git(Launch),
+    /// A master daemon's mirror push, received under this process.
+    MirrorReceive(MirrorReceive),
 }
 
 impl Reply {

@@ -10,7 +10,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::names::{NameError, RepoName};
-use crate::proto::{REQUEST_PUSH_VERB, VERIFY_VERB};
+use crate::proto::{MIRROR_RECEIVE_VERB, REQUEST_PUSH_VERB, VERIFY_VERB};
 
 /// The two git services a client may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,11 @@ pub(crate) enum Request {
     Mirror(RepoName),
     /// Compare this server's copies with a master's digests, read from stdin (peers only).
     Verify,
+    /// A master daemon's mirror push, with the master's HEAD when it has one (peers only).
+    MirrorReceive {
+        repo: RepoName,
+        head: Option<String>,
+    },
 }
 
 impl Request {
@@ -63,6 +68,9 @@ impl Request {
             Request::Git { service, repo } => (service.to_string(), repo.to_string()),
             Request::Mirror(repo) => (REQUEST_PUSH_VERB.to_string(), repo.to_string()),
             Request::Verify => (VERIFY_VERB.to_string(), String::new()),
+            Request::MirrorReceive { repo, .. } => {
+                (MIRROR_RECEIVE_VERB.to_string(), repo.to_string())
+            }
         }
     }
 }
@@ -92,6 +100,8 @@ pub(crate) enum CommandError {
     },
     #[error("bad repo name: {0}")]
     RepoName(#[from] NameError),
+    #[error("bad HEAD ref {0:?}: not a valid ref name under refs/")]
+    HeadRef(String),
 }
 
 /// Longest command line considered; git sends far less.
@@ -134,6 +144,15 @@ fn repo_arg(raw: &str) -> Result<RepoName, CommandError> {
     Ok(RepoName::parse(raw)?)
 }
 
+/// Takes the HEAD ref a master names: a valid ref name under `refs/`.
+fn head_arg(raw: &str) -> Result<String, CommandError> {
+    if raw.starts_with("refs/") && git2::Reference::is_valid_name(raw) {
+        Ok(raw.to_string())
+    } else {
+        Err(CommandError::HeadRef(raw.chars().take(80).collect()))
+    }
+}
+
 fn arity(verb: &str, expected: &'static str, got: usize) -> CommandError {
     CommandError::Arity {
         verb: verb.to_string(),
@@ -166,6 +185,15 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (REQUEST_PUSH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         (VERIFY_VERB, None, []) => Ok(Request::Verify),
         (VERIFY_VERB, None, _) => Err(arity(verb, "no", args.len())),
+        (MIRROR_RECEIVE_VERB, None, [repo, head @ ..]) if head.len() <= 1 => {
+            Ok(Request::MirrorReceive {
+                repo: repo_arg(repo)?,
+                head: head.first().map(|h| head_arg(h)).transpose()?,
+            })
+        }
+        (MIRROR_RECEIVE_VERB, None, _) => {
+            Err(arity(verb, "one repo and an optional HEAD ref", args.len()))
+        }
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -194,6 +222,20 @@ mod tests {
             ("git-receive-pack testing", git(ReceivePack, "testing")),
             ("info", Request::Info),
             ("verify", Request::Verify),
+            (
+                "mirror-receive-pack 'a/b.git' 'refs/heads/my_main'",
+                Request::MirrorReceive {
+                    repo: RepoName::parse("a/b").unwrap(),
+                    head: Some("refs/heads/my_main".into()),
+                },
+            ),
+            (
+                "mirror-receive-pack 'a'",
+                Request::MirrorReceive {
+                    repo: RepoName::parse("a").unwrap(),
+                    head: None,
+                },
+            ),
             (
                 "request-push 'testing'",
                 Request::Mirror(RepoName::parse("testing").unwrap()),
@@ -245,6 +287,12 @@ mod tests {
             "request-push a b",
             "request-push '../x'",
             "verify testing",
+            "mirror-receive-pack",
+            "mirror-receive-pack 'r' 'refs/heads/a' 'x'",
+            "mirror-receive-pack 'r' 'HEAD'",
+            "mirror-receive-pack 'r' 'refs/heads/a..b'",
+            "mirror-receive-pack 'r' 'refs/heads/a b'",
+            "mirror-receive-pack 'r' '--upload-pack=x'",
             "git upload-pack 'r'",
             long.as_str(),
         ] {

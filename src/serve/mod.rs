@@ -3,11 +3,13 @@
 //! sshd runs one of two forced commands: [`user_shell`] for a user's key, [`peer_shell`] for
 //! another gitmirror server's. Both parse the client's command ([`command`]), decide and log
 //! through [`access`], and exec git through [`git`] in an environment we build. git then runs
-//! our [`hook`]s inside receive-pack.
+//! our [`hook`]s inside receive-pack; a master daemon's push runs receive-pack under
+//! [`mirror_receive`], which does the slave's hook work itself.
 
 pub(crate) mod access;
 pub(crate) mod command;
 pub(crate) mod git;
 pub(crate) mod hook;
+pub(crate) mod mirror_receive;
 pub(crate) mod peer_shell;
 pub(crate) mod user_shell;

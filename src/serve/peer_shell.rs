@@ -15,6 +15,7 @@ use tracing::info;
 use super::access::{Reply, answer};
 use super::command::{CommandError, GitService, Request};
 use super::git::{self, Launch};
+use super::mirror_receive::MirrorReceive;
 use crate::admin::keys;
 use crate::config::{MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
@@ -128,6 +129,7 @@ impl<'a> PeerShell<'a> {
                 } => self.upload(&repo, protocol),
                 Request::Mirror(repo) => self.request_push(&repo),
                 Request::Verify => self.verify(&mut std::io::stdin().lock()),
+                Request::MirrorReceive { repo, head } => self.mirror_receive(&repo, head, protocol),
             },
         )
     }
@@ -170,24 +172,53 @@ impl<'a> PeerShell<'a> {
                 this: self.this().clone(),
             });
         }
+        let path = self.mirror_target(repo)?;
+        Ok(Reply::Git(self.receive_launch(repo, &path, protocol)))
+    }
+
+    /// A mirror push from the master's daemon: the same checks and receive-pack, with the
+    /// hooks' work done by [`MirrorReceive`] (which needs no hooks installed).
+    fn mirror_receive(
+        &self,
+        repo: &RepoName,
+        head: Option<String>,
+        protocol: Option<&OsStr>,
+    ) -> Result<Reply, PeerShellError> {
+        let path = self.mirror_target(repo)?;
+        let launch = self.receive_launch(repo, &path, protocol);
+        Ok(Reply::MirrorReceive(MirrorReceive::new(
+            launch, self.home, &path, &self.peer, repo, head,
+        )))
+    }
+
+    /// The repo a mirror push from the peer may write: this server's copy, when the peer
+    /// masters it here, or a new one, when this server's rules say it would.
+    fn mirror_target(&self, repo: &RepoName) -> Result<PathBuf, PeerShellError> {
         let store = Store::new(self.home.repositories());
-        let path = match store.find(repo) {
+        match store.find(repo) {
             Some(path) => {
                 self.peer_masters(repo, repo::mirror_config(&path)?.as_ref())?;
-                path
+                Ok(path)
             }
-            None => self.create(&store, repo)?,
-        };
-        let launch = self
-            .launch(GitService::ReceivePack, repo, &path, protocol)
+            None => self.create(&store, repo),
+        }
+    }
+
+    /// receive-pack as a mirror push runs it on a slave.
+    fn receive_launch(
+        &self,
+        repo: &RepoName,
+        path: &std::path::Path,
+        protocol: Option<&OsStr>,
+    ) -> Launch {
+        self.launch(GitService::ReceivePack, repo, path, protocol)
             // The master's state wins on a slave: it must take rewinds and deletions (the
             // branch HEAD names included, as the master's HEAD then names a missing branch
             // too), and the master's HEAD arrives as a push option.
             .with_config("receive.advertisePushOptions", "true")
             .with_config("receive.denyNonFastForwards", "false")
             .with_config("receive.denyDeletes", "false")
-            .with_config("receive.denyDeleteCurrent", "ignore");
-        Ok(Reply::Git(launch))
+            .with_config("receive.denyDeleteCurrent", "ignore")
     }
 
     fn create(&self, store: &Store, repo: &RepoName) -> Result<PathBuf, PeerShellError> {

@@ -102,6 +102,9 @@ impl<'a> UserShell<'a> {
                 Request::Verify => {
                     Err(CommandError::Unknown(proto::VERIFY_VERB.to_string()).into())
                 }
+                Request::MirrorReceive { .. } => {
+                    Err(CommandError::Unknown(proto::MIRROR_RECEIVE_VERB.to_string()).into())
+                }
             },
         )
     }

@@ -93,8 +93,15 @@ impl Server {
 
     /// How many receive-pack sessions from `peer` this server has admitted.
     pub fn mirror_pushes_from(&self, peer: &str) -> usize {
-        self.log()
-            .matches(&format!("actor={peer} verb=\"git-receive-pack\""))
-            .count()
+        // The daemon pushes with its own verb; git's is what a plain client (or an older
+        // master) uses.
+        let log = self.log();
+        ["mirror-receive-pack", "git-receive-pack"]
+            .iter()
+            .map(|verb| {
+                log.matches(&format!("actor={peer} verb=\"{verb}\""))
+                    .count()
+            })
+            .sum()
     }
 }

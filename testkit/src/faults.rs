@@ -53,6 +53,18 @@ impl Server {
         });
     }
 
+    /// A slave built before `verb` existed: `peer`'s commands starting with it are refused as
+    /// such a build refuses an unknown command (`FATAL: unknown command "VERB"; ...`), and
+    /// everything else runs as usual. Takes effect on the peer's next ssh login.
+    pub fn forget_peer_verb(&self, peer: &str, verb: &str) {
+        let script = self.sshd_dir.path().join(format!("old-{peer}.sh"));
+        self.wrap_peer_command(peer, &script, |real| {
+            format!(
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  {verb}*)\n    echo 'FATAL: unknown command \"{verb}\"; accepted: git-upload-pack, git-receive-pack, info, request-push' >&2\n    exit 1\n    ;;\n  *) exec {real} ;;\nesac\n"
+            )
+        });
+    }
+
     /// A slow link from `peer`: what it sends to this server's `git-receive-pack` reaches git
     /// at about `kib_per_sec`, in small steps (it never stops flowing). Takes effect on the
     /// peer's next ssh login.
@@ -62,7 +74,7 @@ impl Server {
         let pause = 4.0 / f64::from(kib_per_sec.max(1));
         self.wrap_peer_command(peer, &script, |real| {
             format!(
-                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  git-receive-pack*)\n    perl -e '$|=1; while (sysread(STDIN, $b, 4096)) {{ syswrite(STDOUT, $b); select(undef, undef, undef, {pause}) }}' | {real}\n    ;;\n  *) exec {real} ;;\nesac\n"
+                "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  git-receive-pack*|mirror-receive-pack*)\n    perl -e '$|=1; while (sysread(STDIN, $b, 4096)) {{ syswrite(STDOUT, $b); select(undef, undef, undef, {pause}) }}' | {real}\n    ;;\n  *) exec {real} ;;\nesac\n"
             )
         });
     }

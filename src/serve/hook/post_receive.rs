@@ -32,7 +32,14 @@ pub(crate) fn post_receive(
     }
     let path = std::env::current_dir().map_err(HookError::Input)?;
     if pusher.peer.is_some() {
-        return Ok(slave::received(home, pusher, &path, updates));
+        let head = slave::head_option_from_env();
+        return Ok(slave::received(
+            home,
+            pusher,
+            &path,
+            head.as_deref(),
+            updates,
+        ));
     }
     let repo = match RepoName::parse(&pusher.repo) {
         Ok(r) => r,

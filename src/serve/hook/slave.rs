@@ -12,16 +12,30 @@ use crate::home::Home;
 use crate::names::RepoName;
 use crate::proto::{self, DIVERGED_NS, DIVERGED_PREFIX, HEAD_OPTION, OWN_NS, SET_HEAD_REF};
 
-/// After a mirror push from the repo's master: HEAD as the master's, then the divergence
-/// check. Returns the lines the master should see.
+/// After a mirror push from the repo's master: HEAD as the master's (`head`, when the master
+/// sent one), then the divergence check. Returns the lines the master should see.
 pub(crate) fn received(
     home: &Home,
     pusher: &PushedBy,
     path: &Path,
+    head: Option<&str>,
     updates: &[RefUpdate],
 ) -> Vec<String> {
-    apply_head_option(path);
+    if let Some(head) = head {
+        apply_head(path, head);
+    }
     keep_diverged(home, pusher, path, updates)
+}
+
+/// The master's HEAD as the push option carries it to the hook, if it sent one.
+pub(crate) fn head_option_from_env() -> Option<String> {
+    let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (0..count)
+        .filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok())
+        .find_map(|o| o.strip_prefix(HEAD_OPTION).map(str::to_string))
 }
 
 /// Keeps every ref the push overwrote that was not what the master last gave us (changed
@@ -114,19 +128,10 @@ fn keep_diverged(
     lines
 }
 
-/// On a slave: points HEAD where the master's HEAD points, as carried in the push option.
-fn apply_head_option(path: &Path) {
-    let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let target = (0..count)
-        .filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok())
-        .find_map(|o| o.strip_prefix(HEAD_OPTION).map(str::to_string));
-    let Some(target) = target else {
-        return;
-    };
-    if !target.starts_with("refs/") || !git2::Reference::is_valid_name(&target) {
+/// On a slave: points HEAD where the master's HEAD points (`target`), and drops the ref that
+/// carried a HEAD-only change.
+fn apply_head(path: &Path, target: &str) {
+    if !target.starts_with("refs/") || !git2::Reference::is_valid_name(target) {
         warn!(target, "ignoring an invalid HEAD from the master");
         return;
     }
@@ -135,8 +140,8 @@ fn apply_head_option(path: &Path) {
             .find_reference("HEAD")
             .ok()
             .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string));
-        if current.as_deref() != Some(target.as_str()) {
-            repo.set_head(&target)?;
+        if current.as_deref() != Some(target) {
+            repo.set_head(target)?;
             info!(head = target, "HEAD set as on the master");
         }
         if let Ok(mut carrier) = repo.find_reference(SET_HEAD_REF) {
