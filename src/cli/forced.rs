@@ -81,6 +81,14 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
                 fail(cmd, &e.to_string())
             }
         },
+        Ok(Reply::FreshReceive(receive)) => match receive.run() {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot receive a mirror push");
+                fail(cmd, &e.to_string())
+            }
+        },
         Err(e) => fail(cmd, &e),
     }
 }

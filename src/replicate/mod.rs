@@ -17,7 +17,7 @@ mod advertisement;
 pub(crate) mod mastered;
 pub(crate) mod mirror_push;
 mod pack;
-mod pkt_line;
+pub(crate) mod pkt_line;
 pub(crate) mod push_error;
 pub(crate) mod pusher;
 pub(crate) mod queue;

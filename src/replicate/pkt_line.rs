@@ -22,6 +22,9 @@ pub(crate) enum WireError {
     /// Something that is not git's protocol.
     #[error("the peer's git sent {0}")]
     Malformed(String),
+    /// Reading this process's own input failed.
+    #[error("cannot read the peer's request: {0}")]
+    Input(#[from] std::io::Error),
 }
 
 /// One packet read.
@@ -53,6 +56,28 @@ pub(crate) async fn read(out: &mut RemoteOut) -> Result<Packet, WireError> {
         return Err(WireError::Ended);
     }
     Ok(Packet::Data(data))
+}
+
+/// Reads one packet from `input` without reading past it (what follows may be a pack that
+/// another process reads from the same descriptor); [`WireError::Ended`] at the end.
+pub(crate) fn read_blocking(input: &mut impl std::io::Read) -> Result<Packet, WireError> {
+    let mut head = [0u8; 4];
+    read_all(input, &mut head)?;
+    let len = length(&head)?;
+    if len == 0 {
+        return Ok(Packet::Flush);
+    }
+    let mut data = vec![0u8; len - 4];
+    read_all(input, &mut data)?;
+    Ok(Packet::Data(data))
+}
+
+/// `read_exact`, with the end of the stream as [`WireError::Ended`].
+fn read_all(input: &mut impl std::io::Read, buf: &mut [u8]) -> Result<(), WireError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Ended,
+        _ => WireError::Input(e),
+    })
 }
 
 /// The length a packet header gives: 0 for a flush (or git's other special packets, which a

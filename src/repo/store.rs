@@ -17,6 +17,51 @@ use crate::fs::{Context, ensure_dir};
 use crate::invocation::Invocation;
 use crate::names::RepoName;
 
+/// A repo built by [`Store::stage`], not yet in place; dropped, it leaves nothing behind.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    _tmp: tempfile::TempDir,
+    building: PathBuf,
+    destination: PathBuf,
+    real_parent: PathBuf,
+    sync_each: bool,
+    name: RepoName,
+    store: Store,
+}
+
+/// Where a staged repo ended up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Ours is the repo now, at this path.
+    Ours(PathBuf),
+    /// Another creator (compile, or another mirror push) placed its own first; it stands,
+    /// complete, at this path, and ours was dropped.
+    Theirs(PathBuf),
+}
+
+impl Staged {
+    /// Where the repo is being built (a git directory nobody else sees).
+    pub(crate) fn path(&self) -> &Path {
+        &self.building
+    }
+
+    /// Renames the repo into place.
+    pub(crate) fn place(self) -> Result<Placed, StoreError> {
+        if let Err(e) = fs::rename(&self.building, &self.destination) {
+            return match self.store.find(&self.name) {
+                Some(theirs) => Ok(Placed::Theirs(theirs)),
+                None => Err(e).at("cannot move the new repo to", &self.destination)?,
+            };
+        }
+        if self.sync_each {
+            fs::File::open(&self.real_parent)
+                .and_then(|d| d.sync_all())
+                .at("cannot sync directory", &self.real_parent)?;
+        }
+        Ok(Placed::Ours(self.destination))
+    }
+}
+
 /// The bare repositories of one server.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
@@ -71,6 +116,24 @@ impl Store {
         invocation: &Invocation,
         mirror: Option<&MirrorRule>,
     ) -> Result<PathBuf, StoreError> {
+        match self.stage(name, invocation, mirror)?.place()? {
+            Placed::Ours(path) => Ok(path),
+            Placed::Theirs(path) => {
+                info!(repo = %name, "created meanwhile by another process");
+                Ok(path)
+            }
+        }
+    }
+
+    /// Builds a complete repo (as [`Store::create`] does) in a temporary directory next to
+    /// where it belongs, without placing it: its caller may fill it first, so that the repo
+    /// appears with its content or not at all.
+    pub(crate) fn stage(
+        &self,
+        name: &RepoName,
+        invocation: &Invocation,
+        mirror: Option<&MirrorRule>,
+    ) -> Result<Staged, StoreError> {
         let path = self.root.join(name.relative_dir());
         let parent = path.parent().unwrap_or(&self.root);
         ensure_dir(parent, 0o700)?;
@@ -98,23 +161,15 @@ impl Store {
         if let Some(rule) = mirror {
             set_mirror_config(&staged, rule)?;
         }
-        if let Err(e) = fs::rename(&staged, &path) {
-            // Another creator (compile, or a mirror push from the master) got there first;
-            // its repo was made complete the same way, so it stands and ours is dropped.
-            return match self.find(name) {
-                Some(theirs) => {
-                    info!(repo = %name, "created meanwhile by another process");
-                    Ok(theirs)
-                }
-                None => Err(e).at("cannot move the new repo to", &path)?,
-            };
-        }
-        if self.sync_each {
-            fs::File::open(&real_parent)
-                .and_then(|d| d.sync_all())
-                .at("cannot sync directory", &real_parent)?;
-        }
-        Ok(path)
+        Ok(Staged {
+            _tmp: tmp,
+            building: staged,
+            destination: path,
+            real_parent,
+            sync_each: self.sync_each,
+            name: name.clone(),
+            store: self.clone(),
+        })
     }
 
     /// Every repo in the store, found by walking it for `*.git` directories. Entries whose

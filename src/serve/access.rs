@@ -7,6 +7,7 @@
 use tracing::info;
 
 use super::command::{self, CommandError, Request};
+use super::fresh_receive::FreshReceive;
 use super::git::Launch;
 use super::mirror_receive::MirrorReceive;
 use crate::admin::keys;
@@ -21,6 +22,8 @@ pub(crate) enum Reply {
     Git(Launch),
     /// A master daemon's mirror push, received under this process.
     MirrorReceive(MirrorReceive),
+    /// A master daemon's mirror push of a repo this server does not have yet.
+    FreshReceive(FreshReceive),
 }
 
 impl Reply {

@@ -60,7 +60,12 @@ impl MirrorReceive {
             launch: launch
                 // No directory holds hooks under /dev/null: git runs none.
                 .with_config("core.hooksPath", "/dev/null")
-                .with_config("receive.autogc", "false"),
+                .with_config("receive.autogc", "false")
+                // receive-pack checks connectivity in a quarantine whose only alternate is the
+                // repo itself, so the alternate's refs are the `--all` it already excludes;
+                // listing them again cost a git for-each-ref per push. (git runs the command
+                // with the alternate's path as its argument, without a shell.)
+                .with_config("core.alternateRefsCommand", "true"),
             home: home.clone(),
             path: path.to_path_buf(),
             pusher: PushedBy {

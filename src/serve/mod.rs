@@ -4,10 +4,12 @@
 //! another gitmirror server's. Both parse the client's command ([`command`]), decide and log
 //! through [`access`], and exec git through [`git`] in an environment we build. git then runs
 //! our [`hook`]s inside receive-pack; a master daemon's push runs receive-pack under
-//! [`mirror_receive`], which does the slave's hook work itself.
+//! [`mirror_receive`], which does the slave's hook work itself, or, for a repo this server
+//! does not have yet, [`fresh_receive`], which takes the push without receive-pack.
 
 pub(crate) mod access;
 pub(crate) mod command;
+pub(crate) mod fresh_receive;
 pub(crate) mod git;
 pub(crate) mod hook;
 pub(crate) mod mirror_receive;

@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::access::{Reply, answer};
 use super::command::{CommandError, GitService, Request};
+use super::fresh_receive::FreshReceive;
 use super::git::{self, Launch};
 use super::mirror_receive::MirrorReceive;
 use crate::admin::keys;
@@ -24,7 +25,7 @@ use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
 use crate::replicate::verify::{self, Here, wire::MAX_REQUEST, wire::WireError};
-use crate::repo::{self, Store, StoreError};
+use crate::repo::{self, Placed, Staged, Store, StoreError};
 
 /// Why a peer's request was refused; one line, safe to send back.
 #[derive(Debug, Error)]
@@ -177,14 +178,22 @@ impl<'a> PeerShell<'a> {
     }
 
     /// A mirror push from the master's daemon: the same checks and receive-pack, with the
-    /// hooks' work done by [`MirrorReceive`] (which needs no hooks installed).
+    /// hooks' work done by [`MirrorReceive`] (which needs no hooks installed); a repo missing
+    /// here is built and filled by [`FreshReceive`] before it appears.
     fn mirror_receive(
         &self,
         repo: &RepoName,
         head: Option<String>,
         protocol: Option<&OsStr>,
     ) -> Result<Reply, PeerShellError> {
-        let path = self.mirror_target(repo)?;
+        let store = Store::new(self.home.repositories());
+        let Some(path) = store.find(repo) else {
+            let staged = self.stage(&store, repo)?;
+            return Ok(Reply::FreshReceive(FreshReceive::new(
+                staged, self.home, &self.peer, repo, head,
+            )));
+        };
+        self.peer_masters(repo, repo::mirror_config(&path)?.as_ref())?;
         let launch = self.receive_launch(repo, &path, protocol);
         Ok(Reply::MirrorReceive(MirrorReceive::new(
             launch, self.home, &path, &self.peer, repo, head,
@@ -221,7 +230,23 @@ impl<'a> PeerShell<'a> {
             .with_config("receive.denyDeleteCurrent", "ignore")
     }
 
+    /// Creates a repo the peer masters by this server's own rules.
     fn create(&self, store: &Store, repo: &RepoName) -> Result<PathBuf, PeerShellError> {
+        let path = self
+            .stage(store, repo)?
+            .place()
+            .map_err(|e| self.create_err(repo, e.to_string()))?;
+        Ok(match path {
+            Placed::Ours(path) => {
+                info!(repo = %repo, peer = %self.peer, "created repo for its master");
+                path
+            }
+            Placed::Theirs(path) => path,
+        })
+    }
+
+    /// Builds, unplaced, a repo the peer masters by this server's own rules.
+    fn stage(&self, store: &Store, repo: &RepoName) -> Result<Staged, PeerShellError> {
         let rule = self.rules.mirror(repo);
         if self.peer_masters(repo, rule.as_ref()).is_err() {
             return Err(PeerShellError::NoRule {
@@ -230,17 +255,18 @@ impl<'a> PeerShell<'a> {
                 peer: self.peer.clone(),
             });
         }
-        let create_err = |message: String| PeerShellError::Create {
+        let invocation = Invocation::current(self.home)
+            .map_err(|e: InvocationError| self.create_err(repo, e.to_string()))?;
+        store
+            .stage(repo, &invocation, rule.as_ref())
+            .map_err(|e| self.create_err(repo, e.to_string()))
+    }
+
+    fn create_err(&self, repo: &RepoName, message: String) -> PeerShellError {
+        PeerShellError::Create {
             repo: repo.clone(),
             message,
-        };
-        let invocation = Invocation::current(self.home)
-            .map_err(|e: InvocationError| create_err(e.to_string()))?;
-        let path = store
-            .create(repo, &invocation, rule.as_ref())
-            .map_err(|e| create_err(e.to_string()))?;
-        info!(repo = %repo, peer = %self.peer, "created repo for its master");
-        Ok(path)
+        }
     }
 
     /// Reads are allowed for repos mirrored between the two servers, either way round.

@@ -124,25 +124,60 @@ impl Server {
     pub fn ssh_as_peer(&self, other: &Server, command: &str) -> Output {
         run(self
             .user
-            .command("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-i")
-            .arg(self.home().join(".ssh/id_ed25519"))
-            .arg("-o")
+            .command("sh")
+            .arg("-c")
             .arg(format!(
-                "UserKnownHostsFile={}",
-                sandbox().known_hosts.display()
+                "{} -p {} \"$0\" \"$1\"",
+                self.peer_ssh(),
+                other.port
             ))
-            .args(["-p", &other.port.to_string()])
             .arg(format!("{}@{}", other.user.name, other.addr))
             .arg(command))
+    }
+
+    /// [`Server::ssh_as_peer`] with `input` (a file the account can read) as the command's
+    /// stdin: a peer speaking a protocol by hand.
+    pub fn ssh_as_peer_fed(
+        &self,
+        other: &Server,
+        command: &str,
+        input: &std::path::Path,
+    ) -> Output {
+        let file = fs::File::open(input).unwrap();
+        self.user
+            .command("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} -p {} \"$0\" \"$1\"",
+                self.peer_ssh(),
+                other.port
+            ))
+            .arg(format!("{}@{}", other.user.name, other.addr))
+            .arg(command)
+            .stdin(file)
+            .output()
+            .unwrap()
+    }
+
+    /// `git ARGS` as this server's account in `dir` (which it must be able to read), with
+    /// its peer key for ssh: a master pushing as plain git would, or as a lying one might.
+    pub fn git_as_peer(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        run(self
+            .user
+            .command("git")
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", self.peer_ssh())
+            .args(args))
+    }
+
+    /// The ssh command line this server's account logs in to peers with (as a shell word
+    /// list, without the destination).
+    fn peer_ssh(&self) -> String {
+        format!(
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -i {} -o UserKnownHostsFile={}",
+            self.home().join(".ssh/id_ed25519").display(),
+            sandbox().known_hosts.display()
+        )
     }
 
     /// Every ref with its value, plus where HEAD points: what must match across a mirror.
