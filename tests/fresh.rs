@@ -43,6 +43,16 @@ fn a_long_history_arrives_whole_with_its_tags_and_head() {
         )
         .err();
     assert!(err.contains("server1 ==== (fresh) ===> server2"), "{err}");
+    cluster.wait_in_sync("fresh", "server1", &["server2"]);
+    assert!(s2.refs("fresh").ends_with("HEAD -> refs/heads/main\n"));
+    // It came through the daemon's verb, which took it without receive-pack.
+    let log = s2.log();
+    assert!(
+        log.contains(
+            "actor=server1 verb=\"mirror-receive-pack\" repo=\"fresh\" decision=\"allow\""
+        ),
+        "{log}"
+    );
     s1.git("fresh", &["symbolic-ref", "HEAD", "refs/heads/dev"])
         .ok();
     s1.gitmirror(&["request-push", "fresh"]).ok();
@@ -117,7 +127,26 @@ fn a_master_sending_broken_objects_creates_nothing() {
     let err = out.err();
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("unpack"), "{err}");
+    assert!(err.contains("missingAuthor"), "{err}");
     assert_nothing_created(s2);
+    // The slave's own fsck settings decide, as receive-pack's would: told to let this
+    // kind of breakage pass, it takes the same push.
+    for msg in [
+        "receive.fsck.missingAuthor",
+        "receive.fsck.missingCommitter",
+    ] {
+        run(s2
+            .user
+            .command("git")
+            .args(["config", "--global", msg, "ignore"]))
+        .ok();
+    }
+    let out = s1.git_as_peer(
+        &dir,
+        &["push", "--receive-pack=mirror-receive-pack", &url, "main"],
+    );
+    out.ok();
+    assert!(s2.repo_path("fresh").is_dir());
 }
 
 #[test]

@@ -66,6 +66,7 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
     ensure_dir(&home.repositories(), 0o700)?;
     repo::write_hooks(&home.hooks_dir(), &invocation)?;
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
+    store.sweep_abandoned();
     let queue = Queue::new(home.queue_dir()).deferring_sync();
     let mut report = CompileReport::default();
     for name in rules.named_repos() {

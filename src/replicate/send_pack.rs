@@ -101,15 +101,26 @@ impl Receiver {
         }
     }
 
-    /// The first choice for a push with `head`: the slave's forced command takes a HEAD in
-    /// single quotes only, so a ref name with one (git allows it) goes as a push option.
-    fn first(head: Option<&str>) -> Self {
+    /// The first choice for a push of `repo` with `head`: the slave's forced command takes a
+    /// HEAD that is a valid ref name under `refs/`, in single quotes, on a command line of at
+    /// most [`MAX_COMMAND_LINE`] bytes. Any other HEAD (git allows a quote in a ref name, for
+    /// one) goes as a push option, which the slave's hook checks and ignores if it must.
+    fn first(repo: &RepoName, head: Option<&str>) -> Self {
+        let fits = |h: &str| {
+            h.starts_with("refs/")
+                && !h.contains('\'')
+                && git2::Reference::is_valid_name(h)
+                && Receiver::Daemon.command(repo, Some(h)).len() <= MAX_COMMAND_LINE
+        };
         match head {
-            Some(h) if h.contains('\'') => Receiver::Git,
+            Some(h) if !fits(h) => Receiver::Git,
             _ => Receiver::Daemon,
         }
     }
 }
+
+/// The longest command line a slave's forced command takes (its own limit is 1024 bytes).
+const MAX_COMMAND_LINE: usize = 1000;
 
 /// A receive-pack session on the slave, up to its advertisement.
 struct Opened {
@@ -127,7 +138,7 @@ async fn open_receive(
     repo: &RepoName,
     head: Option<&str>,
 ) -> Result<Opened, PushError> {
-    let mut receiver = Receiver::first(head);
+    let mut receiver = Receiver::first(repo, head);
     loop {
         let (remote, input, mut out) = Remote::spawn(conn, &receiver.command(repo, head))
             .await

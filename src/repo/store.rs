@@ -17,6 +17,12 @@ use crate::fs::{Context, ensure_dir};
 use crate::invocation::Invocation;
 use crate::names::RepoName;
 
+/// How a repo in the making is named (hidden: the store's walk skips dot names).
+const STAGING_PREFIX: &str = ".new-";
+
+/// How old a repo in the making must be to count as abandoned.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A repo built by [`Store::stage`], not yet in place; dropped, it leaves nothing behind.
 #[derive(Debug)]
 pub(crate) struct Staged {
@@ -145,7 +151,7 @@ impl Store {
             });
         }
         let tmp = tempfile::Builder::new()
-            .prefix(".new-")
+            .prefix(STAGING_PREFIX)
             .tempdir_in(&real_parent)
             .at("cannot create a temporary directory in", &real_parent)?;
         let staged = tmp.path().join("repo.git");
@@ -179,6 +185,41 @@ impl Store {
         self.walk(&self.root, &mut found)?;
         found.sort();
         Ok(found)
+    }
+
+    /// Removes repos in the making ([`Store::stage`]) that a killed process left behind more
+    /// than [`ABANDONED_AFTER`] ago; returns how many. A mirror push of a big repo fills its
+    /// staging directory for as long as the transfer lasts, so only old ones go.
+    pub(crate) fn sweep_abandoned(&self) -> usize {
+        let mut removed = 0;
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) || name.ends_with(".git") {
+                    continue;
+                }
+                if !name.starts_with(STAGING_PREFIX) {
+                    dirs.push(path);
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > ABANDONED_AFTER);
+                if old && fs::remove_dir_all(&path).is_ok() {
+                    info!(path = %path.display(), "removed a repo abandoned in the making");
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     fn walk(&self, dir: &Path, found: &mut Vec<RepoName>) -> Result<(), StoreError> {

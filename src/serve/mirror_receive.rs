@@ -10,7 +10,7 @@
 //! checks (`receive.fsckObjects`, connectivity), the same protocol and report to the master.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -21,6 +21,7 @@ use super::git::Launch;
 use super::hook::{PushedBy, RefUpdate, slave};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
+use crate::proto::SET_HEAD_REF;
 use crate::replicate::ref_state::RefState;
 
 /// Why the push could not be received at all.
@@ -81,24 +82,33 @@ impl MirrorReceive {
     /// what the slave's post-receive hook does; its lines (`DIVERGED: ...`) go to stderr, which
     /// the master reads once receive-pack has reported. Returns whether receive-pack succeeded.
     pub(crate) fn run(self) -> Result<bool, MirrorReceiveError> {
-        let before = refs(&self.path);
+        let before = Snapshot::take(&self.path, false);
         let status = self
             .launch
             .command()
             .status()
             .map_err(MirrorReceiveError::Start)?;
-        let updates = match (&before, refs(&self.path)) {
-            (Some(before), Some(after)) => Some(changes(before, &after)),
+        // Both snapshots from the same reader: the files reader and libgit2 disagree on refs
+        // that name trees or blobs, which would otherwise look moved.
+        let after = Snapshot::take(&self.path, before.as_ref().is_some_and(|b| b.full));
+        let before = match (&before, &after) {
+            (Some(b), Some(a)) if a.full && !b.full => Snapshot::take(&self.path, true),
+            _ => before,
+        };
+        let updates = match (&before, &after) {
+            (Some(before), Some(after)) => Some(changes(&before.refs, &after.refs)),
             _ => None,
         };
         let peer = self.pusher.peer.as_deref().unwrap_or("");
         for u in updates.iter().flatten() {
             info!(actor = %peer, repo = %self.pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
         }
-        // The hook runs when receive-pack updated something; a HEAD-only change rides on a
-        // ref of ours that the snapshots leave out, so a successful push counts too.
-        let touched = updates.as_ref().is_some_and(|u| !u.is_empty());
-        if status.success() || touched {
+        // The hook's work is due when receive-pack updated something: a ref, or the carrier
+        // of a HEAD-only change (a ref of ours, which the snapshots leave out). Its exit
+        // status says nothing of that: it is 0 after refused refs and failed unpacks too.
+        let moved = updates.as_ref().is_some_and(|u| !u.is_empty());
+        let carried = self.head.is_some() && carries_head(&self.path);
+        if moved || carried || updates.is_none() {
             let lines = match &updates {
                 Some(updates) => slave::received(
                     &self.home,
@@ -120,24 +130,48 @@ impl MirrorReceive {
                     )
                 }
             };
+            // A master that went away has the report already, or retries.
+            let mut err = std::io::stderr();
             for l in lines {
-                eprintln!("{l}");
+                let _ = writeln!(err, "{l}");
             }
         }
-        if touched {
-            housekeeping(&self.path);
+        if moved {
+            housekeeping(&self.path, self.home.root());
         }
         Ok(status.success())
     }
 }
 
-/// The repo's refs (without gitmirror's own), read from the files, or through libgit2 where
-/// the files cannot be vouched for; `None` when neither can read them.
-fn refs(path: &Path) -> Option<BTreeMap<String, String>> {
-    RefState::on_disk(path)
-        .ok()
-        .or_else(|| RefState::local(path).ok())
-        .map(|s| s.refs().clone())
+/// The refs of a repo (without gitmirror's own) at one moment.
+struct Snapshot {
+    refs: BTreeMap<String, String>,
+    /// Read through libgit2 (the files reader could not vouch for them).
+    full: bool,
+}
+
+impl Snapshot {
+    /// Reads them from the files, or through libgit2 when `full` or when the files cannot be
+    /// vouched for; `None` when neither can read them.
+    fn take(path: &Path, full: bool) -> Option<Snapshot> {
+        if !full && let Ok(state) = RefState::on_disk(path) {
+            return Some(Snapshot {
+                refs: state.refs().clone(),
+                full: false,
+            });
+        }
+        RefState::local(path).ok().map(|state| Snapshot {
+            refs: state.refs().clone(),
+            full: true,
+        })
+    }
+}
+
+/// Whether the ref that carries a HEAD-only change is there (the push brought it).
+fn carries_head(path: &Path) -> bool {
+    git2::Repository::open_bare(path)
+        .map(|r| r.find_reference(SET_HEAD_REF).is_ok())
+        .unwrap_or(false)
 }
 
 /// What changed between two snapshots, as git reports updates to a post-receive hook.
@@ -161,27 +195,29 @@ fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) 
         .collect()
 }
 
-/// Starts `git gc --auto` when git's default thresholds say it would act, estimated as git
-/// does (loose objects in one of the 256 fan-out directories, local packs without a `.keep`),
-/// so that the common push costs no process for it. gc then decides with the repo's own
-/// config and detaches, as after any push.
-fn housekeeping(path: &Path) {
+/// Starts `git maintenance run --auto` (what receive-pack runs after a push) when git's
+/// default gc thresholds say it would act, estimated as git does (loose objects in one of the
+/// 256 fan-out directories, local packs without a `.keep`), so that the common push costs no
+/// process for it. git then decides with the repo's and the server's config (`HOME` is the
+/// server's home, as for receive-pack) and detaches, as after any push.
+fn housekeeping(path: &Path, home: &Path) {
     if !needs_gc(path) {
         return;
     }
     let started = std::process::Command::new("git")
         .env_clear()
         .env("PATH", crate::proto::SAFE_PATH)
+        .env("HOME", home)
         .arg("--git-dir")
         .arg(path)
-        .args(["gc", "--auto", "--quiet"])
+        .args(["maintenance", "run", "--auto", "--quiet"])
         // Never the master's session: a detached gc must not hold it open.
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
     if let Err(e) = started {
-        warn!(path = %path.display(), error = %e, "cannot start git gc --auto");
+        warn!(path = %path.display(), error = %e, "cannot start git maintenance --auto");
     }
 }
 
@@ -264,5 +300,19 @@ mod tests {
         assert!(!needs_gc(dir.path()), "at the threshold");
         std::fs::write(fan.join(format!("{:038x}", 999)), b"").unwrap();
         assert!(needs_gc(dir.path()), "past it");
+        std::fs::remove_dir_all(&fan).unwrap();
+        // Packs: those kept by a .keep do not count.
+        let packs = dir.path().join("objects/pack");
+        for i in 0..GC_AUTO_PACKS {
+            std::fs::write(packs.join(format!("pack-{i}.pack")), b"").unwrap();
+        }
+        std::fs::write(packs.join("pack-x.pack"), b"").unwrap();
+        std::fs::write(packs.join("pack-x.keep"), b"").unwrap();
+        assert!(
+            !needs_gc(dir.path()),
+            "{GC_AUTO_PACKS} packs and a kept one"
+        );
+        std::fs::write(packs.join("pack-y.pack"), b"").unwrap();
+        assert!(needs_gc(dir.path()), "one pack more");
     }
 }

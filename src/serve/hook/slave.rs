@@ -40,7 +40,7 @@ pub(crate) fn head_option_from_env() -> Option<String> {
 
 /// Keeps every ref the push overwrote that was not what the master last gave us (changed
 /// behind its back), reports it, and remembers the new state.
-fn keep_diverged(
+pub(crate) fn keep_diverged(
     home: &Home,
     pusher: &PushedBy,
     path: &Path,
@@ -130,7 +130,7 @@ fn keep_diverged(
 
 /// On a slave: points HEAD where the master's HEAD points (`target`), and drops the ref that
 /// carried a HEAD-only change.
-fn apply_head(path: &Path, target: &str) {
+pub(crate) fn apply_head(path: &Path, target: &str) {
     if !target.starts_with("refs/") || !git2::Reference::is_valid_name(target) {
         warn!(target, "ignoring an invalid HEAD from the master");
         return;
