@@ -7,7 +7,7 @@
 //! of them. Changing any value here changes the wire or disk format; keep old values readable
 //! when you do. (Where files live in a home is the `home` module's business.)
 
-use crate::names::RepoName;
+use crate::names::{AccountName, RepoName};
 
 // ---- Master to slave, inside a mirror push -------------------------------------------------
 
@@ -33,6 +33,15 @@ pub(crate) const DIVERGED_NS: &str = "refs/gitmirror/diverged/";
 /// [`DIVERGED_NS`] as `transfer.hideRefs` takes it.
 pub(crate) const DIVERGED_NS_HIDDEN: &str = "refs/gitmirror/diverged";
 
+/// Where a server keeps refs that a mirror push overwrote after a change of master, when
+/// the new value does not contain the old one: `refs/gitmirror/orphaned/<epoch>/<ref without
+/// refs/>`. Kept until an administrator resolves them, never pruned, hidden from everyone.
+#[allow(dead_code)] // failover is landing in steps: the receive side uses it next
+pub(crate) const ORPHANED_NS: &str = "refs/gitmirror/orphaned/";
+
+/// [`ORPHANED_NS`] as `transfer.hideRefs` takes it.
+pub(crate) const ORPHANED_NS_HIDDEN: &str = "refs/gitmirror/orphaned";
+
 /// How a slave's hook starts each line about a diverged ref; the master collects these lines
 /// from the push's messages and records them.
 pub(crate) const DIVERGED_PREFIX: &str = "DIVERGED: ";
@@ -56,6 +65,27 @@ pub(crate) const MIRROR_RECEIVE_VERB: &str = "mirror-receive-pack";
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";
+
+/// How a refusal names the master and epoch a server knows for a repo: a peer that claimed
+/// mastership with less learns the winner from it (see [`master_claim`]).
+#[allow(dead_code)] // failover is landing in steps: the peer shell uses it next
+pub(crate) fn claim_words(master: &AccountName, epoch: u64) -> String {
+    format!("its master here is {master} at epoch {epoch}")
+}
+
+/// The master and epoch named by [`claim_words`] in a refusal's text, if any.
+#[allow(dead_code)] // failover is landing in steps: the scheduler uses it next
+pub(crate) fn master_claim(text: &str) -> Option<(AccountName, u64)> {
+    const LEAD: &str = "its master here is ";
+    let rest = &text[text.find(LEAD)? + LEAD.len()..];
+    let mut words = rest.split_whitespace();
+    let master = AccountName::parse(words.next()?).ok()?;
+    if words.next()? != "at" || words.next()? != "epoch" {
+        return None;
+    }
+    let digits: String = words.next()?.chars().take_while(char::is_ascii_digit).collect();
+    Some((master, digits.parse().ok()?))
+}
 
 // ---- Forced command to hook, in git's environment -------------------------------------------
 
@@ -85,6 +115,10 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 /// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
 /// gitolite had no such setting).
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
+/// The git config key holding a repo's mastership epoch: a number that only grows, raised by
+/// each promotion. Absent means 0, the epoch `repos.toml` first gave.
+#[allow(dead_code)] // failover is landing in steps
+pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";
 /// Set (true) when `compile` wrote the keys above from `repos.toml`, so that it may remove
 /// them again when the rules drop them; keys without it were set by hand and are kept.
 pub(crate) const FROM_RULES_KEY: &str = "gitmirror.fromRules";
@@ -112,9 +146,20 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_reads_back_from_any_refusal() {
+        let m = AccountName::parse("server2").unwrap();
+        let text = format!("FATAL: server3 refuses r from server1: {}; ask it", claim_words(&m, 7));
+        assert_eq!(master_claim(&text), Some((m, 7)));
+        assert_eq!(master_claim("its master here is server1"), None);
+        assert_eq!(master_claim("its master here is ../x at epoch 3"), None);
+    }
+
+    #[test]
     fn hidden_forms_match_their_namespaces() {
         assert_eq!(format!("{OWN_NS_HIDDEN}/"), OWN_NS);
         assert_eq!(format!("{DIVERGED_NS_HIDDEN}/"), DIVERGED_NS);
+        assert_eq!(format!("{ORPHANED_NS_HIDDEN}/"), ORPHANED_NS);
         assert!(SET_HEAD_REF.starts_with(OWN_NS) && DIVERGED_NS.starts_with(OWN_NS));
+        assert!(ORPHANED_NS.starts_with(OWN_NS));
     }
 }

@@ -5,8 +5,11 @@
 //!   outside it is ever resolved.
 //! - [`hooks`]: the hook scripts gitmirror installs.
 //! - [`mirror_settings`]: `gitolite.mirror.*` in a repo's git config.
+//! - [`mastership`]: the same with the epoch, which promotions raise.
 
 pub(crate) mod hooks;
+#[allow(dead_code)] // failover is landing in steps: promote and the receive side use it next
+pub(crate) mod mastership;
 pub(crate) mod mirror_settings;
 pub(crate) mod store;
 

@@ -78,6 +78,12 @@ impl Launch {
         self
     }
 
+    /// Adds one more `git -c KEY=VALUE` for a key git reads as a list (`transfer.hideRefs`).
+    pub(crate) fn with_config_added(mut self, key: &str, value: &str) -> Self {
+        self.config.push(format!("{key}={value}"));
+        self
+    }
+
     /// The process to run. `--strict` keeps upload-pack from wandering into `<repo>/.git`.
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new("git");

@@ -351,8 +351,9 @@ impl<'a> PeerShell<'a> {
         Ok(Reply::text(text, true))
     }
 
-    /// A git service for the peer. Refs this server keeps from a divergence are hidden from
-    /// peers, so the master neither compares against them nor prunes them.
+    /// A git service for the peer. Refs this server keeps from a divergence or a change of
+    /// master are hidden from peers, so the master neither compares against them nor prunes
+    /// them.
     fn launch(
         &self,
         service: GitService,
@@ -372,6 +373,7 @@ impl<'a> PeerShell<'a> {
             identity,
         )
         .with_config("transfer.hideRefs", proto::DIVERGED_NS_HIDDEN)
+        .with_config_added("transfer.hideRefs", proto::ORPHANED_NS_HIDDEN)
         // Peers run only the post-receive hook.
         .with_config(
             "core.hooksPath",
