@@ -36,7 +36,6 @@ pub(crate) const DIVERGED_NS_HIDDEN: &str = "refs/gitmirror/diverged";
 /// Where a server keeps refs that a mirror push overwrote after a change of master, when
 /// the new value does not contain the old one: `refs/gitmirror/orphaned/<epoch>/<ref without
 /// refs/>`. Kept until an administrator resolves them, never pruned, hidden from everyone.
-#[allow(dead_code)] // failover is landing in steps: the receive side uses it next
 pub(crate) const ORPHANED_NS: &str = "refs/gitmirror/orphaned/";
 
 /// [`ORPHANED_NS`] as `transfer.hideRefs` takes it.
@@ -45,6 +44,10 @@ pub(crate) const ORPHANED_NS_HIDDEN: &str = "refs/gitmirror/orphaned";
 /// How a slave's hook starts each line about a diverged ref; the master collects these lines
 /// from the push's messages and records them.
 pub(crate) const DIVERGED_PREFIX: &str = "DIVERGED: ";
+
+/// How a server starts each line about a ref it kept as orphaned; the master collects these
+/// lines like [`DIVERGED_PREFIX`]'s.
+pub(crate) const ORPHANED_PREFIX: &str = "ORPHANED: ";
 
 /// How a forced command starts its one-line refusal; a master reads the slave's words after it.
 pub(crate) const FATAL_PREFIX: &str = "FATAL: ";
@@ -68,13 +71,11 @@ pub(crate) const VERIFY_VERB: &str = "verify";
 
 /// How a refusal names the master and epoch a server knows for a repo: a peer that claimed
 /// mastership with less learns the winner from it (see [`master_claim`]).
-#[allow(dead_code)] // failover is landing in steps: the peer shell uses it next
 pub(crate) fn claim_words(master: &AccountName, epoch: u64) -> String {
     format!("its master here is {master} at epoch {epoch}")
 }
 
 /// The master and epoch named by [`claim_words`] in a refusal's text, if any.
-#[allow(dead_code)] // failover is landing in steps: the scheduler uses it next
 pub(crate) fn master_claim(text: &str) -> Option<(AccountName, u64)> {
     const LEAD: &str = "its master here is ";
     let rest = &text[text.find(LEAD)? + LEAD.len()..];
@@ -83,7 +84,11 @@ pub(crate) fn master_claim(text: &str) -> Option<(AccountName, u64)> {
     if words.next()? != "at" || words.next()? != "epoch" {
         return None;
     }
-    let digits: String = words.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = words
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     Some((master, digits.parse().ok()?))
 }
 
@@ -117,8 +122,10 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
 /// The git config key holding a repo's mastership epoch: a number that only grows, raised by
 /// each promotion. Absent means 0, the epoch `repos.toml` first gave.
-#[allow(dead_code)] // failover is landing in steps
 pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";
+/// The git config key holding the epoch of the last mirror push a server took for a repo:
+/// a push from a later epoch (a change of master) keeps what it overwrites as orphaned.
+pub(crate) const RECEIVED_EPOCH_KEY: &str = "gitmirror.receivedEpoch";
 /// Set (true) when `compile` wrote the keys above from `repos.toml`, so that it may remove
 /// them again when the rules drop them; keys without it were set by hand and are kept.
 pub(crate) const FROM_RULES_KEY: &str = "gitmirror.fromRules";
@@ -148,7 +155,10 @@ mod tests {
     #[test]
     fn a_claim_reads_back_from_any_refusal() {
         let m = AccountName::parse("server2").unwrap();
-        let text = format!("FATAL: server3 refuses r from server1: {}; ask it", claim_words(&m, 7));
+        let text = format!(
+            "FATAL: server3 refuses r from server1: {}; ask it",
+            claim_words(&m, 7)
+        );
         assert_eq!(master_claim(&text), Some((m, 7)));
         assert_eq!(master_claim("its master here is server1"), None);
         assert_eq!(master_claim("its master here is ../x at epoch 3"), None);

@@ -10,6 +10,7 @@ mod forced;
 mod hook;
 mod init;
 mod keys;
+mod promote;
 mod request_push;
 mod status;
 mod verify;
@@ -79,6 +80,21 @@ enum Cmd {
         /// Every repo this server masters, several at a time.
         #[arg(long)]
         all: bool,
+    },
+    /// On a slave: become the master of these repos (failover). Catches up first from any
+    /// reachable copy that is ahead; the old master becomes a slave and learns it when it is
+    /// reachable. Pushes to every slave now and reports each.
+    Promote {
+        /// The repos.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        repos: Vec<String>,
+        /// Every repo this server is a slave of.
+        #[arg(long)]
+        all: bool,
+        /// Take over even when a reachable copy has commits this server could not fetch;
+        /// they are kept on that copy as orphaned refs.
+        #[arg(long)]
+        force: bool,
     },
     /// Ask each slave what its copies hold and compare with this master's: per repo and
     /// slave ok, drifted (which refs), missing or unreachable. Exits non-zero unless all are ok.
@@ -155,6 +171,7 @@ impl Cli {
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
             }
+            Cmd::Promote { repos, all, force } => promote::run(&home, config, repos, *all, *force),
             Cmd::Verify { repo, all, repair } => {
                 verify::run(&home, config, repo.as_deref(), *all, *repair)
             }

@@ -42,6 +42,11 @@ impl Mastered {
         }
     }
 
+    /// This server's name.
+    pub(crate) fn this(&self) -> &AccountName {
+        &self.this
+    }
+
     /// The repo's path and slaves, if this server masters it.
     pub(crate) fn slaves_of(
         &self,

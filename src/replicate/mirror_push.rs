@@ -16,7 +16,7 @@ use super::push_error::PushError;
 use super::ref_state::RefState;
 use super::send_pack::{self, Command};
 use crate::names::RepoName;
-use crate::proto::{DIVERGED_PREFIX, SET_HEAD_REF};
+use crate::proto::{DIVERGED_PREFIX, ORPHANED_PREFIX, SET_HEAD_REF};
 use crate::ssh::Connection;
 
 /// How much to check before pushing.
@@ -62,6 +62,7 @@ pub(crate) async fn mirror_push(
     conn: Arc<Connection>,
     repo: &RepoName,
     path: &Path,
+    epoch: u64,
     local: RefState,
     when: When,
     confirmed: bool,
@@ -77,6 +78,7 @@ pub(crate) async fn mirror_push(
         conn: &conn,
         repo,
         path,
+        epoch,
     };
     // The exchange's state (buffers, the pack's stream) is allocated only now, with a slot:
     // a bulk request spawns a task for every repo and slave, and thousands wait above.
@@ -88,6 +90,8 @@ struct Job<'a> {
     conn: &'a Connection,
     repo: &'a RepoName,
     path: &'a Path,
+    /// The epoch this server masters the repo at.
+    epoch: u64,
 }
 
 /// What one push exchange did.
@@ -127,6 +131,14 @@ impl Job<'_> {
         };
         if let Some(remote) = &remote {
             if remote.matches(local) {
+                // Nothing to carry but this server's claim: a session with no update puts it
+                // to the slave, which records a promoted master's epoch before receive-pack
+                // runs, or refuses a master that was replaced, naming the one it knows (this
+                // server then steps down).
+                send_pack::push(self.conn, self.repo, self.path, self.epoch, None, |_| {
+                    Ok(Vec::new())
+                })
+                .await?;
                 return Ok(nothing());
             }
             if remote.refs == local.refs {
@@ -187,9 +199,14 @@ impl Job<'_> {
             old: ad.own.get(SET_HEAD_REF).cloned(),
             new: Some(any.clone()),
         };
-        let pushed = send_pack::push(self.conn, self.repo, self.path, Some(head), |ad| {
-            Ok(vec![command(ad)])
-        })
+        let pushed = send_pack::push(
+            self.conn,
+            self.repo,
+            self.path,
+            self.epoch,
+            Some(head),
+            |ad| Ok(vec![command(ad)]),
+        )
         .await?;
         if let Some((_, answer)) = pushed
             && !answer.rejected.is_empty()
@@ -242,8 +259,15 @@ impl Job<'_> {
                 Ok(send_pack::commands(&BTreeMap::new(), &ad.refs, &blocking))
             }
         };
-        let pushed =
-            send_pack::push(self.conn, self.repo, self.path, local.head.as_deref(), plan).await?;
+        let pushed = send_pack::push(
+            self.conn,
+            self.repo,
+            self.path,
+            self.epoch,
+            local.head.as_deref(),
+            plan,
+        )
+        .await?;
         let Some((_, answer)) = pushed else {
             return Ok(Exchange {
                 sent: false,
@@ -297,13 +321,15 @@ fn blocks(deleted: &str, refs: &BTreeMap<String, String>) -> bool {
     under || above
 }
 
-/// The slave's `DIVERGED:` lines from its messages, joined on one line.
+/// The slave's `DIVERGED:` and `ORPHANED:` lines (refs it kept) from its messages, joined
+/// on one line.
 fn diverged_report(messages: &str) -> Option<String> {
     let lines: Vec<&str> = messages
         .lines()
         .filter_map(|l| {
-            l.trim_start_matches("remote: ")
-                .strip_prefix(DIVERGED_PREFIX)
+            let l = l.trim_start_matches("remote: ");
+            l.strip_prefix(DIVERGED_PREFIX)
+                .or_else(|| l.strip_prefix(ORPHANED_PREFIX))
         })
         .map(str::trim)
         .collect();

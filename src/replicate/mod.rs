@@ -18,6 +18,7 @@ pub(crate) mod mastered;
 pub(crate) mod mirror_push;
 mod pack;
 pub(crate) mod pkt_line;
+pub(crate) mod promote;
 pub(crate) mod push_error;
 pub(crate) mod pusher;
 pub(crate) mod queue;

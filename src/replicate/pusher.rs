@@ -16,6 +16,8 @@ use super::mirror_push::{self, Pushed, When};
 use super::push_error::PushError;
 use super::ref_state::RefState;
 use crate::names::{AccountName, RepoName};
+use crate::proto;
+use crate::repo::mastership;
 use crate::ssh::Pool;
 
 /// What a slave confirmed after a mirror push.
@@ -108,7 +110,10 @@ impl SshPusher {
             return Ok(None);
         }
         let local = self.list_refs(&path).await?;
-        let fingerprint = local.fingerprint();
+        // The epoch goes with the push: a slave that knows a later master refuses it. It is
+        // part of what a slave confirms, so that a promotion reaches slaves whose refs match.
+        let epoch = mastership::epoch(&path).map_err(|e| PushError::Settings(e.into()))?;
+        let fingerprint = with_epoch(local.fingerprint(), epoch);
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
                 contacted: false,
@@ -122,7 +127,18 @@ impl SshPusher {
         let skipped = local.skipped_words();
         let conn = self.pool.get(slave).await?;
         debug!(%repo, %slave, ?when, "mirror push started");
-        let done = mirror_push::mirror_push(conn, repo, &path, local, when, known).await?;
+        let done =
+            match mirror_push::mirror_push(conn, repo, &path, epoch, local, when, known).await {
+                Err(PushError::Refused(words)) => {
+                    // The slave names a master whose claim beats ours: this server was replaced
+                    // (promoted elsewhere while it was away). It steps down, and the work ends.
+                    if step_down(&path, repo, slave, self.mastered.this(), &words) {
+                        return Ok(None);
+                    }
+                    return Err(PushError::Refused(words));
+                }
+                other => other?,
+            };
         if done.pushed != Pushed::Nothing {
             let (bytes, builder) = done.pack.map_or((0, "none"), |p| {
                 (
@@ -176,6 +192,51 @@ impl SshPusher {
     }
 }
 
+/// A state's fingerprint with the epoch it was mastered at (none at epoch 0, so that
+/// fingerprints recorded before epochs existed still match).
+fn with_epoch(fingerprint: String, epoch: u64) -> String {
+    if epoch == 0 {
+        fingerprint
+    } else {
+        format!("{fingerprint}@{epoch}")
+    }
+}
+
+/// When `words` (a slave's refusal) name a master and epoch that beat this server's claim on
+/// the repo at `path`, records that master, this server now one of its slaves. Returns
+/// whether it stepped down.
+fn step_down(
+    path: &Path,
+    repo: &RepoName,
+    slave: &AccountName,
+    this: &AccountName,
+    words: &str,
+) -> bool {
+    let Some((winner, epoch)) = proto::master_claim(words) else {
+        return false;
+    };
+    let Ok(Some(here)) = mastership::mastership(path) else {
+        return false;
+    };
+    if winner == *this
+        || here.master != *this
+        || !here.holds(&winner)
+        || !mastership::beats((epoch, &winner), (here.epoch, this))
+    {
+        return false;
+    }
+    match mastership::set_mastership(path, &here.handed_to(&winner, epoch)) {
+        Ok(()) => {
+            warn!(%repo, told_by = %slave, master = %winner, epoch, "another server was promoted to master this repo; this server is now its slave");
+            true
+        }
+        Err(e) => {
+            warn!(%repo, error = %e, "cannot record the repo's new master");
+            false
+        }
+    }
+}
+
 /// Whether a repo's refs are few enough to list without a thread of their own: its packed
 /// refs, if any, a regular file under 256 KiB (about 2,500 refs). Anything else, a named pipe
 /// included, goes to a blocking thread.
@@ -199,7 +260,10 @@ impl Pusher for SshPusher {
 
     fn quick_state(&self, repo: &RepoName) -> Option<(Vec<AccountName>, Option<String>)> {
         let (path, slaves) = self.mastered.slaves_of(repo).ok()?;
-        let fingerprint = RefState::on_disk(&path).ok().map(|s| s.fingerprint());
+        let epoch = mastership::epoch(&path).ok()?;
+        let fingerprint = RefState::on_disk(&path)
+            .ok()
+            .map(|s| with_epoch(s.fingerprint(), epoch));
         Some((slaves, fingerprint))
     }
 

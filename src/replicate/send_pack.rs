@@ -86,18 +86,15 @@ enum Receiver {
 }
 
 impl Receiver {
-    /// The command line for `repo`.
-    fn command(self, repo: &RepoName, head: Option<&str>) -> String {
+    /// The command line for `repo`, naming the epoch this server masters it at.
+    fn command(self, repo: &RepoName, epoch: u64, head: Option<&str>) -> String {
+        let dir = repo.relative_dir();
         match (self, head) {
-            (Receiver::Daemon, Some(head)) => format!(
-                "{} '{}' '{head}'",
-                proto::MIRROR_RECEIVE_VERB,
-                repo.relative_dir()
-            ),
-            (Receiver::Daemon, None) => {
-                format!("{} '{}'", proto::MIRROR_RECEIVE_VERB, repo.relative_dir())
+            (Receiver::Daemon, Some(head)) => {
+                format!("{} '{dir}' {epoch} '{head}'", proto::MIRROR_RECEIVE_VERB)
             }
-            (Receiver::Git, _) => format!("git-receive-pack '{}'", repo.relative_dir()),
+            (Receiver::Daemon, None) => format!("{} '{dir}' {epoch}", proto::MIRROR_RECEIVE_VERB),
+            (Receiver::Git, _) => format!("git-receive-pack '{dir}'"),
         }
     }
 
@@ -110,7 +107,7 @@ impl Receiver {
             h.starts_with("refs/")
                 && !h.contains('\'')
                 && git2::Reference::is_valid_name(h)
-                && Receiver::Daemon.command(repo, Some(h)).len() <= MAX_COMMAND_LINE
+                && Receiver::Daemon.command(repo, u64::MAX, Some(h)).len() <= MAX_COMMAND_LINE
         };
         match head {
             Some(h) if !fits(h) => Receiver::Git,
@@ -136,11 +133,12 @@ struct Opened {
 async fn open_receive(
     conn: &Connection,
     repo: &RepoName,
+    epoch: u64,
     head: Option<&str>,
 ) -> Result<Opened, PushError> {
     let mut receiver = Receiver::first(repo, head);
     loop {
-        let (remote, input, mut out) = Remote::spawn(conn, &receiver.command(repo, head))
+        let (remote, input, mut out) = Remote::spawn(conn, &receiver.command(repo, epoch, head))
             .await
             .map_err(|e| PushError::Transport(e.to_string()))?;
         match advertisement::read(&mut out).await {
@@ -173,12 +171,14 @@ fn unknown_verb(stderr: &str) -> bool {
 
 /// Pushes to the slave's copy of `repo`: `plan` decides the commands from what the slave
 /// advertises (`None`: nothing to do, and the session is ended with no change). `head` is the
-/// master's HEAD, for the slave to take. Returns what was sent and the slave's answer, or
-/// `None` when nothing was.
+/// master's HEAD, for the slave to take, and `epoch` the epoch this server masters the repo
+/// at (a slave that knows a later master refuses it, naming that master). Returns what was
+/// sent and the slave's answer, or `None` when nothing was.
 pub(crate) async fn push<F>(
     conn: &Connection,
     repo: &RepoName,
     path: &Path,
+    epoch: u64,
     head: Option<&str>,
     plan: F,
 ) -> Result<Option<(Vec<Command>, Answer)>, PushError>
@@ -192,7 +192,7 @@ where
         mut out,
         ad,
         receiver,
-    } = open_receive(conn, repo, head).await?;
+    } = open_receive(conn, repo, epoch, head).await?;
     let commands = match plan(&ad) {
         Ok(commands) => commands,
         Err(e) => {

@@ -16,7 +16,7 @@ use super::mirror_settings::mirror_config;
 use super::{StoreError, git_err};
 use crate::fs::{Context, write_atomic};
 use crate::names::AccountName;
-use crate::proto::{EPOCH_KEY, MASTER_KEY, SLAVES_KEY};
+use crate::proto::{EPOCH_KEY, MASTER_KEY, RECEIVED_EPOCH_KEY, SLAVES_KEY};
 
 /// A repo's master, slaves and epoch, as this server knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,49 @@ impl Mastership {
     }
 }
 
+/// What a server makes of a mirror push from `claimant` claiming the repo at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The claimant is the master here; `raised` when its epoch is newer than the one known
+    /// here (recorded before the push lands).
+    Master { raised: bool },
+    /// The claimant's claim beats the master known here: it is the master from now on, this
+    /// server one of its slaves (it may have been the master itself).
+    Handover(Mastership),
+    /// Refused; the words name the master and epoch known here.
+    Refused(String),
+}
+
+impl Mastership {
+    /// Decides on a mirror push from `claimant` at `epoch` to `this` server, which knows the
+    /// repo as `self`.
+    pub(crate) fn admit(
+        &self,
+        claimant: &AccountName,
+        this: &AccountName,
+        epoch: u64,
+    ) -> Admission {
+        let known = || Admission::Refused(crate::proto::claim_words(&self.master, self.epoch));
+        if !self.holds(this) || !self.holds(claimant) || claimant == this {
+            return known();
+        }
+        if &self.master == claimant {
+            return if epoch >= self.epoch {
+                Admission::Master {
+                    raised: epoch > self.epoch,
+                }
+            } else {
+                known()
+            };
+        }
+        if beats((epoch, claimant), (self.epoch, &self.master)) {
+            Admission::Handover(self.handed_to(claimant, epoch))
+        } else {
+            known()
+        }
+    }
+}
+
 /// Whether the claim `(epoch, master)` beats `other`: a higher epoch, or at the same epoch a
 /// name that sorts first. A claim never beats itself.
 pub(crate) fn beats(claim: (u64, &AccountName), other: (u64, &AccountName)) -> bool {
@@ -57,8 +100,24 @@ pub(crate) fn beats(claim: (u64, &AccountName), other: (u64, &AccountName)) -> b
 
 /// The repo's epoch (0 when it has none).
 pub(crate) fn epoch(repo: &Path) -> Result<u64, StoreError> {
+    number(repo, EPOCH_KEY)
+}
+
+/// The epoch of the last mirror push this server took for the repo (0 when none).
+pub(crate) fn received_epoch(repo: &Path) -> Result<u64, StoreError> {
+    number(repo, RECEIVED_EPOCH_KEY)
+}
+
+/// Records that this server took a mirror push from a master at `epoch`.
+pub(crate) fn set_received_epoch(repo: &Path, epoch: u64) -> Result<(), StoreError> {
+    git2::Config::open(&repo.join("config"))
+        .and_then(|mut c| c.set_i64(RECEIVED_EPOCH_KEY, i64::try_from(epoch).unwrap_or(i64::MAX)))
+        .map_err(git_err(repo))
+}
+
+fn number(repo: &Path, key: &str) -> Result<u64, StoreError> {
     let config = git2::Config::open(&repo.join("config")).map_err(git_err(repo))?;
-    match config.get_i64(EPOCH_KEY) {
+    match config.get_i64(key) {
         Ok(n) => Ok(u64::try_from(n).unwrap_or(0)),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(0),
         Err(e) => Err(git_err(repo)(e)),
@@ -129,6 +188,34 @@ mod tests {
         assert_eq!(n.slaves, vec![name("server1"), name("server3")]);
         assert_eq!(n.epoch, 5);
         assert!(n.holds(&name("server1")) && n.holds(&name("server3")));
+    }
+
+    #[test]
+    fn a_push_is_admitted_by_epoch() {
+        let (s1, s2, s3, s9) = (
+            name("server1"),
+            name("server2"),
+            name("server3"),
+            name("server9"),
+        );
+        let here = Mastership {
+            master: s1.clone(),
+            slaves: vec![s2.clone(), s3.clone()],
+            epoch: 2,
+        };
+        assert_eq!(here.admit(&s1, &s2, 2), Admission::Master { raised: false });
+        assert_eq!(here.admit(&s1, &s2, 3), Admission::Master { raised: true });
+        // The master with an epoch older than known here, another slave without a newer
+        // claim, and a stranger are refused, with the master and epoch known here.
+        let refused = Admission::Refused("its master here is server1 at epoch 2".into());
+        assert_eq!(here.admit(&s1, &s2, 1), refused);
+        assert_eq!(here.admit(&s3, &s2, 2), refused);
+        assert_eq!(here.admit(&s9, &s2, 9), refused);
+        // A newer claim from another holder hands the repo over, here on a slave and on the
+        // old master itself.
+        let handed = here.handed_to(&s3, 3);
+        assert_eq!(here.admit(&s3, &s2, 3), Admission::Handover(handed.clone()));
+        assert_eq!(here.admit(&s3, &s1, 3), Admission::Handover(handed));
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! - [`hooks`]: the hook scripts gitmirror installs.
 //! - [`mirror_settings`]: `gitolite.mirror.*` in a repo's git config.
 //! - [`mastership`]: the same with the epoch, which promotions raise.
+//! - [`orphaning`]: keeping what a change of master overwrites.
 
 pub(crate) mod hooks;
-#[allow(dead_code)] // failover is landing in steps: promote and the receive side use it next
 pub(crate) mod mastership;
 pub(crate) mod mirror_settings;
+pub(crate) mod orphaning;
 pub(crate) mod store;
 
 use std::path::Path;

@@ -53,9 +53,11 @@ pub(crate) enum Request {
     Mirror(RepoName),
     /// Compare this server's copies with a master's digests, read from stdin (peers only).
     Verify,
-    /// A master daemon's mirror push, with the master's HEAD when it has one (peers only).
+    /// A master daemon's mirror push, with the epoch it masters the repo at and its HEAD
+    /// when it has one (peers only).
     MirrorReceive {
         repo: RepoName,
+        epoch: u64,
         head: Option<String>,
     },
 }
@@ -102,6 +104,8 @@ pub(crate) enum CommandError {
     RepoName(#[from] NameError),
     #[error("bad HEAD ref {0:?}: not a valid ref name under refs/")]
     HeadRef(String),
+    #[error("bad epoch {0:?}: not a number")]
+    Epoch(String),
 }
 
 /// Longest command line considered; git sends far less.
@@ -142,6 +146,15 @@ fn words(line: &str) -> Result<Vec<&str>, CommandError> {
 fn repo_arg(raw: &str) -> Result<RepoName, CommandError> {
     let raw = raw.strip_prefix('/').unwrap_or(raw);
     Ok(RepoName::parse(raw)?)
+}
+
+/// Takes the epoch a master names: a plain decimal number.
+fn epoch_arg(raw: &str) -> Result<u64, CommandError> {
+    raw.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse().ok())
+        .flatten()
+        .ok_or_else(|| CommandError::Epoch(raw.chars().take(40).collect()))
 }
 
 /// Takes the HEAD ref a master names: a valid ref name under `refs/`.
@@ -185,15 +198,18 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (REQUEST_PUSH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         (VERIFY_VERB, None, []) => Ok(Request::Verify),
         (VERIFY_VERB, None, _) => Err(arity(verb, "no", args.len())),
-        (MIRROR_RECEIVE_VERB, None, [repo, head @ ..]) if head.len() <= 1 => {
+        (MIRROR_RECEIVE_VERB, None, [repo, epoch, head @ ..]) if head.len() <= 1 => {
             Ok(Request::MirrorReceive {
                 repo: repo_arg(repo)?,
+                epoch: epoch_arg(epoch)?,
                 head: head.first().map(|h| head_arg(h)).transpose()?,
             })
         }
-        (MIRROR_RECEIVE_VERB, None, _) => {
-            Err(arity(verb, "one repo and an optional HEAD ref", args.len()))
-        }
+        (MIRROR_RECEIVE_VERB, None, _) => Err(arity(
+            verb,
+            "one repo, an epoch and an optional HEAD ref",
+            args.len(),
+        )),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -223,16 +239,18 @@ mod tests {
             ("info", Request::Info),
             ("verify", Request::Verify),
             (
-                "mirror-receive-pack 'a/b.git' 'refs/heads/my_main'",
+                "mirror-receive-pack 'a/b.git' 3 'refs/heads/my_main'",
                 Request::MirrorReceive {
                     repo: RepoName::parse("a/b").unwrap(),
+                    epoch: 3,
                     head: Some("refs/heads/my_main".into()),
                 },
             ),
             (
-                "mirror-receive-pack 'a'",
+                "mirror-receive-pack 'a' 0",
                 Request::MirrorReceive {
                     repo: RepoName::parse("a").unwrap(),
+                    epoch: 0,
                     head: None,
                 },
             ),
@@ -288,11 +306,14 @@ mod tests {
             "request-push '../x'",
             "verify testing",
             "mirror-receive-pack",
-            "mirror-receive-pack 'r' 'refs/heads/a' 'x'",
-            "mirror-receive-pack 'r' 'HEAD'",
-            "mirror-receive-pack 'r' 'refs/heads/a..b'",
-            "mirror-receive-pack 'r' 'refs/heads/a b'",
-            "mirror-receive-pack 'r' '--upload-pack=x'",
+            "mirror-receive-pack 'r'",
+            "mirror-receive-pack 'r' 'refs/heads/a'",
+            "mirror-receive-pack 'r' 1 'refs/heads/a' 'x'",
+            "mirror-receive-pack 'r' 1 'HEAD'",
+            "mirror-receive-pack 'r' 1 'refs/heads/a..b'",
+            "mirror-receive-pack 'r' -1",
+            "mirror-receive-pack 'r' 99999999999999999999999",
+            "mirror-receive-pack 'r' 1 '--upload-pack=x'",
             "git upload-pack 'r'",
             long.as_str(),
         ] {

@@ -257,7 +257,7 @@ impl FreshReceive {
                 info!(actor = %peer, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
             }
             // Only for the repo that now stands: what the master gave is what we remember.
-            lines = slave::keep_diverged(&home, &pusher, &path, &ref_updates);
+            lines = slave::keep_diverged(&home, &pusher, &path, &ref_updates, &[]);
         }
         Ok((unpacked, results, lines))
     }

@@ -23,6 +23,8 @@ use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::proto::SET_HEAD_REF;
 use crate::replicate::ref_state::RefState;
+use crate::repo::mastership;
+use crate::repo::orphaning::{self, Overwrite};
 
 /// Why the push could not be received at all.
 #[derive(Debug, Error)]
@@ -44,6 +46,11 @@ pub(crate) struct MirrorReceive {
     path: PathBuf,
     pusher: PushedBy,
     head: Option<String>,
+    /// The epoch the master claims the repo at.
+    epoch: u64,
+    /// Set for the first push from a new epoch: what it overwrites with something that does
+    /// not contain it is kept under `refs/gitmirror/orphaned/<epoch>/`.
+    orphaning: Option<u64>,
 }
 
 impl MirrorReceive {
@@ -75,7 +82,17 @@ impl MirrorReceive {
                 ..PushedBy::default()
             },
             head,
+            epoch: 0,
+            orphaning: None,
         }
+    }
+
+    /// The push comes from a master at `epoch`; `orphaning` when it is the first from that
+    /// epoch here.
+    pub(crate) fn claimed_at(mut self, epoch: u64, orphaning: Option<u64>) -> Self {
+        self.epoch = epoch;
+        self.orphaning = orphaning;
+        self
     }
 
     /// Runs receive-pack on this process's stdin and stdout (the master's session), then does
@@ -108,15 +125,30 @@ impl MirrorReceive {
         // status says nothing of that: it is 0 after refused refs and failed unpacks too.
         let moved = updates.as_ref().is_some_and(|u| !u.is_empty());
         let carried = self.head.is_some() && carries_head(&self.path);
+        let mut lines = Vec::new();
+        let mut orphaned = Vec::new();
+        if let (Some(epoch), Some(updates)) = (self.orphaning, &updates) {
+            let overwrites: Vec<Overwrite> = updates
+                .iter()
+                .map(|u| Overwrite {
+                    name: u.name.clone(),
+                    old: u.old,
+                    new: u.new,
+                })
+                .collect();
+            (_, lines) = orphaning::keep_orphaned(&self.path, epoch, &overwrites);
+            // What a change of master overwrote is judged by containment alone: a ref it
+            // moved forward lost nothing, whatever this server last took from its old master.
+            orphaned = updates.iter().map(|u| u.name.clone()).collect();
+        }
         if moved || carried || updates.is_none() {
-            let lines = match &updates {
-                Some(updates) => slave::received(
-                    &self.home,
-                    &self.pusher,
-                    &self.path,
-                    self.head.as_deref(),
-                    updates,
-                ),
+            lines.extend(match &updates {
+                Some(updates) => {
+                    if let Some(head) = &self.head {
+                        slave::apply_head(&self.path, head);
+                    }
+                    slave::keep_diverged(&self.home, &self.pusher, &self.path, updates, &orphaned)
+                }
                 None => {
                     // Without both snapshots nothing can be said about divergence; the refs
                     // themselves are as the master sent them.
@@ -129,12 +161,18 @@ impl MirrorReceive {
                         &[],
                     )
                 }
-            };
-            // A master that went away has the report already, or retries.
-            let mut err = std::io::stderr();
-            for l in lines {
-                let _ = writeln!(err, "{l}");
-            }
+            });
+        }
+        // A master that went away has the report already, or retries.
+        let mut err = std::io::stderr();
+        for l in &lines {
+            let _ = writeln!(err, "{l}");
+        }
+        if status.success()
+            && self.orphaning.is_some()
+            && let Err(e) = mastership::set_received_epoch(&self.path, self.epoch)
+        {
+            warn!(repo = %self.pusher.repo, error = %e, "cannot record the epoch of the push");
         }
         if moved {
             housekeeping(&self.path, self.home.root());

@@ -25,6 +25,7 @@ use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
 use crate::replicate::verify::{self, Here, wire::MAX_REQUEST, wire::WireError};
+use crate::repo::mastership::{self, Admission, Mastership};
 use crate::repo::{self, Placed, Staged, Store, StoreError};
 
 /// Why a peer's request was refused; one line, safe to send back.
@@ -130,7 +131,9 @@ impl<'a> PeerShell<'a> {
                 } => self.upload(&repo, protocol),
                 Request::Mirror(repo) => self.request_push(&repo),
                 Request::Verify => self.verify(&mut std::io::stdin().lock()),
-                Request::MirrorReceive { repo, head } => self.mirror_receive(&repo, head, protocol),
+                Request::MirrorReceive { repo, epoch, head } => {
+                    self.mirror_receive(&repo, epoch, head, protocol)
+                }
             },
         )
     }
@@ -150,12 +153,23 @@ impl<'a> PeerShell<'a> {
         repo: &RepoName,
         rule: Option<&MirrorRule>,
     ) -> Result<(), PeerShellError> {
+        self.peer_masters_at(repo, rule, 0)
+    }
+
+    /// [`Self::peer_masters`] for a repo this server knows at `epoch`: a refusal names the
+    /// master and epoch, so that a master replaced by a promotion learns it from the words.
+    fn peer_masters_at(
+        &self,
+        repo: &RepoName,
+        rule: Option<&MirrorRule>,
+        epoch: u64,
+    ) -> Result<(), PeerShellError> {
         match rule {
             None => Err(self.refuse(repo, "it is not mirrored here".into())),
             Some(m) if !m.is_master(&self.peer) => {
-                Err(self.refuse(repo, format!("its master here is {}", m.master)))
+                Err(self.refuse(repo, proto::claim_words(&m.master, epoch)))
             }
-            Some(m) if !m.is_slave(self.this()) => Err(self.refuse(
+            Some(_) if !rule.is_some_and(|m| m.is_slave(self.this())) => Err(self.refuse(
                 repo,
                 format!("{} is not among its slaves here", self.this()),
             )),
@@ -177,27 +191,82 @@ impl<'a> PeerShell<'a> {
         Ok(Reply::Git(self.receive_launch(repo, &path, protocol)))
     }
 
-    /// A mirror push from the master's daemon: the same checks and receive-pack, with the
-    /// hooks' work done by [`MirrorReceive`] (which needs no hooks installed); a repo missing
-    /// here is built and filled by [`FreshReceive`] before it appears.
+    /// A mirror push from the master's daemon, which claims the repo at `epoch`: taken from
+    /// the master known here, or from another holder of the repo whose claim beats it (a
+    /// promotion this server learns of now); refused otherwise, naming the master and epoch
+    /// known here. receive-pack runs under [`MirrorReceive`] (which needs no hooks
+    /// installed); a repo missing here is built and filled by [`FreshReceive`] before it
+    /// appears. The first push from a new epoch keeps what it overwrites as orphaned.
     fn mirror_receive(
         &self,
         repo: &RepoName,
+        epoch: u64,
         head: Option<String>,
         protocol: Option<&OsStr>,
     ) -> Result<Reply, PeerShellError> {
         let store = Store::new(self.home.repositories());
         let Some(path) = store.find(repo) else {
-            let staged = self.stage(&store, repo)?;
+            let staged = self.stage_claimed(&store, repo, epoch)?;
             return Ok(Reply::FreshReceive(FreshReceive::new(
                 staged, self.home, &self.peer, repo, head,
             )));
         };
-        self.peer_masters(repo, repo::mirror_config(&path)?.as_ref())?;
+        let Some(here) = mastership::mastership(&path)? else {
+            return Err(self.refuse(repo, "it is not mirrored here".into()));
+        };
+        match here.admit(&self.peer, self.this(), epoch) {
+            Admission::Master { raised: false } => {}
+            Admission::Master { raised: true } => {
+                mastership::set_mastership(&path, &Mastership { epoch, ..here })?;
+            }
+            Admission::Handover(new) => {
+                mastership::set_mastership(&path, &new)?;
+                info!(repo = %repo, master = %new.master, epoch, was = %here.master, "a new master took over this repo");
+            }
+            Admission::Refused(words) => return Err(self.refuse(repo, words)),
+        }
+        let orphaning = (epoch > mastership::received_epoch(&path)?).then_some(epoch);
         let launch = self.receive_launch(repo, &path, protocol);
-        Ok(Reply::MirrorReceive(MirrorReceive::new(
-            launch, self.home, &path, &self.peer, repo, head,
-        )))
+        Ok(Reply::MirrorReceive(
+            MirrorReceive::new(launch, self.home, &path, &self.peer, repo, head)
+                .claimed_at(epoch, orphaning),
+        ))
+    }
+
+    /// Stages a repo missing here for a push from the peer at `epoch`: as [`Self::stage`],
+    /// with the epoch recorded; a peer this server's rules do not name as master may create
+    /// it only with a later epoch (it was promoted) when the rules hold both servers.
+    fn stage_claimed(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        epoch: u64,
+    ) -> Result<Staged, PeerShellError> {
+        let rule = self.rules.mirror(repo);
+        let promoted = rule.as_ref().is_some_and(|r| {
+            epoch > 0
+                && !r.is_master(&self.peer)
+                && (r.is_slave(&self.peer) && (r.is_master(self.this()) || r.is_slave(self.this())))
+        });
+        let staged = if promoted {
+            let invocation = Invocation::current(self.home)
+                .map_err(|e: InvocationError| self.create_err(repo, e.to_string()))?;
+            store
+                .stage(repo, &invocation, rule.as_ref())
+                .map_err(|e| self.create_err(repo, e.to_string()))?
+        } else {
+            self.stage(store, repo)?
+        };
+        if let Some(r) = &rule {
+            let set = Mastership {
+                master: r.master.clone(),
+                slaves: r.slaves.clone(),
+                epoch: 0,
+            };
+            mastership::set_mastership(staged.path(), &set.handed_to(&self.peer, epoch))?;
+            mastership::set_received_epoch(staged.path(), epoch)?;
+        }
+        Ok(staged)
     }
 
     /// The repo a mirror push from the peer may write: this server's copy, when the peer
@@ -206,7 +275,8 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         match store.find(repo) {
             Some(path) => {
-                self.peer_masters(repo, repo::mirror_config(&path)?.as_ref())?;
+                let epoch = mastership::epoch(&path)?;
+                self.peer_masters_at(repo, repo::mirror_config(&path)?.as_ref(), epoch)?;
                 Ok(path)
             }
             None => self.create(&store, repo),
@@ -269,16 +339,18 @@ impl<'a> PeerShell<'a> {
         }
     }
 
-    /// Reads are allowed for repos mirrored between the two servers, either way round.
+    /// Reads are allowed for repos both servers hold copies of.
     fn upload(&self, repo: &RepoName, protocol: Option<&OsStr>) -> Result<Reply, PeerShellError> {
         let store = Store::new(self.home.repositories());
         let path = store
             .find(repo)
             .ok_or_else(|| self.refuse(repo, proto::NO_SUCH_REPO.into()))?;
         let rule = repo::mirror_config(&path)?;
+        // Any two servers holding copies may read each other's: a slave being promoted
+        // compares itself with the other slaves too.
+        let holds = |m: &MirrorRule, s: &AccountName| m.is_master(s) || m.is_slave(s);
         let shared = rule.as_ref().is_some_and(|m| {
-            (m.is_master(&self.peer) && m.is_slave(self.this()))
-                || (m.is_master(self.this()) && m.is_slave(&self.peer))
+            holds(m, &self.peer) && holds(m, self.this()) && self.peer != *self.this()
         });
         if !shared {
             return Err(self.refuse(repo, "it is not mirrored between us".into()));
@@ -327,7 +399,11 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         let text = verify::answer(&buf, |repo| match store.find(repo) {
             Some(path) => match repo::mirror_config(&path) {
-                Ok(rule) => match self.peer_masters(repo, rule.as_ref()) {
+                Ok(rule) => match self.peer_masters_at(
+                    repo,
+                    rule.as_ref(),
+                    mastership::epoch(&path).unwrap_or(0),
+                ) {
                     Ok(()) => Here::Repo(path),
                     Err(e) => Here::Refused(e.to_string()),
                 },

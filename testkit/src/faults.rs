@@ -65,6 +65,33 @@ impl Server {
         });
     }
 
+    /// A partition: every ssh login of `peers` to this server is let in but refused (as if
+    /// the network between them were cut), until [`Server::heal`]. Takes effect on each
+    /// peer's next login: stop the daemons that hold connections.
+    pub fn cut_off_from(&self, peers: &[&str]) {
+        let keys = self.home().join(".ssh/authorized_keys");
+        let saved = self.sshd_dir.path().join("authorized_keys.whole");
+        if !saved.exists() {
+            fs::copy(&keys, &saved).unwrap();
+        }
+        for peer in peers {
+            let script = self.sshd_dir.path().join(format!("cut-{peer}.sh"));
+            self.wrap_peer_command(peer, &script, |_| {
+                "#!/bin/sh\necho 'ssh: connect to host: Network is unreachable' >&2\nexit 255\n"
+                    .to_string()
+            });
+        }
+    }
+
+    /// Ends what [`Server::cut_off_from`] did.
+    pub fn heal(&self) {
+        let saved = self.sshd_dir.path().join("authorized_keys.whole");
+        if saved.exists() {
+            fs::copy(&saved, self.home().join(".ssh/authorized_keys")).unwrap();
+            fs::remove_file(saved).unwrap();
+        }
+    }
+
     /// A slow link from `peer`: what it sends to this server's `git-receive-pack` reaches git
     /// at about `kib_per_sec`, in small steps (it never stops flowing). Takes effect on the
     /// peer's next ssh login.

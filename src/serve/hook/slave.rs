@@ -24,7 +24,7 @@ pub(crate) fn received(
     if let Some(head) = head {
         apply_head(path, head);
     }
-    keep_diverged(home, pusher, path, updates)
+    keep_diverged(home, pusher, path, updates, &[])
 }
 
 /// The master's HEAD as the push option carries it to the hook, if it sent one.
@@ -45,6 +45,7 @@ pub(crate) fn keep_diverged(
     pusher: &PushedBy,
     path: &Path,
     updates: &[RefUpdate],
+    kept_already: &[String],
 ) -> Vec<String> {
     let Ok(repo_name) = RepoName::parse(&pusher.repo) else {
         return Vec::new();
@@ -73,6 +74,9 @@ pub(crate) fn keep_diverged(
                 memory_now.remove(&u.name);
             } else {
                 memory_now.insert(u.name.clone(), u.new.to_string());
+            }
+            if kept_already.contains(&u.name) {
+                continue;
             }
             let expected = last.get(&u.name).map(String::as_str).unwrap_or("");
             let had = if u.old.is_zero() {

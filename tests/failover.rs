@@ -1,0 +1,216 @@
+//! Failover across three servers, each its own account behind its own sshd: a slave is
+//! promoted while the master is cut off; the old master, back, learns the new master by
+//! itself, ends identical to it and keeps what it alone accepted as orphaned refs; a stale
+//! slave promoted while a more up-to-date copy is reachable catches up first.
+
+use std::time::Duration;
+
+use gitmirror_testkit::*;
+
+const RULES: &str = r#"
+[repos."@all"]
+mirror.master = "server1"
+mirror.slaves = ["server2", "server3"]
+
+[repos.testing]
+"RW+" = ["alice"]
+"#;
+
+struct World {
+    cluster: Cluster,
+    alice: Client,
+}
+
+fn world() -> World {
+    let cluster = Cluster::new(&["server1", "server2", "server3"]);
+    for s in &cluster.servers {
+        s.set_sync(true);
+    }
+    let alice = Client::new("alice");
+    cluster.add_user(&alice);
+    cluster.set_rules(RULES);
+    alice.init_repo("w");
+    World { cluster, alice }
+}
+
+impl World {
+    fn s(&self, name: &str) -> &Server {
+        self.cluster.server(name)
+    }
+
+    /// alice commits `file` and pushes main to `server`; returns git's output.
+    fn commit_and_push(&self, server: &str, file: &str) -> Output {
+        self.alice.commit("w", file);
+        let url = self.s(server).url("testing");
+        self.alice.git_in("w", &["push", url.as_str(), "main"])
+    }
+
+    fn head_of(&self, server: &str) -> String {
+        self.s(server)
+            .git("testing", &["rev-parse", "refs/heads/main"])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    fn config(&self, server: &str, key: &str) -> String {
+        self.s(server)
+            .git("testing", &["config", key])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    fn stop_daemons(&self) {
+        for s in &self.cluster.servers {
+            s.stop_daemon();
+        }
+    }
+}
+
+use std::process::Output;
+
+#[test]
+fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alone_took() {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // server1 is cut off from its peers, both ways; users still reach it.
+    w.s("server1").cut_off_from(&["server2", "server3"]);
+    w.s("server2").cut_off_from(&["server1"]);
+    w.s("server3").cut_off_from(&["server1"]);
+    w.stop_daemons();
+    // It cannot know: it takes alice's push, and says its slaves did not get it.
+    let out = w.commit_and_push("server1", "lost-looking");
+    out.ok();
+    assert!(out.err().contains("=X=> server2"), "{}", out.err());
+    let alone = w.head_of("server1");
+    // (alice's own clone forgets it: only server1 has it.)
+    w.alice
+        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
+        .ok();
+
+    // server2 takes over.
+    let out = w.s("server2").gitmirror(&["promote", "testing"]);
+    let text = out.text();
+    assert!(
+        text.contains("promoted testing: server2 masters it now at epoch 1"),
+        "{text}"
+    );
+    assert!(text.contains("server1 unreachable"), "{text}");
+    assert!(
+        text.contains("server2 ==== (testing) ===> server3"),
+        "{text}"
+    );
+    assert_eq!(w.config("server2", "gitmirror.epoch"), "1");
+    assert_eq!(w.config("server3", "gitolite.mirror.master"), "server2");
+    assert_eq!(w.config("server3", "gitmirror.epoch"), "1");
+    // Users push to the new master; it reaches the other slave; the slave refuses them.
+    let out = w.commit_and_push("server2", "b");
+    out.ok();
+    assert!(
+        out.err().contains("server2 ==== (testing) ===> server3"),
+        "{}",
+        out.err()
+    );
+    w.cluster.wait_in_sync("testing", "server2", &["server3"]);
+    w.commit_and_push("server3", "c")
+        .fails_with("testing is mirrored from server2");
+
+    // The old master comes back. Nobody tells it anything by hand. (The partition was made
+    // with forced commands, which bind at login: connections opened during it must go.)
+    for s in &w.cluster.servers {
+        s.heal();
+    }
+    w.stop_daemons();
+    w.s("server2").gitmirror(&["request-push", "testing"]);
+    w.cluster
+        .wait_in_sync("testing", "server2", &["server1", "server3"]);
+    assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
+    assert_eq!(w.config("server1", "gitmirror.epoch"), "1");
+    // What it alone accepted is kept, under the new epoch, and reported to the new master.
+    let kept = w
+        .s("server1")
+        .git(
+            "testing",
+            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
+        )
+        .ok();
+    assert_eq!(kept.trim(), alone);
+    let status = w.s("server2").gitmirror(&["status", "--json"]).ok();
+    assert!(
+        status.contains("kept as refs/gitmirror/orphaned/1/heads/main"),
+        "{status}"
+    );
+    // And it refuses users now, naming the new master.
+    w.commit_and_push("server1", "d")
+        .fails_with("testing is mirrored from server2");
+}
+
+#[test]
+fn an_old_master_that_comes_back_first_steps_down_by_itself() {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    w.s("server1").cut_off_from(&["server2", "server3"]);
+    w.s("server2").cut_off_from(&["server1"]);
+    w.s("server3").cut_off_from(&["server1"]);
+    w.stop_daemons();
+    w.s("server2").gitmirror(&["promote", "testing"]);
+    // server2's daemon is stopped: only server1's own attempts can tell it.
+    w.stop_daemons();
+    for s in &w.cluster.servers {
+        s.heal();
+    }
+    // Its next push to a slave is refused with the new master's claim, and it steps down.
+    w.s("server1").gitmirror(&["request-push", "testing"]);
+    wait_for(
+        "server1 to know its new master",
+        Duration::from_secs(30),
+        || w.config("server1", "gitolite.mirror.master") == "server2",
+    );
+    assert_eq!(w.config("server1", "gitmirror.epoch"), "1");
+    w.commit_and_push("server1", "b")
+        .fails_with("testing is mirrored from server2");
+}
+
+#[test]
+fn a_stale_slave_catches_up_before_it_takes_over() {
+    let mut w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // server3 misses a push.
+    w.cluster.servers[2].crash_sshd();
+    w.commit_and_push("server1", "b").ok();
+    w.cluster.wait_in_sync("testing", "server1", &["server2"]);
+    let newest = w.head_of("server1");
+    w.stop_daemons();
+    w.cluster.servers[2].start_sshd();
+    assert_ne!(w.head_of("server3"), newest);
+    // Promoted while the others are reachable, it takes what they have first.
+    let out = w.s("server3").gitmirror(&["promote", "testing"]);
+    let text = out.text();
+    assert!(text.contains("caught up from server1 first"), "{text}");
+    assert!(
+        text.contains("server3 ==== (testing) ===> server1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server3 ==== (testing) ===> server2"),
+        "{text}"
+    );
+    assert_eq!(w.head_of("server3"), newest);
+    w.cluster
+        .wait_in_sync("testing", "server3", &["server1", "server2"]);
+    assert_eq!(w.config("server1", "gitolite.mirror.master"), "server3");
+    assert_eq!(w.config("server2", "gitolite.mirror.master"), "server3");
+    // Promoting again finishes nothing new and says so.
+    let again = w.s("server3").gitmirror(&["promote", "testing"]).ok();
+    assert!(
+        again.contains("testing: server3 masters it already at epoch 1"),
+        "{again}"
+    );
+}
