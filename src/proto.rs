@@ -83,7 +83,11 @@ pub(crate) fn master_claim(text: &str) -> Option<(AccountName, u64)> {
     if words.next()? != "at" || words.next()? != "epoch" {
         return None;
     }
-    let digits: String = words.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = words
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     Some((master, digits.parse().ok()?))
 }
 
@@ -148,7 +152,10 @@ mod tests {
     #[test]
     fn a_claim_reads_back_from_any_refusal() {
         let m = AccountName::parse("server2").unwrap();
-        let text = format!("FATAL: server3 refuses r from server1: {}; ask it", claim_words(&m, 7));
+        let text = format!(
+            "FATAL: server3 refuses r from server1: {}; ask it",
+            claim_words(&m, 7)
+        );
         assert_eq!(master_claim(&text), Some((m, 7)));
         assert_eq!(master_claim("its master here is server1"), None);
         assert_eq!(master_claim("its master here is ../x at epoch 3"), None);
