@@ -121,7 +121,6 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
 /// The git config key holding a repo's mastership epoch: a number that only grows, raised by
 /// each promotion. Absent means 0, the epoch `repos.toml` first gave.
-#[allow(dead_code)] // failover is landing in steps
 pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";
 /// Set (true) when `compile` wrote the keys above from `repos.toml`, so that it may remove
 /// them again when the rules drop them; keys without it were set by hand and are kept.
