@@ -59,8 +59,8 @@ pub(crate) const NO_SUCH_REPO: &str = "no such repo here";
 /// The verb a slave sends its master to ask for a push now (users may send it too).
 pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
 
-/// The verb a master's daemon pushes with (`mirror-receive-pack 'REPO' ['HEAD-REF']`, peers
-/// only): git's receive-pack protocol, with the slave's post-receive work done by the forced
+/// The verb a master's daemon pushes with (`mirror-receive-pack EPOCH 'REPO' ['HEAD-REF']`,
+/// peers only; EPOCH is the one it masters the repo at): git's receive-pack protocol, with the slave's post-receive work done by the forced
 /// command itself after receive-pack ends instead of by hook processes, and HEAD named on the
 /// command line instead of in a push option. `git-receive-pack` keeps working for peers.
 pub(crate) const MIRROR_RECEIVE_VERB: &str = "mirror-receive-pack";

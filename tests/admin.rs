@@ -387,6 +387,149 @@ fn compile_removes_the_mirror_settings_it_wrote_and_keeps_those_set_by_hand() {
     );
 }
 
+/// What `promote` writes on the server it promotes, as `git config` would: server2 takes
+/// over from server1 at epoch 1.
+const PROMOTION: [[&str; 3]; 3] = [
+    ["config", "gitolite.mirror.master", "server2"],
+    ["config", "gitolite.mirror.slaves", "server1 server3"],
+    ["config", "gitmirror.epoch", "1"],
+];
+
+fn mirror_rules(master: &str, slaves: &str, more: &str) -> String {
+    format!(
+        "[repos.testing]\nR = [\"alice\"]\nmirror.master = \"{master}\"\nmirror.slaves = [{slaves}]\n{more}"
+    )
+}
+
+#[test]
+fn compile_keeps_a_promoted_master_until_repos_toml_agrees_or_is_accepted() {
+    // server3, a slave throughout, learned of the promotion: it never masters the repo, so
+    // no compile here starts a daemon.
+    let server = Server::start("server3");
+    let config_of = |repo: &str| fs::read(server.repo_path(repo).join("config")).unwrap();
+    let get = |key: &str| {
+        server
+            .git("testing", &["config", key])
+            .ok()
+            .trim()
+            .to_string()
+    };
+    let stale = mirror_rules("server1", "\"server2\", \"server3\"", "");
+    server.set_rules(&stale);
+    for args in PROMOTION {
+        server.git("testing", &args).ok();
+    }
+    let promoted = config_of("testing");
+
+    // The old repos.toml, plus a new repo: the new repo is made, the promotion kept.
+    fs::write(
+        server.home().join("repos.toml"),
+        format!("{stale}[repos.added]\nR = [\"alice\"]\n"),
+    )
+    .unwrap();
+    let out = server.gitmirror(&["compile"]);
+    out.fails_with("1 repo keeps a master repos.toml does not name");
+    let text = out.text();
+    assert!(
+        text.contains(
+            "testing: kept master server2 (epoch 1, since a promotion), but repos.toml names \
+             server1: name server2 as its master in repos.toml, or run `gitmirror compile \
+             --accept-config` to make server1 master at epoch 2"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("created added"), "{text}");
+    assert!(server.repo_path("added").is_dir());
+    assert_eq!(config_of("testing"), promoted);
+    assert!(server.log().contains("repos.toml would undo a promotion"));
+
+    // repos.toml names the new master: applied (slaves, sync) and the epoch kept.
+    let agreed = mirror_rules(
+        "server2",
+        "\"server1\", \"server3\"",
+        "mirror.sync = true\n",
+    );
+    fs::write(server.home().join("repos.toml"), &agreed).unwrap();
+    let out = server.gitmirror(&["compile"]).ok();
+    assert!(out.contains("mirror settings written for testing"), "{out}");
+    assert_eq!(get("gitolite.mirror.master"), "server2");
+    assert_eq!(get("gitmirror.sync"), "true");
+    assert_eq!(get("gitmirror.epoch"), "1");
+
+    // Back to server1: refused again, then accepted at the next epoch.
+    fs::write(server.home().join("repos.toml"), &stale).unwrap();
+    server
+        .gitmirror(&["compile"])
+        .fails_with("1 repo keeps a master");
+    assert_eq!(get("gitolite.mirror.master"), "server2");
+    let out = server.gitmirror(&["compile", "--accept-config"]).ok();
+    assert!(
+        out.contains(
+            "testing: master server1 at epoch 2 as repos.toml says (was master server2 at epoch 1)"
+        ),
+        "{out}"
+    );
+    assert_eq!(get("gitolite.mirror.master"), "server1");
+    assert_eq!(get("gitolite.mirror.slaves"), "server2 server3");
+    assert_eq!(get("gitmirror.epoch"), "2");
+    assert_eq!(get("gitmirror.fromRules"), "true");
+    assert!(
+        !server
+            .git("testing", &["config", "gitmirror.sync"])
+            .status
+            .success()
+    );
+    // Settled: a plain compile agrees now and changes nothing.
+    let settled = config_of("testing");
+    let out = server.gitmirror(&["compile"]).ok();
+    assert!(!out.contains("testing"), "{out}");
+    assert_eq!(config_of("testing"), settled);
+}
+
+#[test]
+fn compile_does_not_clear_a_promoted_repos_settings_unless_accepted() {
+    let (_s, home) = fresh("server3");
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .arg("--git-dir")
+            .arg(home.join("repositories/testing.git"))
+            .args(args))
+    };
+    fs::write(
+        home.join("repos.toml"),
+        mirror_rules("server1", "\"server2\", \"server3\"", ""),
+    )
+    .unwrap();
+    gm(&home, &["compile"]).ok();
+    for args in PROMOTION {
+        git(&args).ok();
+    }
+    let config = home.join("repositories/testing.git/config");
+    let promoted = fs::read(&config).unwrap();
+    fs::write(
+        home.join("repos.toml"),
+        "[repos.testing]\nR = [\"alice\"]\n",
+    )
+    .unwrap();
+    let out = gm(&home, &["compile"]);
+    out.fails_with("1 repo keeps a master repos.toml does not name");
+    assert!(
+        out.text().contains(
+            "testing: kept master server2 (epoch 1, since a promotion), but repos.toml gives it \
+             no mirror settings"
+        ),
+        "{}",
+        out.text()
+    );
+    assert_eq!(fs::read(&config).unwrap(), promoted);
+    let out = gm(&home, &["compile", "--accept-config"]).ok();
+    assert!(out.contains("testing: local at epoch 2"), "{out}");
+    assert!(!git(&["config", "gitolite.mirror.master"]).status.success());
+    assert!(!git(&["config", "gitmirror.fromRules"]).status.success());
+    assert_eq!(git(&["config", "gitmirror.epoch"]).ok(), "2\n");
+    gm(&home, &["compile"]).ok();
+}
+
 #[test]
 fn what_a_server_keeps_is_private_to_its_account() {
     use std::os::unix::fs::PermissionsExt;

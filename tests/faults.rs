@@ -562,21 +562,21 @@ fn a_push_that_outlasts_the_inactivity_limit_while_bytes_flow_succeeds() {
     let w = world();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
-    // 16 MiB that do not compress, over a link that takes them at 2 MiB/s: about 8 s, more
+    // 24 MiB that do not compress, over a link that takes them at 2 MiB/s: about 12 s, more
     // than twice the limit, and never silent for long. (After the master's last write the
-    // slave drains what ssh buffers, up to 2 MiB, and stores a 16 MiB object: about 2 s
-    // without a byte back, under the limit even on a loaded machine.)
+    // slave drains what ssh buffers, up to 2 MiB, and stores a 24 MiB object, without a byte
+    // back: about 2 s here, up to 4 s on a loaded machine, under the limit.)
     w.s2().throttle_pushes_from("server1", 2048);
-    w.s1().mirror_settings("io_timeout_secs = 3");
+    w.s1().mirror_settings("io_timeout_secs = 5");
     w.s1().stop_daemon();
-    let noise = noise(16 << 20, 0x9e37_79b9_7f4a_7c15);
+    let noise = noise(24 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
     w.alice.git_in("w", &["add", "blob.bin"]).ok();
     let started = std::time::Instant::now();
     w.commit_and_push("testing", "b");
     w.in_sync("testing");
     assert!(
-        started.elapsed() > Duration::from_secs(3),
+        started.elapsed() > Duration::from_secs(5),
         "the throttle did not hold the push past the limit"
     );
     // In one go: no attempt failed on the way.

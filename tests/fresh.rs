@@ -122,7 +122,7 @@ fn a_master_sending_broken_objects_creates_nothing() {
     let url = s2.url("fresh");
     let out = s1.git_as_peer(
         &dir,
-        &["push", "--receive-pack=mirror-receive-pack", &url, "main"],
+        &["push", "--receive-pack=mirror-receive-pack 0", &url, "main"],
     );
     let err = out.err();
     assert!(!out.status.success(), "{err}");
@@ -143,7 +143,7 @@ fn a_master_sending_broken_objects_creates_nothing() {
     }
     let out = s1.git_as_peer(
         &dir,
-        &["push", "--receive-pack=mirror-receive-pack", &url, "main"],
+        &["push", "--receive-pack=mirror-receive-pack 0", &url, "main"],
     );
     out.ok();
     assert!(s2.repo_path("fresh").is_dir());
@@ -178,7 +178,7 @@ fn a_master_sending_no_pack_or_garbage_creates_nothing() {
         ),
     ] {
         std::fs::write(&feed, &input).unwrap();
-        let out = s1.ssh_as_peer_fed(s2, "mirror-receive-pack 'fresh.git'", &feed);
+        let out = s1.ssh_as_peer_fed(s2, "mirror-receive-pack 0 'fresh.git'", &feed);
         let said = format!("{}{}", out.text(), out.err());
         assert!(said.contains(needle), "{what}: {said}");
         assert_nothing_created(s2);
@@ -192,7 +192,7 @@ fn a_master_sending_no_pack_or_garbage_creates_nothing() {
     let mut input = command.into_bytes();
     input.extend_from_slice(&pack);
     std::fs::write(&feed, &input).unwrap();
-    let out = s1.ssh_as_peer_fed(s2, "mirror-receive-pack 'fresh.git'", &feed);
+    let out = s1.ssh_as_peer_fed(s2, "mirror-receive-pack 0 'fresh.git'", &feed);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         said.contains("ng refs/heads/main missing necessary objects"),

@@ -58,7 +58,7 @@ fn hostile_commands_are_refused_and_change_nothing() {
         "git upload-pack 'r'",
         // Peers' verbs are not users'.
         "verify",
-        "mirror-receive-pack 'r'",
+        "mirror-receive-pack 0 'r'",
     ];
     let before = snapshot(server.home());
     for cmd in commands {

@@ -186,7 +186,7 @@ fn peer_is_confined_to_the_repos_it_masters() {
     let err = out.fails_with("server3 refuses testing from server2: its master here is server1");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // The same through the daemon's own verb.
-    s2.ssh_as_peer(s3, "mirror-receive-pack 'testing.git' 'refs/heads/main'")
+    s2.ssh_as_peer(s3, "mirror-receive-pack 0 'testing.git' 'refs/heads/main'")
         .fails_with("server3 refuses testing from server2: its master here is server1");
     // Nor may a peer run anything else.
     for cmd in ["sh", "git-upload-archive 'testing'", "info; id", "scp -t x"] {

@@ -3,6 +3,11 @@
 //! Both config files are validated whole first; only then are missing repos created, hooks
 //! installed and mirror settings written, and finally the validated rules become the ones the
 //! shell reads. A mistake anywhere stops it before the first change.
+//!
+//! A repo whose epoch is above 0 (a promotion happened) keeps its master when `repos.toml`
+//! names another, or none: the compile reports it ([`CompileReport::disagreements`]) and
+//! applies the rest. With `accept`, `repos.toml` wins there at the next epoch instead
+//! (`repo::apply_rules`).
 
 use thiserror::Error;
 use tracing::{info, warn};
@@ -14,7 +19,7 @@ use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, RepoName};
 use crate::replicate::queue::Queue;
-use crate::repo::{self, Cleared, Store, StoreError};
+use crate::repo::{self, Applied, Mastership, Store, StoreError};
 
 /// What can stop a compile.
 #[derive(Debug, Error)]
@@ -49,10 +54,38 @@ pub(crate) struct CompileReport {
     pub(crate) queued: Vec<(RepoName, Vec<AccountName>)>,
     /// Repos in the store after the compile.
     pub(crate) repos: usize,
+    /// Repos left as they were because `repos.toml` would undo a promotion. Non-empty means
+    /// the compile is not done.
+    pub(crate) disagreements: Vec<Disagreement>,
+    /// Repos `--accept-config` gave `repos.toml`'s mastership at a new epoch.
+    pub(crate) accepted: Vec<Accepted>,
 }
 
-/// Applies `repos.toml` to the store. See the module doc for the order of steps.
-pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
+/// A repo whose master, since a promotion, is not the one `repos.toml` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Disagreement {
+    pub(crate) repo: RepoName,
+    /// The mastership the repo keeps.
+    pub(crate) current: Mastership,
+    /// The master `repos.toml` names; `None`: it gives the repo no mirror settings.
+    pub(crate) configured: Option<AccountName>,
+}
+
+/// A repo to which `--accept-config` gave `repos.toml`'s mastership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    pub(crate) repo: RepoName,
+    /// The mastership it replaced.
+    pub(crate) was: Mastership,
+    /// The master now; `None`: the repo is local now.
+    pub(crate) master: Option<AccountName>,
+    /// The epoch now.
+    pub(crate) epoch: u64,
+}
+
+/// Applies `repos.toml` to the store; with `accept`, also where it would undo a promotion.
+/// See the module doc for the order of steps.
+pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, CompileError> {
     let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
     let rules = Rules::from_source(&source)?;
@@ -84,27 +117,56 @@ pub(crate) fn compile(home: &Home) -> Result<CompileReport, CompileError> {
         if repo::install_hooks(&path, &invocation)? > 0 {
             report.hooks_updated += 1;
         }
-        match rules.mirror(name) {
-            Some(rule) => {
-                if repo::set_mirror_config(&path, &rule)? {
-                    info!(repo = %name, master = %rule.master, "mirror settings written");
-                    report.mirror_updated.push(name.clone());
-                }
-                if rule.is_master(&config.hostname) {
-                    let new = queue_new_slaves(&queue, name, &rule.slaves);
-                    if !new.is_empty() {
-                        report.queued.push((name.clone(), new));
-                    }
-                }
+        let rule = rules.mirror(name);
+        match repo::apply_rules(&path, rule.as_ref(), accept)? {
+            Applied::Unchanged => {}
+            Applied::Written => {
+                let master = rule.as_ref().map_or("", |r| r.master.as_str());
+                info!(repo = %name, master, "mirror settings written");
+                report.mirror_updated.push(name.clone());
             }
-            None => match repo::clear_mirror_config(&path)? {
-                Cleared::Removed => {
-                    info!(repo = %name, "mirror settings removed");
-                    report.mirror_removed.push(name.clone());
-                }
-                Cleared::KeptByHand => report.mirror_by_hand.push(name.clone()),
-                Cleared::Nothing => {}
-            },
+            Applied::Removed => {
+                info!(repo = %name, "mirror settings removed");
+                report.mirror_removed.push(name.clone());
+            }
+            Applied::KeptByHand => report.mirror_by_hand.push(name.clone()),
+            Applied::Disagrees(current) => {
+                let configured = rule.map(|r| r.master);
+                warn!(
+                    repo = %name, master = %current.master, epoch = current.epoch,
+                    configured = ?configured.as_ref().map(AccountName::as_str),
+                    "repos.toml would undo a promotion; mirror settings kept"
+                );
+                report.disagreements.push(Disagreement {
+                    repo: name.clone(),
+                    current,
+                    configured,
+                });
+                // Not applied, so not queued for the slaves repos.toml names either.
+                continue;
+            }
+            Applied::Accepted { was, epoch } => {
+                let master = rule.as_ref().map(|r| r.master.clone());
+                info!(
+                    repo = %name, was = %was.master, was_epoch = was.epoch, epoch,
+                    master = ?master.as_ref().map(AccountName::as_str),
+                    "repos.toml accepted over a promotion"
+                );
+                report.accepted.push(Accepted {
+                    repo: name.clone(),
+                    was,
+                    master,
+                    epoch,
+                });
+            }
+        }
+        if let Some(rule) = &rule
+            && rule.is_master(&config.hostname)
+        {
+            let new = queue_new_slaves(&queue, name, &rule.slaves);
+            if !new.is_empty() {
+                report.queued.push((name.clone(), new));
+            }
         }
     }
     report.repos = all.len();

@@ -1,17 +1,46 @@
-//! `gitmirror compile`: applies `repos.toml` and prints one line per change.
+//! `gitmirror compile [--accept-config]`: applies `repos.toml` and prints one line per change.
+//! Exits non-zero while a repo keeps a master `repos.toml` does not name (after a promotion),
+//! each such repo on a line saying how to settle it.
 
 use super::{Outcome, print};
-use crate::admin::compile;
+use crate::admin::compile::{self, CompileReport, Disagreement};
 use crate::home::Home;
 
-pub(super) fn run(home: &Home) -> Outcome {
-    let r = compile::compile(home).map_err(|e| e.to_string())?;
+pub(super) fn run(home: &Home, accept: bool) -> Outcome {
+    let r = compile::compile(home, accept).map_err(|e| e.to_string())?;
+    print(&render(&r))?;
+    match r.disagreements.len() {
+        0 => Ok(()),
+        1 => Err(
+            "1 repo keeps a master repos.toml does not name (see above); the rest is compiled"
+                .to_string(),
+        ),
+        n => Err(format!(
+            "{n} repos keep a master repos.toml does not name (see above); the rest is compiled"
+        )),
+    }
+}
+
+fn render(r: &CompileReport) -> String {
     let mut out = String::new();
     for repo in &r.created {
         out.push_str(&format!("created {repo}\n"));
     }
     for repo in &r.mirror_updated {
         out.push_str(&format!("mirror settings written for {repo}\n"));
+    }
+    for a in &r.accepted {
+        let now = match &a.master {
+            Some(m) => format!("master {m}"),
+            None => "local".to_string(),
+        };
+        out.push_str(&format!(
+            "{repo}: {now} at epoch {epoch} as repos.toml says (was master {was} at epoch {was_epoch})\n",
+            repo = a.repo,
+            epoch = a.epoch,
+            was = a.was.master,
+            was_epoch = a.was.epoch,
+        ));
     }
     for (repo, slaves) in &r.queued {
         let slaves: Vec<String> = slaves.iter().map(ToString::to_string).collect();
@@ -27,11 +56,110 @@ pub(super) fn run(home: &Home) -> Outcome {
             "{repo}: repos.toml gives no mirror settings; those set by hand in its git config are kept\n"
         ));
     }
+    for d in &r.disagreements {
+        out.push_str(&disagreement(d));
+    }
     out.push_str(&format!(
         "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
         r.repos,
         r.created.len(),
         r.hooks_updated
     ));
-    print(&out)
+    out
+}
+
+/// One line: the repo, the mastership it keeps, what repos.toml says, and the two ways out.
+fn disagreement(d: &Disagreement) -> String {
+    let (repo, master, epoch) = (&d.repo, &d.current.master, d.current.epoch);
+    let next = epoch.saturating_add(1);
+    let (says, fix, accepted) = match &d.configured {
+        Some(c) => (
+            format!("repos.toml names {c}"),
+            format!("name {master} as its master in repos.toml"),
+            format!("make {c} master at epoch {next}"),
+        ),
+        None => (
+            "repos.toml gives it no mirror settings".to_string(),
+            format!("give it mirror.master = \"{master}\" in repos.toml"),
+            format!("make it local at epoch {next}"),
+        ),
+    };
+    format!(
+        "{repo}: kept master {master} (epoch {epoch}, since a promotion), but {says}: \
+         {fix}, or run `gitmirror compile --accept-config` to {accepted}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::compile::Accepted;
+    use crate::names::{AccountName, RepoName};
+    use crate::repo::Mastership;
+
+    fn server(s: &str) -> AccountName {
+        AccountName::parse(s).unwrap()
+    }
+
+    fn promoted() -> Mastership {
+        Mastership {
+            master: server("server2"),
+            slaves: vec![server("server1")],
+            epoch: 1,
+        }
+    }
+
+    #[test]
+    fn a_disagreement_names_the_repo_both_masters_and_both_ways_out() {
+        let report = CompileReport {
+            disagreements: vec![
+                Disagreement {
+                    repo: RepoName::parse("testing").unwrap(),
+                    current: promoted(),
+                    configured: Some(server("server1")),
+                },
+                Disagreement {
+                    repo: RepoName::parse("site/tools").unwrap(),
+                    current: promoted(),
+                    configured: None,
+                },
+            ],
+            ..CompileReport::default()
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(
+            lines[0],
+            "testing: kept master server2 (epoch 1, since a promotion), but repos.toml names \
+             server1: name server2 as its master in repos.toml, or run `gitmirror compile \
+             --accept-config` to make server1 master at epoch 2"
+        );
+        assert!(
+            lines[1].starts_with("site/tools: kept master server2 (epoch 1"),
+            "{text}"
+        );
+        assert!(lines[1].contains("gives it no mirror settings"), "{text}");
+        assert!(lines[1].contains("to make it local at epoch 2"), "{text}");
+    }
+
+    #[test]
+    fn an_accepted_repo_says_what_it_was() {
+        let report = CompileReport {
+            accepted: vec![Accepted {
+                repo: RepoName::parse("testing").unwrap(),
+                was: promoted(),
+                master: Some(server("server1")),
+                epoch: 2,
+            }],
+            ..CompileReport::default()
+        };
+        assert!(
+            render(&report).starts_with(
+                "testing: master server1 at epoch 2 as repos.toml says (was master server2 at epoch 1)\n"
+            ),
+            "{}",
+            render(&report)
+        );
+    }
 }

@@ -70,8 +70,14 @@ enum Cmd {
         /// The peer's hostname.
         name: String,
     },
-    /// Apply repos.toml: create missing repos, install hooks, write mirror settings.
-    Compile,
+    /// Apply repos.toml: create missing repos, install hooks, write mirror settings. A repo
+    /// promoted to another master than repos.toml names keeps it, and compile exits non-zero.
+    Compile {
+        /// Where a promotion made another server master than repos.toml names (or repos.toml
+        /// gives no mirror settings), apply repos.toml anyway, at the next epoch.
+        #[arg(long)]
+        accept_config: bool,
+    },
     /// Push a repo to its slaves now (on its master), or ask its master to (on a slave).
     RequestPush {
         /// The repo.
@@ -167,7 +173,7 @@ impl Cli {
             Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
             Cmd::RemoveUser { name } => keys::remove_user(&home, name),
             Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
-            Cmd::Compile => compile::run(&home),
+            Cmd::Compile { accept_config } => compile::run(&home, *accept_config),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
             }

@@ -91,9 +91,9 @@ impl Receiver {
         let dir = repo.relative_dir();
         match (self, head) {
             (Receiver::Daemon, Some(head)) => {
-                format!("{} '{dir}' {epoch} '{head}'", proto::MIRROR_RECEIVE_VERB)
+                format!("{} {epoch} '{dir}' '{head}'", proto::MIRROR_RECEIVE_VERB)
             }
-            (Receiver::Daemon, None) => format!("{} '{dir}' {epoch}", proto::MIRROR_RECEIVE_VERB),
+            (Receiver::Daemon, None) => format!("{} {epoch} '{dir}'", proto::MIRROR_RECEIVE_VERB),
             (Receiver::Git, _) => format!("git-receive-pack '{dir}'"),
         }
     }

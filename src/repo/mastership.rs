@@ -4,7 +4,11 @@
 //! The epoch is a number per repo that only grows: `repos.toml` gives epoch 0, and each
 //! promotion raises it by one. When two servers claim a repo, the claim with the higher epoch
 //! wins; at equal epochs (two promoted while cut off from each other), the server whose name
-//! sorts first wins. Every server applies the same rule, so they all end with one master.
+//! sorts first wins (never at epoch 0, which is `repos.toml`'s word). Every server applies the same rule, so they all end with one master.
+//!
+//! `repos.toml` carries no epoch, so once a repo has one above 0, `compile` ([`apply_rules`])
+//! changes its master only when told to, and then at a new epoch: otherwise a stale
+//! `repos.toml` would quietly undo a promotion on one server while the others kept it.
 //!
 //! A change is written as one replacement of the repo's config file: a promotion killed
 //! halfway leaves the old mastership or the new one, never a mix.
@@ -12,9 +16,12 @@
 use std::fs;
 use std::path::Path;
 
-use super::mirror_settings::mirror_config;
+use super::mirror_settings::{
+    from_rules, has_mirror_keys, mirror_config, open, read_rule, remove_rule, write_rule,
+};
 use super::{StoreError, git_err};
-use crate::fs::{Context, write_atomic};
+use crate::config::MirrorRule;
+use crate::fs::{Context, replace, write_atomic};
 use crate::names::AccountName;
 use crate::proto::{EPOCH_KEY, MASTER_KEY, RECEIVED_EPOCH_KEY, SLAVES_KEY};
 
@@ -92,31 +99,37 @@ impl Mastership {
     }
 }
 
-/// Whether the claim `(epoch, master)` beats `other`: a higher epoch, or at the same epoch a
-/// name that sorts first. A claim never beats itself.
+/// Whether the claim `(epoch, master)` beats `other`: a higher epoch, or at the same epoch
+/// above 0 (two promotions) a name that sorts first. A claim never beats itself.
 pub(crate) fn beats(claim: (u64, &AccountName), other: (u64, &AccountName)) -> bool {
-    claim.0 > other.0 || (claim.0 == other.0 && claim.1.as_str() < other.1.as_str())
+    // At epoch 0 nobody was promoted: the master repos.toml names is the only one, and a
+    // name's order must not unseat it.
+    claim.0 > other.0 || (claim.0 == other.0 && claim.0 > 0 && claim.1.as_str() < other.1.as_str())
 }
 
 /// The repo's epoch (0 when it has none).
 pub(crate) fn epoch(repo: &Path) -> Result<u64, StoreError> {
-    number(repo, EPOCH_KEY)
+    epoch_in(&open(repo)?, repo)
 }
 
 /// The epoch of the last mirror push this server took for the repo (0 when none).
 pub(crate) fn received_epoch(repo: &Path) -> Result<u64, StoreError> {
-    number(repo, RECEIVED_EPOCH_KEY)
+    number_in(&open(repo)?, repo, RECEIVED_EPOCH_KEY)
 }
 
 /// Records that this server took a mirror push from a master at `epoch`.
 pub(crate) fn set_received_epoch(repo: &Path, epoch: u64) -> Result<(), StoreError> {
     git2::Config::open(&repo.join("config"))
-        .and_then(|mut c| c.set_i64(RECEIVED_EPOCH_KEY, i64::try_from(epoch).unwrap_or(i64::MAX)))
+        .and_then(|mut c| c.set_i64(RECEIVED_EPOCH_KEY, as_config_int(epoch)))
         .map_err(git_err(repo))
 }
 
-fn number(repo: &Path, key: &str) -> Result<u64, StoreError> {
-    let config = git2::Config::open(&repo.join("config")).map_err(git_err(repo))?;
+/// [`epoch`] from the repo's config already open.
+fn epoch_in(config: &git2::Config, repo: &Path) -> Result<u64, StoreError> {
+    number_in(config, repo, EPOCH_KEY)
+}
+
+fn number_in(config: &git2::Config, repo: &Path, key: &str) -> Result<u64, StoreError> {
     match config.get_i64(key) {
         Ok(n) => Ok(u64::try_from(n).unwrap_or(0)),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(0),
@@ -138,24 +151,139 @@ pub(crate) fn mastership(repo: &Path) -> Result<Option<Mastership>, StoreError> 
 
 /// Writes `m` into the repo's config in one replacement of the file (other settings kept).
 pub(crate) fn set_mastership(repo: &Path, m: &Mastership) -> Result<(), StoreError> {
-    let path = repo.join("config");
-    // Edit a copy, then put it in place whole.
-    let staged = repo.join("config.gitmirror-mastership");
-    let original = fs::read(&path).at("cannot read", &path)?;
-    write_atomic(&staged, &original, 0o600)?;
-    let edited = (|| {
-        let mut config = git2::Config::open(&staged)?;
+    rewrite(repo, Durability::Now, |config| {
         let slaves: Vec<&str> = m.slaves.iter().map(AccountName::as_str).collect();
         config.set_str(SLAVES_KEY, &slaves.join(" "))?;
         config.set_str(MASTER_KEY, m.master.as_str())?;
-        config.set_i64(EPOCH_KEY, i64::try_from(m.epoch).unwrap_or(i64::MAX))
-    })();
+        config.set_i64(EPOCH_KEY, as_config_int(m.epoch))
+    })
+}
+
+/// What [`apply_rules`] did to a repo's mirror settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// They were already as `repos.toml` gives them (or absent, and it gives none).
+    Unchanged,
+    /// Written as `repos.toml` gives them.
+    Written,
+    /// Removed: `repos.toml` gives none and compile had written them; the repo is local now.
+    Removed,
+    /// `repos.toml` gives none; those set by hand in the repo's config are kept.
+    KeptByHand,
+    /// Not touched: `repos.toml` would change or remove the master of this mastership, whose
+    /// epoch is above 0 (a promotion happened).
+    Disagrees(Mastership),
+    /// `repos.toml` replaced the mastership `was`, at epoch `epoch` (`was.epoch + 1`).
+    Accepted { was: Mastership, epoch: u64 },
+}
+
+/// Makes the repo's mirror settings what `repos.toml` gives them (`rule`; `None`: local),
+/// unless that would undo a promotion: see [`undoes_promotion`]. Such a repo is left as it
+/// is, or with `accept`, given `rule` at the next epoch so that every server's comparison of
+/// claims lets it win.
+///
+/// Reads the config file once. Does not wait for the disk: the caller syncs the filesystem
+/// once afterwards (compile does, over thousands of repos).
+pub(crate) fn apply_rules(
+    repo: &Path,
+    rule: Option<&MirrorRule>,
+    accept: bool,
+) -> Result<Applied, StoreError> {
+    let mut config = open(repo)?;
+    let compiled = from_rules(&config);
+    let current = if rule.is_none() && !(compiled && has_mirror_keys(&config)) {
+        // Settings compile leaves alone are not parsed: a mistake in some set by hand must
+        // not stop the compile of every other repo.
+        None
+    } else {
+        read_rule(&config, repo)?
+    };
+    if let Some(now) = &current
+        && rule.is_none_or(|r| r.master != now.master)
+    {
+        // The epoch only matters where the masters differ: read it only then.
+        let now = Mastership {
+            master: now.master.clone(),
+            slaves: now.slaves.clone(),
+            epoch: epoch_in(&config, repo)?,
+        };
+        if undoes_promotion(&now, rule, compiled) {
+            if !accept {
+                return Ok(Applied::Disagrees(now));
+            }
+            let epoch = now.epoch.saturating_add(1);
+            rewrite(repo, Durability::Later, |config| {
+                match rule {
+                    Some(rule) => write_rule(config, rule)?,
+                    None => remove_rule(config)?,
+                }
+                config.set_i64(EPOCH_KEY, as_config_int(epoch))
+            })?;
+            return Ok(Applied::Accepted { was: now, epoch });
+        }
+    }
+    match rule {
+        Some(rule) if current.as_ref() == Some(rule) && compiled => Ok(Applied::Unchanged),
+        Some(rule) => {
+            write_rule(&mut config, rule).map_err(git_err(repo))?;
+            Ok(Applied::Written)
+        }
+        None if !has_mirror_keys(&config) => Ok(Applied::Unchanged),
+        None if !compiled => Ok(Applied::KeptByHand),
+        None => {
+            remove_rule(&mut config).map_err(git_err(repo))?;
+            Ok(Applied::Removed)
+        }
+    }
+}
+
+/// Whether giving the repo `rule` (`None`: no mirror settings) would undo a promotion: its
+/// epoch is above 0 and `rule` names another master, or none while the settings are
+/// compile's to remove (`compiled`; those set by hand are never removed).
+fn undoes_promotion(now: &Mastership, rule: Option<&MirrorRule>, compiled: bool) -> bool {
+    now.epoch > 0
+        && match rule {
+            Some(rule) => rule.master != now.master,
+            None => compiled,
+        }
+}
+
+/// Whether a rewrite waits for the disk.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// Before returning: a promotion must survive a crash right after it.
+    Now,
+    /// No: the caller syncs the filesystem once after many (compile).
+    Later,
+}
+
+/// Edits the repo's config as `edit` says, in one replacement of the file.
+fn rewrite(
+    repo: &Path,
+    durability: Durability,
+    edit: impl FnOnce(&mut git2::Config) -> Result<(), git2::Error>,
+) -> Result<(), StoreError> {
+    let path = repo.join("config");
+    // Edit a copy, then put it in place whole. The copy is scratch, read back at once: it
+    // need not reach the disk.
+    let staged = repo.join("config.gitmirror-mastership");
+    let original = fs::read(&path).at("cannot read", &path)?;
+    replace(&staged, &original, 0o600)?;
+    let edited = git2::Config::open(&staged).and_then(|mut config| edit(&mut config));
     let result = edited.map_err(git_err(repo)).and_then(|()| {
         let text = fs::read(&staged).at("cannot read", &staged)?;
-        Ok(write_atomic(&path, &text, 0o600)?)
+        Ok(match durability {
+            Durability::Now => write_atomic(&path, &text, 0o600),
+            Durability::Later => replace(&path, &text, 0o600),
+        }?)
     });
     let _ = fs::remove_file(&staged);
     result
+}
+
+/// An epoch as git config stores it (a signed 64-bit number).
+fn as_config_int(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -174,6 +302,8 @@ mod tests {
         assert!(beats((3, &a), (3, &b)));
         assert!(!beats((3, &b), (3, &a)));
         assert!(!beats((3, &a), (3, &a)));
+        // Epoch 0 is repos.toml's word: no tie-break against its master.
+        assert!(!beats((0, &a), (0, &b)));
     }
 
     #[test]
@@ -235,5 +365,197 @@ mod tests {
         let config = git2::Config::open(&dir.path().join("config")).unwrap();
         assert_eq!(config.get_string("user.keep").unwrap(), "yes");
         assert!(!dir.path().join("config.gitmirror-mastership").exists());
+    }
+
+    fn rule(master: &str, slaves: &[&str], sync: Option<bool>) -> MirrorRule {
+        MirrorRule {
+            master: name(master),
+            slaves: slaves.iter().map(|s| name(s)).collect(),
+            sync,
+        }
+    }
+
+    /// A bare repo whose settings compile wrote from `server1 -> server2`, then promoted to
+    /// server2 at epoch 1 (as `promote` writes it).
+    fn promoted() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(dir.path()).unwrap();
+        let r = rule("server1", &["server2"], Some(true));
+        assert_eq!(
+            apply_rules(dir.path(), Some(&r), false).unwrap(),
+            Applied::Written
+        );
+        let m = Mastership {
+            master: name("server1"),
+            slaves: vec![name("server2")],
+            epoch: 0,
+        };
+        set_mastership(dir.path(), &m.handed_to(&name("server2"), 1)).unwrap();
+        dir
+    }
+
+    fn config_text(repo: &Path) -> String {
+        fs::read_to_string(repo.join("config")).unwrap()
+    }
+
+    fn now(master: &str, slaves: &[&str], epoch: u64) -> Mastership {
+        Mastership {
+            master: name(master),
+            slaves: slaves.iter().map(|s| name(s)).collect(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn only_a_promoted_master_outranks_the_rules() {
+        let m = now("server2", &["server1"], 1);
+        assert!(undoes_promotion(
+            &m,
+            Some(&rule("server1", &["server2"], None)),
+            true
+        ));
+        assert!(!undoes_promotion(
+            &m,
+            Some(&rule("server2", &["server3"], None)),
+            true
+        ));
+        assert!(undoes_promotion(&m, None, true));
+        assert!(
+            !undoes_promotion(&m, None, false),
+            "settings by hand are never removed"
+        );
+        let m = now("server2", &["server1"], 0);
+        assert!(!undoes_promotion(
+            &m,
+            Some(&rule("server1", &[], None)),
+            true
+        ));
+        assert!(!undoes_promotion(&m, None, true));
+    }
+
+    #[test]
+    fn without_a_promotion_the_rules_win_as_always() {
+        let dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(dir.path()).unwrap();
+        let (a, b) = (
+            rule("server1", &["server2"], None),
+            rule("server2", &["server1"], None),
+        );
+        assert_eq!(
+            apply_rules(dir.path(), Some(&a), false).unwrap(),
+            Applied::Written
+        );
+        assert_eq!(
+            apply_rules(dir.path(), Some(&a), false).unwrap(),
+            Applied::Unchanged
+        );
+        assert_eq!(
+            apply_rules(dir.path(), Some(&b), false).unwrap(),
+            Applied::Written
+        );
+        assert_eq!(mirror_config(dir.path()).unwrap(), Some(b));
+        assert_eq!(
+            apply_rules(dir.path(), None, false).unwrap(),
+            Applied::Removed
+        );
+        assert_eq!(mirror_config(dir.path()).unwrap(), None);
+        assert_eq!(
+            apply_rules(dir.path(), None, false).unwrap(),
+            Applied::Unchanged
+        );
+        assert_eq!(epoch(dir.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn rules_naming_another_master_leave_a_promoted_repo_untouched() {
+        let dir = promoted();
+        let before = config_text(dir.path());
+        let stale = rule("server1", &["server2"], Some(true));
+        assert_eq!(
+            apply_rules(dir.path(), Some(&stale), false).unwrap(),
+            Applied::Disagrees(now("server2", &["server1"], 1))
+        );
+        assert_eq!(
+            apply_rules(dir.path(), None, false).unwrap(),
+            Applied::Disagrees(now("server2", &["server1"], 1))
+        );
+        assert_eq!(config_text(dir.path()), before);
+    }
+
+    #[test]
+    fn rules_naming_the_promoted_master_are_applied_and_the_epoch_kept() {
+        let dir = promoted();
+        let agreed = rule("server2", &["server1", "server3"], Some(false));
+        assert_eq!(
+            apply_rules(dir.path(), Some(&agreed), false).unwrap(),
+            Applied::Written
+        );
+        assert_eq!(mirror_config(dir.path()).unwrap(), Some(agreed.clone()));
+        assert_eq!(epoch(dir.path()).unwrap(), 1);
+        assert_eq!(
+            apply_rules(dir.path(), Some(&agreed), false).unwrap(),
+            Applied::Unchanged
+        );
+    }
+
+    #[test]
+    fn accepting_the_rules_demotes_at_the_next_epoch() {
+        let dir = promoted();
+        let mut config = open(dir.path()).unwrap();
+        config.set_str("user.keep", "yes").unwrap();
+        let configured = rule("server1", &["server2", "server3"], None);
+        assert_eq!(
+            apply_rules(dir.path(), Some(&configured), true).unwrap(),
+            Applied::Accepted {
+                was: now("server2", &["server1"], 1),
+                epoch: 2
+            }
+        );
+        assert_eq!(mirror_config(dir.path()).unwrap(), Some(configured.clone()));
+        assert_eq!(epoch(dir.path()).unwrap(), 2);
+        let config = open(dir.path()).unwrap();
+        assert!(from_rules(&config));
+        assert_eq!(config.get_string("user.keep").unwrap(), "yes");
+        assert!(!dir.path().join("config.gitmirror-mastership").exists());
+        // Done: the next compile, accepting or not, finds nothing to settle.
+        assert_eq!(
+            apply_rules(dir.path(), Some(&configured), true).unwrap(),
+            Applied::Unchanged
+        );
+        assert_eq!(epoch(dir.path()).unwrap(), 2);
+    }
+
+    #[test]
+    fn accepting_rules_that_drop_the_settings_makes_the_repo_local_at_the_next_epoch() {
+        let dir = promoted();
+        assert_eq!(
+            apply_rules(dir.path(), None, true).unwrap(),
+            Applied::Accepted {
+                was: now("server2", &["server1"], 1),
+                epoch: 2
+            }
+        );
+        let config = open(dir.path()).unwrap();
+        assert!(!has_mirror_keys(&config) && !from_rules(&config));
+        assert_eq!(epoch(dir.path()).unwrap(), 2);
+        assert_eq!(
+            apply_rules(dir.path(), None, false).unwrap(),
+            Applied::Unchanged
+        );
+    }
+
+    #[test]
+    fn promoted_settings_set_by_hand_stay_when_the_rules_give_none() {
+        let dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(dir.path()).unwrap();
+        set_mastership(dir.path(), &now("server2", &["server1"], 3)).unwrap();
+        assert_eq!(
+            apply_rules(dir.path(), None, true).unwrap(),
+            Applied::KeptByHand
+        );
+        assert_eq!(
+            mastership(dir.path()).unwrap(),
+            Some(now("server2", &["server1"], 3))
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! A repo's mirror settings, kept in its own git config under the keys gitolite used
 //! ([`MASTER_KEY`], [`SLAVES_KEY`]) plus gitmirror's [`SYNC_KEY`]. `compile` writes them; an
 //! administrator may set them by hand; the shells, hooks and daemon read them at run time.
+//!
+//! The helpers taking an open [`git2::Config`] let `compile` read and write a repo's settings
+//! through one parse of its config file (see `mastership::apply_rules`).
 
 use std::path::Path;
 
@@ -9,10 +12,22 @@ use crate::config::MirrorRule;
 use crate::names::AccountName;
 use crate::proto::{FROM_RULES_KEY, MASTER_KEY, SLAVES_KEY, SYNC_KEY};
 
+/// The repo's own config file, and only that (not the account's or the system's).
+pub(super) fn open(repo: &Path) -> Result<git2::Config, StoreError> {
+    git2::Config::open(&repo.join("config")).map_err(git_err(repo))
+}
+
 /// The mirror settings in a repo's own git config, where the shell and hooks read them at run
 /// time. `None` means the repo is local to this server.
 pub(crate) fn mirror_config(repo: &Path) -> Result<Option<MirrorRule>, StoreError> {
-    let config = git2::Config::open(&repo.join("config")).map_err(git_err(repo))?;
+    read_rule(&open(repo)?, repo)
+}
+
+/// [`mirror_config`] from the repo's config already open.
+pub(super) fn read_rule(
+    config: &git2::Config,
+    repo: &Path,
+) -> Result<Option<MirrorRule>, StoreError> {
     let get = |key| match config.get_string(key) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
@@ -49,54 +64,42 @@ pub(crate) fn mirror_config(repo: &Path) -> Result<Option<MirrorRule>, StoreErro
 /// Writes a repo's mirror settings into its git config as `repos.toml` gives them, if they
 /// differ (or were set by hand). Returns whether it wrote.
 pub(crate) fn set_mirror_config(repo: &Path, rule: &MirrorRule) -> Result<bool, StoreError> {
-    let mut config = git2::Config::open(&repo.join("config")).map_err(git_err(repo))?;
-    if mirror_config(repo)?.as_ref() == Some(rule) && from_rules(&config) {
+    let mut config = open(repo)?;
+    if read_rule(&config, repo)?.as_ref() == Some(rule) && from_rules(&config) {
         return Ok(false);
     }
-    let slaves: Vec<&str> = rule.slaves.iter().map(AccountName::as_str).collect();
-    config
-        .set_str(MASTER_KEY, rule.master.as_str())
-        .and_then(|()| config.set_str(SLAVES_KEY, &slaves.join(" ")))
-        .and_then(|()| match rule.sync {
-            Some(sync) => config.set_bool(SYNC_KEY, sync),
-            None => remove(&mut config, SYNC_KEY),
-        })
-        .and_then(|()| config.set_bool(FROM_RULES_KEY, true))
-        .map_err(git_err(repo))?;
+    write_rule(&mut config, rule).map_err(git_err(repo))?;
     Ok(true)
 }
 
-/// What [`clear_mirror_config`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cleared {
-    /// The repo had no mirror settings.
-    Nothing,
-    /// Settings `compile` had written were removed: the repo is local now.
-    Removed,
-    /// Settings an administrator set by hand were left as they are.
-    KeptByHand,
+/// Sets the keys as `repos.toml` gives them, marked as compile's.
+pub(super) fn write_rule(config: &mut git2::Config, rule: &MirrorRule) -> Result<(), git2::Error> {
+    let slaves: Vec<&str> = rule.slaves.iter().map(AccountName::as_str).collect();
+    config.set_str(MASTER_KEY, rule.master.as_str())?;
+    config.set_str(SLAVES_KEY, &slaves.join(" "))?;
+    match rule.sync {
+        Some(sync) => config.set_bool(SYNC_KEY, sync)?,
+        None => remove(config, SYNC_KEY)?,
+    }
+    config.set_bool(FROM_RULES_KEY, true)
 }
 
-/// Removes a repo's mirror settings when `repos.toml` no longer gives it any, if `compile`
-/// wrote them; settings set by hand stay (a former master could otherwise lose, or keep,
-/// push access behind the administrator's back).
-pub(crate) fn clear_mirror_config(repo: &Path) -> Result<Cleared, StoreError> {
-    let mut config = git2::Config::open(&repo.join("config")).map_err(git_err(repo))?;
-    let present = |key| config.get_entry(key).is_ok();
-    if ![MASTER_KEY, SLAVES_KEY, SYNC_KEY].into_iter().any(present) {
-        return Ok(Cleared::Nothing);
-    }
-    if !from_rules(&config) {
-        return Ok(Cleared::KeptByHand);
-    }
+/// Whether any mirror key is set, even one that names no master.
+pub(super) fn has_mirror_keys(config: &git2::Config) -> bool {
+    [MASTER_KEY, SLAVES_KEY, SYNC_KEY]
+        .into_iter()
+        .any(|key| config.get_entry(key).is_ok())
+}
+
+/// Removes every mirror key and the mark that compile wrote them: the repo is local.
+pub(super) fn remove_rule(config: &mut git2::Config) -> Result<(), git2::Error> {
     [MASTER_KEY, SLAVES_KEY, SYNC_KEY, FROM_RULES_KEY]
         .into_iter()
-        .try_for_each(|key| remove(&mut config, key))
-        .map_err(git_err(repo))?;
-    Ok(Cleared::Removed)
+        .try_for_each(|key| remove(config, key))
 }
 
-fn from_rules(config: &git2::Config) -> bool {
+/// Whether `compile` wrote the mirror keys (rather than an administrator, by hand).
+pub(super) fn from_rules(config: &git2::Config) -> bool {
     config.get_bool(FROM_RULES_KEY).unwrap_or(false)
 }
 

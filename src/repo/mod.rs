@@ -23,7 +23,8 @@ use crate::fs::FsError;
 pub(crate) use hooks::{
     install_hooks, peer_hooks_installed, user_hooks_installed, write_hooks, write_peer_hooks,
 };
-pub(crate) use mirror_settings::{Cleared, clear_mirror_config, mirror_config, set_mirror_config};
+pub(crate) use mastership::{Applied, Mastership, apply_rules};
+pub(crate) use mirror_settings::mirror_config;
 pub(crate) use store::{Placed, Staged, Store};
 
 /// What can go wrong in the store.

@@ -198,7 +198,7 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (REQUEST_PUSH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         (VERIFY_VERB, None, []) => Ok(Request::Verify),
         (VERIFY_VERB, None, _) => Err(arity(verb, "no", args.len())),
-        (MIRROR_RECEIVE_VERB, None, [repo, epoch, head @ ..]) if head.len() <= 1 => {
+        (MIRROR_RECEIVE_VERB, None, [epoch, repo, head @ ..]) if head.len() <= 1 => {
             Ok(Request::MirrorReceive {
                 repo: repo_arg(repo)?,
                 epoch: epoch_arg(epoch)?,
@@ -207,7 +207,7 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         }
         (MIRROR_RECEIVE_VERB, None, _) => Err(arity(
             verb,
-            "one repo, an epoch and an optional HEAD ref",
+            "an epoch, one repo and an optional HEAD ref",
             args.len(),
         )),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
@@ -239,7 +239,7 @@ mod tests {
             ("info", Request::Info),
             ("verify", Request::Verify),
             (
-                "mirror-receive-pack 'a/b.git' 3 'refs/heads/my_main'",
+                "mirror-receive-pack 3 'a/b.git' 'refs/heads/my_main'",
                 Request::MirrorReceive {
                     repo: RepoName::parse("a/b").unwrap(),
                     epoch: 3,
@@ -247,7 +247,7 @@ mod tests {
                 },
             ),
             (
-                "mirror-receive-pack 'a' 0",
+                "mirror-receive-pack 0 'a'",
                 Request::MirrorReceive {
                     repo: RepoName::parse("a").unwrap(),
                     epoch: 0,
@@ -307,13 +307,13 @@ mod tests {
             "verify testing",
             "mirror-receive-pack",
             "mirror-receive-pack 'r'",
-            "mirror-receive-pack 'r' 'refs/heads/a'",
-            "mirror-receive-pack 'r' 1 'refs/heads/a' 'x'",
-            "mirror-receive-pack 'r' 1 'HEAD'",
-            "mirror-receive-pack 'r' 1 'refs/heads/a..b'",
-            "mirror-receive-pack 'r' -1",
-            "mirror-receive-pack 'r' 99999999999999999999999",
-            "mirror-receive-pack 'r' 1 '--upload-pack=x'",
+            "mirror-receive-pack 'r' 1",
+            "mirror-receive-pack 1 'r' 'refs/heads/a' 'x'",
+            "mirror-receive-pack 1 'r' 'HEAD'",
+            "mirror-receive-pack 1 'r' 'refs/heads/a..b'",
+            "mirror-receive-pack -1 'r'",
+            "mirror-receive-pack 99999999999999999999999 'r'",
+            "mirror-receive-pack 1 'r' '--upload-pack=x'",
             "git upload-pack 'r'",
             long.as_str(),
         ] {
