@@ -36,11 +36,9 @@ pub(crate) const DIVERGED_NS_HIDDEN: &str = "refs/gitmirror/diverged";
 /// Where a server keeps refs that a mirror push overwrote after a change of master, when
 /// the new value does not contain the old one: `refs/gitmirror/orphaned/<epoch>/<ref without
 /// refs/>`. Kept until an administrator resolves them, never pruned, hidden from everyone.
-#[allow(dead_code)] // failover is landing in steps: the receive side uses it next
 pub(crate) const ORPHANED_NS: &str = "refs/gitmirror/orphaned/";
 
 /// [`ORPHANED_NS`] as `transfer.hideRefs` takes it.
-#[allow(dead_code)] // failover is landing in steps: the receive side uses it next
 pub(crate) const ORPHANED_NS_HIDDEN: &str = "refs/gitmirror/orphaned";
 
 /// How a slave's hook starts each line about a diverged ref; the master collects these lines
@@ -122,7 +120,6 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
 /// The git config key holding a repo's mastership epoch: a number that only grows, raised by
 /// each promotion. Absent means 0, the epoch `repos.toml` first gave.
-#[allow(dead_code)] // failover is landing in steps
 pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";
 /// Set (true) when `compile` wrote the keys above from `repos.toml`, so that it may remove
 /// them again when the rules drop them; keys without it were set by hand and are kept.

@@ -6,11 +6,12 @@
 //! - [`hooks`]: the hook scripts gitmirror installs.
 //! - [`mirror_settings`]: `gitolite.mirror.*` in a repo's git config.
 //! - [`mastership`]: the same with the epoch, which promotions raise.
+//! - [`orphans`]: the refs a server kept when a change of master overwrote them.
 
 pub(crate) mod hooks;
-#[allow(dead_code)] // failover is landing in steps: promote and the receive side use it next
 pub(crate) mod mastership;
 pub(crate) mod mirror_settings;
+pub(crate) mod orphans;
 pub(crate) mod store;
 
 use std::path::Path;
