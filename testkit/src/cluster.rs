@@ -181,14 +181,16 @@ impl Server {
     }
 
     /// Every ref with its value, plus where HEAD points: what must match across a mirror.
-    /// A slave's `refs/gitmirror/diverged/` (what it kept when it had diverged) is its own and
-    /// left out.
+    /// A server's `refs/gitmirror/diverged/` and `refs/gitmirror/orphaned/` (what it kept when
+    /// it had diverged, or when a change of master overwrote it) are its own and left out.
     pub fn refs(&self, repo: &str) -> String {
         let refs: String = self
             .git(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])
             .ok()
             .lines()
-            .filter(|l| !l.contains(" refs/gitmirror/diverged/"))
+            .filter(|l| {
+                !l.contains(" refs/gitmirror/diverged/") && !l.contains(" refs/gitmirror/orphaned/")
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         let head = self.git(repo, &["symbolic-ref", "HEAD"]).ok();
