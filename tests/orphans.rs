@@ -156,6 +156,9 @@ fn orphaned_refs_show_until_rescued_and_dropped() {
     assert_eq!(out.text(), "");
     s2.gitmirror(&["orphans", "nope"])
         .fails_with("gitmirror: nope: no such repo here");
+    // A mistyped home is an error, not a server with nothing orphaned.
+    s2.gitmirror(&["--home", "/nonexistent", "orphans"])
+        .fails_with("gitmirror.toml");
 
     // --drop takes orphaned refs only, one line of refusal, nothing touched.
     for (bad, why) in [

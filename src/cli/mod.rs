@@ -181,8 +181,10 @@ impl Cli {
                 drop,
             } => {
                 return match (drop, repo, refname) {
-                    (true, Some(repo), Some(refname)) => orphans::drop(cmd, &home, repo, refname),
-                    _ => orphans::list(cmd, &home, repo.as_deref()),
+                    (true, Some(repo), Some(refname)) => {
+                        orphans::drop(cmd, &home, config, repo, refname)
+                    }
+                    _ => orphans::list(cmd, &home, config, repo.as_deref()),
                 };
             }
             Cmd::Daemon => daemon::run(&home, config),

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use super::{Cmd, fail, print};
+use super::{Cmd, Config, fail, print};
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::status::format_time;
@@ -15,7 +15,12 @@ use crate::repo::Store;
 use crate::repo::orphans::{self, CommitSummary, Orphan};
 
 /// Lists the orphaned refs of `repo`, or of every repo here.
-pub(super) fn list(cmd: &Cmd, home: &Home, repo: Option<&str>) -> ExitCode {
+pub(super) fn list(cmd: &Cmd, home: &Home, config: Config, repo: Option<&str>) -> ExitCode {
+    // Not used, but read: a home without one (a mistyped --home) must not pass for a server
+    // with nothing orphaned.
+    if let Err(e) = config {
+        return fail(cmd, &e.to_string());
+    }
     let store = Store::new(home.repositories());
     let repos = match repo {
         Some(r) => match named(&store, r) {
@@ -59,8 +64,9 @@ pub(super) fn list(cmd: &Cmd, home: &Home, repo: Option<&str>) -> ExitCode {
 }
 
 /// Deletes the orphaned ref `refname` of `repo`.
-pub(super) fn drop(cmd: &Cmd, home: &Home, repo: &str, refname: &str) -> ExitCode {
+pub(super) fn drop(cmd: &Cmd, home: &Home, config: Config, repo: &str, refname: &str) -> ExitCode {
     let run = || -> Result<String, String> {
+        config.map_err(|e| e.to_string())?;
         let (name, path) = named(&Store::new(home.repositories()), repo)?;
         let dropped = orphans::drop_orphan(&path, refname).map_err(|e| e.to_string())?;
         // The id goes to the administrator's terminal: the commit stays in the repo until git
