@@ -22,7 +22,8 @@
 //!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
 //!   results and `status` read, and `verify`
 //!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
-//! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings.
+//! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings,
+//!   the mastership and its epoch, the orphaned refs a change of master left.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
 //!   `remote` commands over a session on it, for git's protocol.
 //! - `config/`: `gitmirror.toml`, `repos.toml` (and the index of it the shells read one repo

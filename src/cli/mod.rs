@@ -10,6 +10,7 @@ mod forced;
 mod hook;
 mod init;
 mod keys;
+mod orphans;
 mod promote;
 mod request_push;
 mod status;
@@ -124,6 +125,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the refs this server kept when a change of master overwrote them: repo, ref,
+    /// object id, and the commit's date, author and subject, a line each. Exits 2 when there
+    /// are any (they wait for an administrator), 0 when there are none.
+    Orphans {
+        /// Only this repo (with --drop: the repo to drop from).
+        repo: Option<String>,
+        /// The orphaned ref to delete (with --drop), e.g. refs/gitmirror/orphaned/3/heads/main.
+        #[arg(value_name = "REF", requires = "drop")]
+        refname: Option<String>,
+        /// Delete the orphaned ref REF of REPO, once what it held is re-pushed or not wanted.
+        #[arg(long, requires_all = ["repo", "refname"])]
+        drop: bool,
+    },
     /// Run the replicator: keeps peer connections open and works the mirror queue. Hooks start
     /// one on demand; run it under systemd (conf/gitmirror.service) to have it supervised.
     Daemon,
@@ -183,6 +197,18 @@ impl Cli {
             }
             Cmd::Status { repo, json } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json);
+            }
+            Cmd::Orphans {
+                repo,
+                refname,
+                drop,
+            } => {
+                return match (drop, repo, refname) {
+                    (true, Some(repo), Some(refname)) => {
+                        orphans::drop(cmd, &home, config, repo, refname)
+                    }
+                    _ => orphans::list(cmd, &home, config, repo.as_deref()),
+                };
             }
             Cmd::Daemon => daemon::run(&home, config),
             Cmd::Shell { user } => {

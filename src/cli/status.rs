@@ -1,5 +1,7 @@
-//! `gitmirror status [REPO] [--json]`: the queue as a table or JSON. Exits 2 when a slave has
-//! been behind longer than `mirror.alert_after_secs`, for monitoring.
+//! `gitmirror status [REPO] [--json]`: the queue, and per repo this server's role, master,
+//! epoch and orphaned refs, as tables or JSON. Exits 2, for monitoring, when a slave has been
+//! behind longer than `mirror.alert_after_secs`, or when a repo holds orphaned refs (or
+//! cannot be read): both wait for a person, and orphaned refs stay until one drops them.
 
 use std::process::ExitCode;
 
@@ -16,29 +18,41 @@ pub(super) fn run(
     repo: Option<&str>,
     json: bool,
 ) -> ExitCode {
-    let run = || -> Result<bool, String> {
+    let run = || -> Result<Vec<&'static str>, String> {
         let config = config.map_err(|e| e.to_string())?;
         let repo = repo
             .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
             .transpose()?;
-        let rows = status::collect(home, &config, repo.as_ref()).map_err(|e| e.to_string())?;
+        let report = status::collect(home, &config, repo.as_ref()).map_err(|e| e.to_string())?;
         // What the last verify found is extra: unreadable, it is logged, not fatal.
         let verified = record::load(home).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the verify record");
             record::Verified::default()
         });
         let text = if json {
-            status::json(&rows, &verified.slaves) + "\n"
+            status::json(&report, &verified.slaves) + "\n"
         } else {
-            status::table(&rows) + &record::table(&verified)
+            status::table(&report.slaves)
+                + &status::repo_table(&report.repos)
+                + &record::table(&verified)
+                + &status::attention_lines(&report.repos)
         };
         print(&text)?;
-        Ok(!status::alarming(&rows, config.mirror.alert_after_secs))
+        let mut alerts = Vec::new();
+        if status::alarming(&report.slaves, config.mirror.alert_after_secs) {
+            alerts.push("a slave has been behind longer than mirror.alert_after_secs");
+        }
+        if status::needs_attention(&report.repos) {
+            alerts.push("orphaned refs (or unreadable repos) wait for an administrator");
+        }
+        Ok(alerts)
     };
     match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("gitmirror: a slave has been behind longer than mirror.alert_after_secs");
+        Ok(alerts) if alerts.is_empty() => ExitCode::SUCCESS,
+        Ok(alerts) => {
+            for alert in alerts {
+                eprintln!("gitmirror: {alert}");
+            }
             ExitCode::from(2)
         }
         Err(e) => fail(cmd, &e),

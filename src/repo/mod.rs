@@ -7,11 +7,13 @@
 //! - [`mirror_settings`]: `gitolite.mirror.*` in a repo's git config.
 //! - [`mastership`]: the same with the epoch, which promotions raise.
 //! - [`orphaning`]: keeping what a change of master overwrites.
+//! - [`orphans`]: the refs a server kept when a change of master overwrote them.
 
 pub(crate) mod hooks;
 pub(crate) mod mastership;
 pub(crate) mod mirror_settings;
 pub(crate) mod orphaning;
+pub(crate) mod orphans;
 pub(crate) mod store;
 
 use std::path::Path;

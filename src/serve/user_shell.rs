@@ -197,7 +197,9 @@ impl<'a> UserShell<'a> {
         .with_config("transfer.hideRefs", proto::OWN_NS_HIDDEN)
     }
 
-    /// The `info` text: who you are, where you are, and every repo you may read.
+    /// The `info` text: who you are, where you are, and every repo you may read, with the
+    /// server that masters it when it is mirrored: the one to push to, which after a
+    /// promotion may not be the one `repos.toml` names.
     fn info(&self) -> String {
         let mut out = format!(
             "hello {}, this is gitmirror {} on {}\n\n",
@@ -215,17 +217,17 @@ impl<'a> UserShell<'a> {
             if access < Access::Read {
                 continue;
             }
-            let role = store
-                .find(&repo)
-                .and_then(|p| repo::mirror_config(&p).ok().flatten())
-                .map(|m| {
-                    if m.master == self.config.hostname {
-                        "  (master)".to_string()
-                    } else {
-                        format!("  (slave of {})", m.master)
-                    }
-                })
-                .unwrap_or_default();
+            let role = match store.find(&repo).map(|p| repo::mirror_config(&p)) {
+                Some(Ok(Some(m))) if m.master == self.config.hostname => {
+                    format!("  master: {} (here)", m.master)
+                }
+                Some(Ok(Some(m))) => format!("  master: {}", m.master),
+                Some(Err(e)) => {
+                    warn!(repo = %repo, error = %e, "cannot read mirror settings");
+                    "  master: unknown (ask the administrator)".to_string()
+                }
+                Some(Ok(None)) | None => String::new(),
+            };
             out.push_str(&format!(" {:<4}{repo}{role}\n", access.label()));
         }
         out
