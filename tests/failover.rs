@@ -214,3 +214,81 @@ fn a_stale_slave_catches_up_before_it_takes_over() {
         "{again}"
     );
 }
+
+#[test]
+fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_losers_commits() {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // Every server cut off from the others; each slave is promoted on its side.
+    w.s("server1").cut_off_from(&["server2", "server3"]);
+    w.s("server2").cut_off_from(&["server1", "server3"]);
+    w.s("server3").cut_off_from(&["server1", "server2"]);
+    w.stop_daemons();
+    for s in ["server2", "server3"] {
+        let text = w.s(s).gitmirror(&["promote", "testing"]).text();
+        assert!(
+            text.contains(&format!("promoted testing: {s} masters it now at epoch 1")),
+            "{text}"
+        );
+    }
+    // Users push to both "masters".
+    w.commit_and_push("server2", "on-server2").ok();
+    let winner = w.head_of("server2");
+    w.alice.git_in("w", &["reset", "-q", "--hard", "HEAD~1"]).ok();
+    w.commit_and_push("server3", "on-server3").ok();
+    let loser = w.head_of("server3");
+    // They meet: at equal epochs, server2's name sorts first.
+    for s in &w.cluster.servers {
+        s.heal();
+    }
+    w.stop_daemons();
+    w.s("server3").gitmirror(&["request-push", "testing"]);
+    w.s("server2").gitmirror(&["request-push", "testing"]);
+    w.cluster
+        .wait_in_sync("testing", "server2", &["server1", "server3"]);
+    assert_eq!(w.head_of("server3"), winner);
+    assert_eq!(w.config("server3", "gitolite.mirror.master"), "server2");
+    assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
+    let kept = w
+        .s("server3")
+        .git("testing", &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"])
+        .ok();
+    assert_eq!(kept.trim(), loser);
+    w.commit_and_push("server3", "c")
+        .fails_with("testing is mirrored from server2");
+}
+
+#[test]
+fn an_interrupted_promotion_is_finished_by_running_it_again() {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    w.stop_daemons();
+    // Killed right after its one config write: server2 masters the repo, nobody knows.
+    let s2 = w.s("server2");
+    for (k, v) in [
+        ("gitolite.mirror.slaves", "server1 server3"),
+        ("gitolite.mirror.master", "server2"),
+        ("gitmirror.epoch", "1"),
+    ] {
+        s2.git("testing", &["config", k, v]).ok();
+    }
+    assert_eq!(w.config("server1", "gitolite.mirror.master"), "server1");
+    let out = s2.gitmirror(&["promote", "testing"]);
+    let text = out.ok();
+    assert!(
+        text.contains("testing: server2 masters it already at epoch 1"),
+        "{text}"
+    );
+    assert!(text.contains("server2 ==== (testing) ===> server1"), "{text}");
+    assert!(text.contains("server2 ==== (testing) ===> server3"), "{text}");
+    for s in ["server1", "server3"] {
+        assert_eq!(w.config(s, "gitolite.mirror.master"), "server2");
+        assert_eq!(w.config(s, "gitmirror.epoch"), "1");
+    }
+    w.commit_and_push("server1", "b")
+        .fails_with("testing is mirrored from server2");
+}
