@@ -236,7 +236,9 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
     // Users push to both "masters".
     w.commit_and_push("server2", "on-server2").ok();
     let winner = w.head_of("server2");
-    w.alice.git_in("w", &["reset", "-q", "--hard", "HEAD~1"]).ok();
+    w.alice
+        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
+        .ok();
     w.commit_and_push("server3", "on-server3").ok();
     let loser = w.head_of("server3");
     // They meet: at equal epochs, server2's name sorts first.
@@ -253,7 +255,10 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
     assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
     let kept = w
         .s("server3")
-        .git("testing", &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"])
+        .git(
+            "testing",
+            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
+        )
         .ok();
     assert_eq!(kept.trim(), loser);
     w.commit_and_push("server3", "c")
@@ -283,12 +288,46 @@ fn an_interrupted_promotion_is_finished_by_running_it_again() {
         text.contains("testing: server2 masters it already at epoch 1"),
         "{text}"
     );
-    assert!(text.contains("server2 ==== (testing) ===> server1"), "{text}");
-    assert!(text.contains("server2 ==== (testing) ===> server3"), "{text}");
+    assert!(
+        text.contains("server2 ==== (testing) ===> server1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server2 ==== (testing) ===> server3"),
+        "{text}"
+    );
     for s in ["server1", "server3"] {
         assert_eq!(w.config(s, "gitolite.mirror.master"), "server2");
         assert_eq!(w.config(s, "gitmirror.epoch"), "1");
     }
+    w.commit_and_push("server1", "b")
+        .fails_with("testing is mirrored from server2");
+}
+
+#[test]
+fn an_old_master_with_nothing_to_push_learns_its_replacement_from_verify() {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    w.s("server1").cut_off_from(&["server2", "server3"]);
+    w.s("server2").cut_off_from(&["server1"]);
+    w.s("server3").cut_off_from(&["server1"]);
+    w.stop_daemons();
+    w.s("server2").gitmirror(&["promote", "testing"]);
+    w.stop_daemons();
+    for s in &w.cluster.servers {
+        s.heal();
+    }
+    // Its slaves confirmed this very state: nothing to push. The periodic check (verify,
+    // run here by hand) hears the slaves refuse it, naming the new master.
+    let out = w.s("server1").gitmirror(&["verify", "testing"]);
+    assert!(
+        out.text().contains("its master here is server2 at epoch 1"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
     w.commit_and_push("server1", "b")
         .fails_with("testing is mirrored from server2");
 }

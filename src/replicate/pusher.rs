@@ -16,7 +16,6 @@ use super::mirror_push::{self, Pushed, When};
 use super::push_error::PushError;
 use super::ref_state::RefState;
 use crate::names::{AccountName, RepoName};
-use crate::proto;
 use crate::repo::mastership;
 use crate::ssh::Pool;
 
@@ -127,18 +126,20 @@ impl SshPusher {
         let skipped = local.skipped_words();
         let conn = self.pool.get(slave).await?;
         debug!(%repo, %slave, ?when, "mirror push started");
-        let done =
-            match mirror_push::mirror_push(conn, repo, &path, epoch, local, when, known).await {
-                Err(PushError::Refused(words)) => {
-                    // The slave names a master whose claim beats ours: this server was replaced
-                    // (promoted elsewhere while it was away). It steps down, and the work ends.
-                    if step_down(&path, repo, slave, self.mastered.this(), &words) {
-                        return Ok(None);
-                    }
-                    return Err(PushError::Refused(words));
+        let done = match mirror_push::mirror_push(conn, repo, &path, epoch, local, when, known)
+            .await
+        {
+            Err(PushError::Refused(words)) => {
+                // The slave names a master whose claim beats ours: this server was replaced
+                // (promoted elsewhere while it was away). It steps down, and the work ends.
+                if mastership::step_down(&path, self.mastered.this(), &words).is_some() {
+                    warn!(%repo, told_by = %slave, "another server was promoted to master this repo; this server is now its slave");
+                    return Ok(None);
                 }
-                other => other?,
-            };
+                return Err(PushError::Refused(words));
+            }
+            other => other?,
+        };
         if done.pushed != Pushed::Nothing {
             let (bytes, builder) = done.pack.map_or((0, "none"), |p| {
                 (
@@ -199,41 +200,6 @@ fn with_epoch(fingerprint: String, epoch: u64) -> String {
         fingerprint
     } else {
         format!("{fingerprint}@{epoch}")
-    }
-}
-
-/// When `words` (a slave's refusal) name a master and epoch that beat this server's claim on
-/// the repo at `path`, records that master, this server now one of its slaves. Returns
-/// whether it stepped down.
-fn step_down(
-    path: &Path,
-    repo: &RepoName,
-    slave: &AccountName,
-    this: &AccountName,
-    words: &str,
-) -> bool {
-    let Some((winner, epoch)) = proto::master_claim(words) else {
-        return false;
-    };
-    let Ok(Some(here)) = mastership::mastership(path) else {
-        return false;
-    };
-    if winner == *this
-        || here.master != *this
-        || !here.holds(&winner)
-        || !mastership::beats((epoch, &winner), (here.epoch, this))
-    {
-        return false;
-    }
-    match mastership::set_mastership(path, &here.handed_to(&winner, epoch)) {
-        Ok(()) => {
-            warn!(%repo, told_by = %slave, master = %winner, epoch, "another server was promoted to master this repo; this server is now its slave");
-            true
-        }
-        Err(e) => {
-            warn!(%repo, error = %e, "cannot record the repo's new master");
-            false
-        }
     }
 }
 

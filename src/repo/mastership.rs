@@ -99,6 +99,33 @@ impl Mastership {
     }
 }
 
+/// When `words` (a peer's refusal) name a master and epoch that beat this server's claim on
+/// the repo at `path` (it masters the repo here), records that master, this server now one of
+/// its slaves: a master replaced by a promotion while it was away steps down by itself.
+/// Returns the new mastership when it stepped down.
+pub(crate) fn step_down(path: &Path, this: &AccountName, words: &str) -> Option<Mastership> {
+    let (winner, epoch) = crate::proto::master_claim(words)?;
+    let here = mastership(path).ok()??;
+    if winner == *this
+        || here.master != *this
+        || !here.holds(&winner)
+        || !beats((epoch, &winner), (here.epoch, this))
+    {
+        return None;
+    }
+    let new = here.handed_to(&winner, epoch);
+    match set_mastership(path, &new) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), master = %winner, epoch, "stepped down: another server masters this repo at a later epoch");
+            Some(new)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the repo's new master");
+            None
+        }
+    }
+}
+
 /// Whether the claim `(epoch, master)` beats `other`: a higher epoch, or at the same epoch
 /// above 0 (two promotions) a name that sorts first. A claim never beats itself.
 pub(crate) fn beats(claim: (u64, &AccountName), other: (u64, &AccountName)) -> bool {

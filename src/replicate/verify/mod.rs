@@ -23,6 +23,7 @@ use super::mastered::{Mastered, NotMastered};
 use super::push_error::remote_words;
 use super::ref_state::RefState;
 use crate::names::{AccountName, RepoName};
+use crate::repo::mastership;
 use crate::ssh::Pool;
 use crate::text::{one_line, with_sources};
 use wire::{SlaveAnswer, WireError};
@@ -168,7 +169,8 @@ pub(crate) async fn run(
     let locals = Arc::new(locals);
     let asked = per_slave.into_iter().map(|(slave, repos)| {
         let locals = locals.clone();
-        async move { verify_slave(pool, &slave, repos, locals).await }
+        let this = mastered.this().clone();
+        async move { verify_slave(pool, &this, &slave, repos, locals).await }
     });
     for found in join_all(asked).await {
         findings.extend(found);
@@ -206,6 +208,7 @@ fn read_locals(mastered: &Mastered, only: Option<&RepoName>) -> Result<Listed, N
 /// Asks one slave about `repos` and turns its answers into findings.
 async fn verify_slave(
     pool: &Pool,
+    this: &AccountName,
     slave: &AccountName,
     repos: Vec<(RepoName, String)>,
     locals: Arc<HashMap<RepoName, Local>>,
@@ -239,7 +242,16 @@ async fn verify_slave(
                 Verdict::Ok
             }
             SlaveAnswer::Missing => Verdict::Missing,
-            SlaveAnswer::Refused(words) => Verdict::Refused(words),
+            SlaveAnswer::Refused(words) => {
+                // A slave that knows a later master: this server was replaced while away, and
+                // the periodic verify is how it learns it when it has nothing to push.
+                if let Some(local) = locals.get(&repo)
+                    && mastership::step_down(&local.path, this, &words).is_some()
+                {
+                    warn!(%repo, told_by = %slave, "another server was promoted to master this repo; this server is now its slave");
+                }
+                Verdict::Refused(words)
+            }
             SlaveAnswer::Drifted(theirs) => {
                 let Some(Local {
                     path,
