@@ -331,3 +331,63 @@ fn an_old_master_with_nothing_to_push_learns_its_replacement_from_verify() {
     w.commit_and_push("server1", "b")
         .fails_with("testing is mirrored from server2");
 }
+
+#[test]
+fn a_promotion_refuses_when_copies_went_different_ways_unless_forced() {
+    let mut w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // server3 misses a push; server2 gets it, then its main is moved on by hand.
+    w.cluster.servers[2].crash_sshd();
+    w.commit_and_push("server1", "b").ok();
+    w.cluster.wait_in_sync("testing", "server1", &["server2"]);
+    w.stop_daemons();
+    w.cluster.servers[2].start_sshd();
+    let s2 = w.s("server2");
+    let tree = s2.git("testing", &["rev-parse", "main^{tree}"]).ok();
+    let by_hand = run(s2
+        .user
+        .command("git")
+        .arg("--git-dir")
+        .arg(s2.repo_path("testing"))
+        .args([
+            "-c",
+            "user.name=admin",
+            "-c",
+            "user.email=admin@example.com",
+        ])
+        .args(["commit-tree", tree.trim(), "-p", "main", "-m", "by hand"]))
+    .ok();
+    let by_hand = by_hand.trim().to_string();
+    s2.git("testing", &["update-ref", "refs/heads/main", &by_hand])
+        .ok();
+    // server3 catches up from server1 (the old master first), but server2 still has a main
+    // it lacks: it refuses, naming server2, and changes nothing.
+    let out = w.s("server3").gitmirror(&["promote", "testing"]);
+    let text = out.text();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("server2 has commits this server lacks"),
+        "{text}"
+    );
+    assert_eq!(w.config("server3", "gitolite.mirror.master"), "server1");
+    // Forced, it takes over; its first push to server2 keeps the hand-made commit there.
+    let text = w
+        .s("server3")
+        .gitmirror(&["promote", "--force", "testing"])
+        .text();
+    assert!(
+        text.contains("promoted testing: server3 masters it now at epoch 1"),
+        "{text}"
+    );
+    w.cluster
+        .wait_in_sync("testing", "server3", &["server1", "server2"]);
+    let kept = s2
+        .git(
+            "testing",
+            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
+        )
+        .ok();
+    assert_eq!(kept.trim(), by_hand);
+}

@@ -1,11 +1,12 @@
 //! Promotion: this server, a slave of a repo, becomes its master with the next epoch.
 //!
-//! Before it takes over, it looks at every copy it can reach. A copy that has commits this
-//! one lacks is fetched from first (the old master if it is among them, else the one that
-//! has the most this one lacks), so that nothing any reachable copy has is lost; refs the
-//! fetch rewinds here are kept as orphaned. If a copy stays ahead (the fetch failed, or two
-//! copies went different ways), promotion refuses and names it, unless forced: then the new
-//! master's first push keeps on that copy whatever it overwrites, as orphaned.
+//! Before it takes over, it looks at every copy it can reach. When the old master answers, it
+//! is the authority: what it has that this copy lacks is fetched; without it, the copy that
+//! has the most this one lacks is fetched from. Refs a fetch rewinds here are kept as
+//! orphaned. If a copy is still ahead after that (the fetch failed, or it went its own way),
+//! promotion refuses and names it, so that nothing any reachable copy has is lost silently;
+//! forced, it takes over anyway, and its first push keeps on that copy whatever it
+//! overwrites, as orphaned refs.
 //!
 //! Taking over is one write of the repo's config (master, slaves, epoch); the slaves (the old
 //! master among them) are then queued for a push, which carries the epoch: each records its
@@ -166,11 +167,19 @@ async fn catch_up(
             }
         }
     }
-    // The old master first, then the copy with the most this one lacks.
+    // The old master, when it answers, is the authority: what it has is taken, and any other
+    // copy still ahead after that went its own way. Without it, the copy with the most this
+    // one lacks is taken.
     copies.sort_by_key(|c| (c.server != here.master, std::cmp::Reverse(c.lacking)));
-    let Some(first) = copies.iter().find(|c| c.lacking > 0) else {
+    let Some(first) = copies
+        .first()
+        .filter(|c| c.server == here.master || c.lacking > 0)
+    else {
         return Ok(());
     };
+    if first.lacking == 0 {
+        return settle(path, repo, pool, &copies, force, done).await;
+    }
     match fetch(home, path, repo, first, epoch).await {
         Ok(orphaned) => {
             info!(%repo, from = %first.server, "caught up before taking over");
@@ -189,9 +198,22 @@ async fn catch_up(
             done.forced_past.push(first.server.clone());
         }
     }
-    for c in &copies {
+    settle(path, repo, pool, &copies, force, done).await
+}
+
+/// After catching up: any copy still ahead is refused on, or with `force` gone past.
+async fn settle(
+    path: &Path,
+    repo: &RepoName,
+    pool: &Pool,
+    copies: &[Copy],
+    force: bool,
+    done: &mut Promoted,
+) -> Result<(), PromoteError> {
+    for c in copies {
         let lacking = lacking(path, &c.server, pool, repo).await;
-        if lacking == Some(0) || done.forced_past.contains(&c.server) {
+        // One that no longer answers is as unreachable as those that never did.
+        if matches!(lacking, Some(0) | None) || done.forced_past.contains(&c.server) {
             continue;
         }
         if !force {
