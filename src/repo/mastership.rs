@@ -21,7 +21,7 @@ use super::mirror_settings::{
 };
 use super::{StoreError, git_err};
 use crate::config::MirrorRule;
-use crate::fs::{Context, replace, write_atomic};
+use crate::fs::{Context, lock, replace, write_atomic};
 use crate::names::AccountName;
 use crate::proto::{EPOCH_KEY, MASTER_KEY, RECEIVED_EPOCH_KEY, SLAVES_KEY};
 
@@ -291,6 +291,9 @@ fn rewrite(
     edit: impl FnOnce(&mut git2::Config) -> Result<(), git2::Error>,
 ) -> Result<(), StoreError> {
     let path = repo.join("config");
+    // One writer at a time per repo (a promotion, compile, a peer's push that hands the repo
+    // over): each reads, edits and replaces the whole file, and must not lose another's edit.
+    let _lock = lock(&repo.join("config.gitmirror-lock"))?;
     // Edit a copy, then put it in place whole. The copy is scratch, read back at once: it
     // need not reach the disk.
     let staged = repo.join("config.gitmirror-mastership");
