@@ -257,7 +257,9 @@ impl<'a> PeerShell<'a> {
         } else {
             self.stage(store, repo)?
         };
-        if let Some(r) = &rule {
+        // At epoch 0 the staged repo already has repos.toml's settings, which name the peer;
+        // only a promoted master's claim is written (a config write the common case skips).
+        if let Some(r) = rule.as_ref().filter(|_| epoch > 0) {
             let set = Mastership {
                 master: r.master.clone(),
                 slaves: r.slaves.clone(),
