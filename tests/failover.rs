@@ -61,6 +61,24 @@ impl World {
             .to_string()
     }
 
+    /// server1 cut off from the other two, both ways (users still reach everyone), with the
+    /// daemons stopped so that none keeps a connection from before.
+    fn cut_off_master(&self) {
+        self.s("server1").cut_off_from(&["server2", "server3"]);
+        self.s("server2").cut_off_from(&["server1"]);
+        self.s("server3").cut_off_from(&["server1"]);
+        self.stop_daemons();
+    }
+
+    /// The partition healed, and the daemons' connections from during it dropped (the cut is
+    /// made with forced commands, which bind at login).
+    fn heal(&self) {
+        for s in &self.cluster.servers {
+            s.heal();
+        }
+        self.stop_daemons();
+    }
+
     fn stop_daemons(&self) {
         for s in &self.cluster.servers {
             s.stop_daemon();
@@ -77,10 +95,7 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
     w.cluster
         .wait_in_sync("testing", "server1", &["server2", "server3"]);
     // server1 is cut off from its peers, both ways; users still reach it.
-    w.s("server1").cut_off_from(&["server2", "server3"]);
-    w.s("server2").cut_off_from(&["server1"]);
-    w.s("server3").cut_off_from(&["server1"]);
-    w.stop_daemons();
+    w.cut_off_master();
     // It cannot know: it takes alice's push, and says its slaves did not get it.
     let out = w.commit_and_push("server1", "lost-looking");
     out.ok();
@@ -118,12 +133,8 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
     w.commit_and_push("server3", "c")
         .fails_with("testing is mirrored from server2");
 
-    // The old master comes back. Nobody tells it anything by hand. (The partition was made
-    // with forced commands, which bind at login: connections opened during it must go.)
-    for s in &w.cluster.servers {
-        s.heal();
-    }
-    w.stop_daemons();
+    // The old master comes back. Nobody tells it anything by hand.
+    w.heal();
     w.s("server2").gitmirror(&["request-push", "testing"]);
     w.cluster
         .wait_in_sync("testing", "server2", &["server1", "server3"]);
@@ -154,16 +165,10 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
     w.commit_and_push("server1", "a").ok();
     w.cluster
         .wait_in_sync("testing", "server1", &["server2", "server3"]);
-    w.s("server1").cut_off_from(&["server2", "server3"]);
-    w.s("server2").cut_off_from(&["server1"]);
-    w.s("server3").cut_off_from(&["server1"]);
-    w.stop_daemons();
+    w.cut_off_master();
     w.s("server2").gitmirror(&["promote", "testing"]);
     // server2's daemon is stopped: only server1's own attempts can tell it.
-    w.stop_daemons();
-    for s in &w.cluster.servers {
-        s.heal();
-    }
+    w.heal();
     // Its next push to a slave is refused with the new master's claim, and it steps down.
     w.s("server1").gitmirror(&["request-push", "testing"]);
     wait_for(
@@ -242,10 +247,7 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
     w.commit_and_push("server3", "on-server3").ok();
     let loser = w.head_of("server3");
     // They meet: at equal epochs, server2's name sorts first.
-    for s in &w.cluster.servers {
-        s.heal();
-    }
-    w.stop_daemons();
+    w.heal();
     w.s("server3").gitmirror(&["request-push", "testing"]);
     w.s("server2").gitmirror(&["request-push", "testing"]);
     w.cluster
@@ -310,15 +312,9 @@ fn an_old_master_with_nothing_to_push_learns_its_replacement_from_verify() {
     w.commit_and_push("server1", "a").ok();
     w.cluster
         .wait_in_sync("testing", "server1", &["server2", "server3"]);
-    w.s("server1").cut_off_from(&["server2", "server3"]);
-    w.s("server2").cut_off_from(&["server1"]);
-    w.s("server3").cut_off_from(&["server1"]);
-    w.stop_daemons();
+    w.cut_off_master();
     w.s("server2").gitmirror(&["promote", "testing"]);
-    w.stop_daemons();
-    for s in &w.cluster.servers {
-        s.heal();
-    }
+    w.heal();
     // Its slaves confirmed this very state: nothing to push. The periodic check (verify,
     // run here by hand) hears the slaves refuse it, naming the new master.
     let out = w.s("server1").gitmirror(&["verify", "testing"]);

@@ -73,22 +73,21 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
             tracing::error!(error = %err, "cannot start git");
             fail(cmd, &format!("cannot start git: {err}"))
         }
-        Ok(Reply::MirrorReceive(receive)) => match receive.run() {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot receive a mirror push");
-                fail(cmd, &e.to_string())
-            }
-        },
-        Ok(Reply::FreshReceive(receive)) => match receive.run() {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot receive a mirror push");
-                fail(cmd, &e.to_string())
-            }
-        },
+        Ok(Reply::MirrorReceive(receive)) => received(cmd, receive.run()),
+        Ok(Reply::FreshReceive(receive)) => received(cmd, receive.run()),
         Err(e) => fail(cmd, &e),
+    }
+}
+
+/// The exit of a mirror push taken under this process: whether every update was taken, or
+/// why none could be.
+fn received<E: std::fmt::Display>(cmd: &Cmd, outcome: Result<bool, E>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot receive a mirror push");
+            fail(cmd, &e.to_string())
+        }
     }
 }

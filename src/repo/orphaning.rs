@@ -44,16 +44,9 @@ pub(crate) fn keep_orphaned(
             "{ORPHANED_NS}{epoch}/{}",
             u.name.trim_start_matches("refs/")
         );
-        let name = (0..100)
-            .map(|n| {
-                if n == 0 {
-                    base.clone()
-                } else {
-                    format!("{base}.{n}")
-                }
-            })
-            .find(|n| repo.find_reference(n).is_err());
-        let Some(name) = name else { continue };
+        let Some(name) = free_ref_name(&repo, &base) else {
+            continue;
+        };
         match repo.reference(
             &name,
             u.old,
@@ -73,6 +66,20 @@ pub(crate) fn keep_orphaned(
         }
     }
     (kept, lines)
+}
+
+/// `base`, or `base.1`, `base.2`, ... : the first name no ref of `repo` has yet, so that a
+/// kept ref never replaces another (`None` after a hundred tries).
+pub(crate) fn free_ref_name(repo: &git2::Repository, base: &str) -> Option<String> {
+    (0..100)
+        .map(|n| {
+            if n == 0 {
+                base.to_string()
+            } else {
+                format!("{base}.{n}")
+            }
+        })
+        .find(|n| repo.find_reference(n).is_err())
 }
 
 #[cfg(test)]

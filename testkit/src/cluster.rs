@@ -122,17 +122,7 @@ impl Server {
 
     /// `ssh OTHER COMMAND` as this server's account with its own key: what a peer sends.
     pub fn ssh_as_peer(&self, other: &Server, command: &str) -> Output {
-        run(self
-            .user
-            .command("sh")
-            .arg("-c")
-            .arg(format!(
-                "{} -p {} \"$0\" \"$1\"",
-                self.peer_ssh(),
-                other.port
-            ))
-            .arg(format!("{}@{}", other.user.name, other.addr))
-            .arg(command))
+        run(&mut self.peer_ssh_to(other, command))
     }
 
     /// [`Server::ssh_as_peer`] with `input` (a file the account can read) as the command's
@@ -144,19 +134,24 @@ impl Server {
         input: &std::path::Path,
     ) -> Output {
         let file = fs::File::open(input).unwrap();
-        self.user
-            .command("sh")
-            .arg("-c")
+        self.peer_ssh_to(other, command)
+            .stdin(file)
+            .output()
+            .unwrap()
+    }
+
+    /// The ssh process that runs `command` on `other` with this server's peer key.
+    fn peer_ssh_to(&self, other: &Server, command: &str) -> std::process::Command {
+        let mut cmd = self.user.command("sh");
+        cmd.arg("-c")
             .arg(format!(
                 "{} -p {} \"$0\" \"$1\"",
                 self.peer_ssh(),
                 other.port
             ))
             .arg(format!("{}@{}", other.user.name, other.addr))
-            .arg(command)
-            .stdin(file)
-            .output()
-            .unwrap()
+            .arg(command);
+        cmd
     }
 
     /// `git ARGS` as this server's account in `dir` (which it must be able to read), with

@@ -11,6 +11,7 @@ use crate::fs::{ensure_dir, replace};
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::proto::{self, DIVERGED_NS, DIVERGED_PREFIX, HEAD_OPTION, OWN_NS, SET_HEAD_REF};
+use crate::repo::orphaning::free_ref_name;
 
 /// After a mirror push from the repo's master: HEAD as the master's (`head`, when the master
 /// sent one), then the divergence check. Returns the lines the master should see.
@@ -95,16 +96,7 @@ pub(crate) fn keep_diverged(
                 "{DIVERGED_NS}{stamp}/{}",
                 u.name.trim_start_matches("refs/")
             );
-            let kept = (0..)
-                .map(|n| {
-                    if n == 0 {
-                        base.clone()
-                    } else {
-                        format!("{base}.{n}")
-                    }
-                })
-                .find(|name| repo.find_reference(name).is_err())
-                .unwrap_or(base);
+            let kept = free_ref_name(&repo, &base).unwrap_or(base);
             repo.reference(&kept, u.old, false, "gitmirror: diverged from the master")?;
             lines.push(format!(
                 "{DIVERGED_PREFIX}{} was {} here, kept as {kept}",
