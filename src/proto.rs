@@ -120,6 +120,10 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 /// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
 /// gitolite had no such setting).
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
+/// The git config key saying whether a user's push to a slave of this repo is carried to its
+/// master (read on the slave) and taken from a slave (read on the master); gitolite's
+/// `redirectOK`, as a boolean.
+pub(crate) const REDIRECT_KEY: &str = "gitmirror.redirect";
 /// The git config key holding a repo's mastership epoch: a number that only grows, raised by
 /// each promotion. Absent means 0, the epoch `repos.toml` first gave.
 pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";
