@@ -203,6 +203,13 @@ fn without_the_option_a_slave_refuses_naming_the_master() {
         );
     assert!(!err.contains("redirect"), "{err}");
     assert_eq!(w.copies("plain"), before);
+    // info tells the two apart.
+    let info = w.alice.ssh(w.s("server2"), "info").ok();
+    assert!(
+        info.contains(" RW+ plain  master: server1\n")
+            && info.contains(" RW+ testing  master: server1 (pushes here are carried there)\n"),
+        "{info}"
+    );
     assert!(
         w.s("server2")
             .log()

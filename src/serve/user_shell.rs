@@ -17,7 +17,7 @@ use super::access::{Reply, answer};
 use super::command::{CommandError, GitService, Request};
 use super::git::{self, Launch};
 use crate::admin::keys;
-use crate::config::{Access, Rules, ServerConfig};
+use crate::config::{Access, MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::home::Home;
 use crate::names::{AccountName, NameError, RepoName};
@@ -190,9 +190,7 @@ impl<'a> UserShell<'a> {
         let mirror = repo::mirror_config(&path);
         if redirects == Redirects::Carried
             && let Ok(Some(m)) = &mirror
-            && !m.is_master(&self.config.hostname)
-            && m.is_slave(&self.config.hostname)
-            && m.redirect.unwrap_or(self.config.mirror.redirect)
+            && self.carries(m)
         {
             return Ok(Push::ToMaster(m.master.clone()));
         }
@@ -217,6 +215,13 @@ impl<'a> UserShell<'a> {
                 Err(ShellError::RepoConfig { repo: repo.clone() })
             }
         }
+    }
+
+    /// Whether this server carries users' pushes of a repo mirrored as `m` to its master: it
+    /// is one of the repo's slaves, and its settings for the repo turn redirects on.
+    fn carries(&self, m: &MirrorRule) -> bool {
+        let this = &self.config.hostname;
+        !m.is_master(this) && m.is_slave(this) && m.redirect.unwrap_or(self.config.mirror.redirect)
     }
 
     /// The repo's path and the user's access, if the repo exists and the user may read it
@@ -298,6 +303,9 @@ impl<'a> UserShell<'a> {
             let role = match store.find(&repo).map(|p| repo::mirror_config(&p)) {
                 Some(Ok(Some(m))) if m.master == self.config.hostname => {
                     format!("  master: {} (here)", m.master)
+                }
+                Some(Ok(Some(m))) if self.carries(&m) => {
+                    format!("  master: {} (pushes here are carried there)", m.master)
                 }
                 Some(Ok(Some(m))) => format!("  master: {}", m.master),
                 Some(Err(e)) => {
