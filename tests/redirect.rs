@@ -324,3 +324,58 @@ fn with_a_quorum_a_carried_push_still_waits_for_the_slave_it_came_through() {
     w.cluster
         .wait_in_sync("testing", "server1", &["server2", "server3"]);
 }
+
+#[test]
+fn after_a_promotion_pushes_are_carried_to_the_new_master() {
+    let w = world();
+    let (s1, s2, s3) = (w.s("server1"), w.s("server2"), w.s("server3"));
+    w.alice.init_repo("w");
+    w.push(&w.alice, "server1", "testing", &["main"]).ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    // server2 takes over while server3 cannot hear from it: server3 still knows server1.
+    s3.cut_off_from(&["server2"]);
+    let out = s2.gitmirror(&["promote", "testing"]);
+    assert!(
+        out.text()
+            .contains("promoted testing: server2 masters it now at epoch 1"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        s1.git("testing", &["config", "gitolite.mirror.master"])
+            .ok()
+            .trim(),
+        "server2"
+    );
+    // server3 carries alice's push to server1, which masters it no more and says who does.
+    w.alice.commit("w", "two");
+    let before = w.copies("testing");
+    w.push(&w.alice, "server3", "testing", &["main"])
+        .fails_with(
+            "FATAL: server1 refuses testing from server3: its master here is server2 at epoch 1",
+        );
+    assert_eq!(w.copies("testing"), before);
+    // The old master, a slave now, carries her push to the new one.
+    let out = w.push(&w.alice, "server1", "testing", &["main"]);
+    out.ok();
+    assert!(
+        out.err()
+            .contains("remote: server2 ==== (testing) ===> server1"),
+        "{}",
+        out.err()
+    );
+    let head = w.head("server2", "testing");
+    assert_eq!(w.head("server1", "testing"), head);
+    // Once server3 hears from server2, it carries pushes there too. (The partition was made
+    // with forced commands, which bind at login: server2's connection opened during it goes.)
+    s3.heal();
+    s2.stop_daemon();
+    s2.gitmirror(&["request-push", "testing"]).ok();
+    w.cluster
+        .wait_in_sync("testing", "server2", &["server1", "server3"]);
+    w.alice.commit("w", "three");
+    w.push(&w.alice, "server3", "testing", &["main"]).ok();
+    assert_eq!(w.head("server3", "testing"), w.head("server2", "testing"));
+    assert_eq!(w.head("server1", "testing"), w.head("server2", "testing"));
+}
