@@ -13,6 +13,8 @@
 //! 4. Catch-up: repos pushed while a slave is down; time from its return until it is in sync.
 //! 5. Memory: the daemon's peak RSS during case 3.
 //! 6. Verify: `verify --all` of the same N repos on 2 slaves, nothing drifted.
+//! 7. Redirect: a user's push to a slave that carries it to the master (`mirror.redirect`),
+//!    divided by the same push made to the master directly (both async, 2 slaves).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,7 @@ fn rules_for_master(bulk: usize) -> String {
     let mut r = String::from(
         "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\", \"server3\"]\n\"RW+\" = [\"alice\"]\n\
          [repos.mirrored]\n\
+         [repos.redirected]\nmirror.redirect = true\n\
          [repos.synced]\nmirror.sync = true\n\
          [repos.lag]\n\
          [repos.lonely]\nmirror.master = \"server1\"\nmirror.slaves = []\n",
@@ -70,9 +73,10 @@ fn rules_for_master(bulk: usize) -> String {
     r
 }
 
-/// The slaves know only that server1 masters everything: repos appear when first pushed.
-const SLAVE_RULES: &str =
-    "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\", \"server3\"]\n";
+/// The slaves know only that server1 masters everything (repos appear when first pushed), and
+/// that alice may read the repo they carry her pushes of to the master.
+const SLAVE_RULES: &str = "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\", \"server3\"]\n\
+     [repos.redirected]\nmirror.redirect = true\nR = [\"alice\"]\n";
 
 /// Fills each bulk repo with one small commit, written directly (not a measured push).
 fn populate(server: &Server, n: usize) {
@@ -131,18 +135,23 @@ fn main() {
         alice.git_in("w", &["push", "-q", url, refspec]).ok();
         t.elapsed()
     };
-    for repo in ["lonely", "mirrored", "synced", "lag"] {
+    for repo in ["lonely", "mirrored", "redirected", "synced", "lag"] {
         push(&s1.url(repo), "main");
     }
     push(&plain_url, "main");
-    for repo in ["mirrored", "synced", "lag"] {
+    for repo in ["mirrored", "redirected", "synced", "lag"] {
         cluster.wait_in_sync(repo, "server1", &["server2", "server3"]);
     }
+    // The first carried push opens server2's login to server1, which later ones share.
+    alice.commit("w", "warm");
+    push(&s2.url("redirected"), "main");
+    cluster.wait_in_sync("redirected", "server1", &["server2", "server3"]);
 
     // Cases 1 and 2, interleaved so that drift in the machine's load hits all alike.
     eprintln!("cases 1-2: {} runs", o.runs);
     let (mut lonely, mut asynced, mut synced, mut plain, mut lag) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut redirected = Vec::new();
     let slave_refs = |repo: &str| {
         vec![
             s2.repo_path(repo).join("refs/heads/main"),
@@ -155,6 +164,9 @@ fn main() {
         lonely.push(secs(push(&s1.url("lonely"), "main")));
         asynced.push(secs(push(&s1.url("mirrored"), "main")));
         wait_refs(&slave_refs("mirrored"), &head, Duration::from_secs(60));
+        // The same push made to server2, which carries it to server1.
+        redirected.push(secs(push(&s2.url("redirected"), "main")));
+        wait_refs(&slave_refs("redirected"), &head, Duration::from_secs(60));
         synced.push(secs(push(&s1.url("synced"), "main")));
         // Lag: from the start of the push until both slaves have the commit on disk.
         let start = Instant::now();
@@ -178,6 +190,7 @@ fn main() {
         median(synced),
         median(lag),
     );
+    let m_redirected = median(redirected);
 
     // Case 3: bulk request-push --all, from scratch, then with nothing changed.
     eprintln!(
@@ -245,6 +258,7 @@ fn main() {
         "runs": o.runs,
         "push_seconds": { "plain_ssh": m_plain, "no_slaves": m_lonely, "async_2_slaves": m_async, "sync_2_slaves": m_sync },
         "push_overhead": { "async": m_async / m_lonely, "sync": m_sync / m_lonely },
+        "redirect": { "carried_seconds": m_redirected, "direct_seconds": m_async, "ratio": m_redirected / m_async },
         "lag_seconds": m_lag,
         "lag_ratio": m_lag / m_plain,
         "bulk": {
@@ -274,6 +288,11 @@ fn main() {
         "| push, 2 slaves, sync | {:.3} s | {:.2} of no slaves | <= 1.3 |",
         m_sync,
         m_sync / m_lonely
+    );
+    println!(
+        "| push to a slave, carried to the master (async, 2 slaves) | {:.3} s | {:.2} of the push to the master | <= 1.3 |",
+        m_redirected,
+        m_redirected / m_async
     );
     println!(
         "| replication lag, 2 slaves | {:.3} s | {:.2} of plain push | <= 1.2 |",

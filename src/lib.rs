@@ -25,7 +25,8 @@
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings,
 //!   the mastership and its epoch, the orphaned refs a change of master left.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
-//!   `remote` commands over a session on it, for git's protocol.
+//!   `remote` commands over a session on it, for git's protocol; the `login` a forced command
+//!   becomes to carry a user's push to the repo's master.
 //! - `config/`: `gitmirror.toml`, `repos.toml` (and the index of it the shells read one repo
 //!   at a time), and the TOML reader whose errors say `file:line`.
 //! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`

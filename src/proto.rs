@@ -65,6 +65,17 @@ pub(crate) const REQUEST_PUSH_VERB: &str = "request-push";
 /// command line instead of in a push option. `git-receive-pack` keeps working for peers.
 pub(crate) const MIRROR_RECEIVE_VERB: &str = "mirror-receive-pack";
 
+/// The verb a slave carries a user's push to the repo's master with
+/// (`redirect-receive-pack USER 'REPO'`, peers only; see [`redirect_command`]): git's
+/// receive-pack protocol, decided and run on the master as a push by USER made there.
+pub(crate) const REDIRECT_RECEIVE_VERB: &str = "redirect-receive-pack";
+
+/// The command line of [`REDIRECT_RECEIVE_VERB`] for `user`'s push to `repo`. Both names are
+/// validated, so neither holds a quote or a space.
+pub(crate) fn redirect_command(user: &AccountName, repo: &RepoName) -> String {
+    format!("{REDIRECT_RECEIVE_VERB} {user} '{repo}'")
+}
+
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";
@@ -99,6 +110,8 @@ pub(crate) fn master_claim(text: &str) -> Option<(AccountName, u64)> {
 pub(crate) const ENV_USER: &str = "GITMIRROR_USER";
 /// The peer behind a mirror push.
 pub(crate) const ENV_PEER: &str = "GITMIRROR_PEER";
+/// The slave that carried a user's push here (a redirected push); the user is in [`ENV_USER`].
+pub(crate) const ENV_VIA: &str = "GITMIRROR_VIA";
 /// The repo name as the client asked for it.
 pub(crate) const ENV_REPO: &str = "GITMIRROR_REPO";
 /// The user's access as the shell decided it (`RW`, `RW+`); the pre-receive script reads it.
@@ -120,6 +133,10 @@ pub(crate) const SLAVES_KEY: &str = "gitolite.mirror.slaves";
 /// The git config key saying whether pushes to this repo wait for its slaves (gitmirror's own;
 /// gitolite had no such setting).
 pub(crate) const SYNC_KEY: &str = "gitmirror.sync";
+/// The git config key saying whether a user's push to a slave of this repo is carried to its
+/// master (read on the slave) and taken from a slave (read on the master); gitolite's
+/// `redirectOK`, as a boolean.
+pub(crate) const REDIRECT_KEY: &str = "gitmirror.redirect";
 /// The git config key holding a repo's mastership epoch: a number that only grows, raised by
 /// each promotion. Absent means 0, the epoch `repos.toml` first gave.
 pub(crate) const EPOCH_KEY: &str = "gitmirror.epoch";

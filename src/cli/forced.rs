@@ -37,11 +37,10 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
     // A command about one repo reads that repo's rules only (thousands of repos must not
     // slow every fetch and mirror push); anything else, or a command that does not parse
     // (the shell refuses it below), reads them all.
-    let rules = match command::parse(original.as_deref()) {
-        Ok(
-            Request::Git { repo, .. } | Request::Mirror(repo) | Request::MirrorReceive { repo, .. },
-        ) => Rules::compiled_for(home, &repo),
-        _ => Rules::compiled(home),
+    let request = command::parse(original.as_deref());
+    let rules = match request.as_ref().ok().and_then(Request::repo) {
+        Some(repo) => Rules::compiled_for(home, repo),
+        None => Rules::compiled(home),
     };
     let rules = match rules {
         Ok(r) => r,
@@ -72,6 +71,18 @@ pub(super) fn run(cmd: &Cmd, home: &Home, config: Config, name: &str, side: Side
             let err = launch.exec();
             tracing::error!(error = %err, "cannot start git");
             fail(cmd, &format!("cannot start git: {err}"))
+        }
+        Ok(Reply::Redirect {
+            login,
+            command,
+            protocol,
+        }) => {
+            let err = login.exec(&command, protocol.as_deref());
+            tracing::error!(error = %err, master = %login.peer(), "cannot start ssh");
+            fail(
+                cmd,
+                &format!("cannot reach {}: cannot start ssh: {err}", login.peer()),
+            )
         }
         Ok(Reply::MirrorReceive(receive)) => received(cmd, receive.run()),
         Ok(Reply::FreshReceive(receive)) => received(cmd, receive.run()),

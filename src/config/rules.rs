@@ -43,7 +43,8 @@ impl Access {
     }
 }
 
-/// Which server masters a repo, which servers mirror it, and whether pushes wait for them.
+/// Which server masters a repo, which servers mirror it, whether pushes wait for them, and
+/// whether a slave carries users' pushes to the master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MirrorRule {
     /// The only server that accepts users' pushes.
@@ -52,6 +53,9 @@ pub(crate) struct MirrorRule {
     pub(crate) slaves: Vec<AccountName>,
     /// Whether a user's push waits for the slaves; `None` defers to `gitmirror.toml`.
     pub(crate) sync: Option<bool>,
+    /// Whether a user's push to a slave is carried to the master (on the slave) and taken
+    /// from the slave (on the master); `None` defers to `gitmirror.toml`.
+    pub(crate) redirect: Option<bool>,
 }
 
 impl MirrorRule {
@@ -67,11 +71,14 @@ impl MirrorRule {
 }
 
 /// The mirror table of one `[repos.X]` entry: `master` brings its own `slaves` (replacing
-/// those of `@all`), `sync` overrides on its own.
+/// those of `@all`), `sync` and `redirect` override on their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct MirrorPart {
     servers: Option<(AccountName, Vec<AccountName>)>,
     sync: Option<bool>,
+    // Absent in an index compiled before the setting existed: read as not set.
+    #[serde(default)]
+    redirect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +108,7 @@ struct RawMirror {
     master: Option<Spanned<String>>,
     slaves: Option<Vec<Spanned<String>>>,
     sync: Option<bool>,
+    redirect: Option<bool>,
 }
 
 /// Who a rule names: one user, a group, or everyone.
@@ -310,17 +318,20 @@ impl Rules {
     }
 
     /// The mirror settings for `repo`: master and slaves from its own table if it names a
-    /// master, else from `@all`; `sync` likewise on its own. `None` when no master is named.
+    /// master, else from `@all`; `sync` and `redirect` likewise, each on its own. `None` when
+    /// no master is named.
     pub(crate) fn mirror(&self, repo: &RepoName) -> Option<MirrorRule> {
         let own = self.repos.get(repo).map(|r| &r.mirror);
         let (master, slaves) = own
             .and_then(|m| m.servers.clone())
             .or_else(|| self.all.mirror.servers.clone())?;
         let sync = own.and_then(|m| m.sync).or(self.all.mirror.sync);
+        let redirect = own.and_then(|m| m.redirect).or(self.all.mirror.redirect);
         Some(MirrorRule {
             master,
             slaves,
             sync,
+            redirect,
         })
     }
 
@@ -340,6 +351,7 @@ impl Rules {
 # [repos."@all"]                 # applies to every repo, named here or not
 # mirror.master = "server1"
 # mirror.slaves = ["server2", "server3"]
+# mirror.redirect = true         # users may push to a slave; it carries the push to the master
 #
 # [repos.testing]
 # "RW+" = ["alice"]              # push, rewind, delete, move tags
@@ -365,6 +377,7 @@ fn mirror_part(
         return Ok(MirrorPart {
             servers: None,
             sync: m.sync,
+            redirect: m.redirect,
         });
     };
     let server = |s: &Spanned<String>, what: &str| {
@@ -390,6 +403,7 @@ fn mirror_part(
     Ok(MirrorPart {
         servers: Some((master_name, slaves)),
         sync: m.sync,
+        redirect: m.redirect,
     })
 }
 
@@ -419,6 +433,7 @@ mirror.slaves = ["server1"]
 [repos.public]
 R = ["@all"]
 mirror.sync = true
+mirror.redirect = true
 "#;
 
     fn rules(text: &str) -> Result<Rules, ConfigError> {
@@ -455,10 +470,12 @@ mirror.sync = true
         assert_eq!(s.master, user("server2"));
         assert_eq!(s.slaves, vec![user("server1")]);
         assert_eq!(s.sync, None);
-        // A table with only `sync` keeps @all's servers.
+        assert_eq!(s.redirect, None);
+        // A table with only `sync` and `redirect` keeps @all's servers.
         let p = r.mirror(&repo("public")).unwrap();
         assert_eq!(p.master, user("server1"));
         assert_eq!(p.sync, Some(true));
+        assert_eq!(p.redirect, Some(true));
         assert_eq!(r.named_repos().count(), 3);
     }
 

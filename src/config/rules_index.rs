@@ -209,6 +209,15 @@ RW = ["carol"]
     }
 
     #[test]
+    fn an_index_compiled_before_redirect_existed_reads_it_as_unset() {
+        let full = rules(TEXT);
+        let index = String::from_utf8(write(&full).unwrap()).unwrap();
+        assert!(index.contains(",\"redirect\":null"), "{index}");
+        let old = index.replace(",\"redirect\":null", "");
+        assert_eq!(read_all(old.as_bytes()).unwrap(), full);
+    }
+
+    #[test]
     fn a_damaged_index_is_refused() {
         let index = String::from_utf8(write(&rules(TEXT)).unwrap()).unwrap();
         let repo = RepoName::parse("testing").unwrap();

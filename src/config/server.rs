@@ -30,6 +30,9 @@ pub(crate) struct PeerConfig {
 pub(crate) struct MirrorConfig {
     /// Whether a user's push waits for the slaves. Async (false) is the default.
     pub(crate) sync: bool,
+    /// Whether a user's push to a slave is carried to the master (on a slave), and taken from
+    /// a slave (on a master), for repos whose `repos.toml` does not say. Off by default.
+    pub(crate) redirect: bool,
     /// In sync mode, how many slaves must have the push before it returns (default: all).
     pub(crate) sync_quorum: Option<usize>,
     /// In sync mode, how long a push waits for the slaves before it returns anyway; the rest
@@ -58,6 +61,7 @@ impl Default for MirrorConfig {
     fn default() -> Self {
         MirrorConfig {
             sync: false,
+            redirect: false,
             sync_quorum: None,
             sync_timeout_secs: 30.0,
             retry_initial_secs: 1.0,
@@ -246,6 +250,7 @@ hostname = "{hostname}"
 
 [mirror]
 sync = false          # a user's push does not wait for the slaves
+# redirect = false      # a user's push to a slave is refused, naming the master
 # sync_quorum = 1       # in sync mode, return once this many slaves have the push
 # sync_timeout_secs = 30
 # retry_initial_secs = 1  # failed mirror pushes are retried forever, backing off
@@ -277,6 +282,7 @@ mod tests {
         let cfg = load(include_str!("../../conf/gitmirror.toml.example")).unwrap();
         assert_eq!(cfg.mirror.rescan_secs, 30.0);
         assert_eq!(cfg.mirror.verify_interval, 3600.0);
+        assert!(!cfg.mirror.redirect);
     }
 
     #[test]
@@ -285,6 +291,7 @@ mod tests {
         let cfg = load(&ServerConfig::template(&host)).unwrap();
         assert_eq!(cfg.hostname, host);
         assert!(!cfg.mirror.sync);
+        assert!(!cfg.mirror.redirect);
     }
 
     #[test]

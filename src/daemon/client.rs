@@ -27,15 +27,32 @@ pub(crate) struct Answer {
     pub(crate) cut_short: bool,
 }
 
+/// When a caller waiting for slaves has heard enough: `count` of them succeeded, with
+/// `including` among them when named (the slave a user's push was carried from, whose user
+/// will read from it next).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quorum<'a> {
+    pub(crate) count: usize,
+    pub(crate) including: Option<&'a AccountName>,
+}
+
+impl Quorum<'_> {
+    /// Whether `results` make the quorum.
+    pub(crate) fn met(&self, results: &[SlaveResult]) -> bool {
+        let ok = || results.iter().filter(|r| r.outcome.is_ok());
+        ok().count() >= self.count && self.including.is_none_or(|s| ok().any(|r| &r.slave == s))
+    }
+}
+
 /// Sends `request` to the daemon (starting one if none answers) and collects its answers
-/// until it is done, `deadline` passes, or `quorum` slaves have succeeded. `this` is the
-/// master named in each result.
+/// until it is done, `deadline` passes, or `quorum` is met. `this` is the master named in
+/// each result.
 pub(crate) fn ask(
     home: &Home,
     this: &AccountName,
     request: &Request,
     deadline: Option<Instant>,
-    quorum: Option<usize>,
+    quorum: Option<Quorum>,
 ) -> Result<Answer, DaemonError> {
     let mut stream = connect(home, true)?;
     stream
@@ -88,8 +105,7 @@ pub(crate) fn ask(
             slave,
             outcome,
         });
-        let ok = answer.results.iter().filter(|r| r.outcome.is_ok()).count();
-        if quorum.is_some_and(|q| ok >= q) {
+        if quorum.is_some_and(|q| q.met(&answer.results)) {
             answer.cut_short = true;
             return Ok(answer);
         }
@@ -197,4 +213,41 @@ fn spawn(home: &Home) -> io::Result<()> {
         .process_group(0)
         .spawn()
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(slave: &str, ok: bool) -> SlaveResult {
+        SlaveResult {
+            master: AccountName::parse("server1").unwrap(),
+            repo: RepoName::parse("testing").unwrap(),
+            slave: AccountName::parse(slave).unwrap(),
+            outcome: if ok {
+                Ok(Delivered::Pushed)
+            } else {
+                Err("down".into())
+            },
+        }
+    }
+
+    #[test]
+    fn a_quorum_waits_for_the_slave_it_names() {
+        let s3 = AccountName::parse("server3").unwrap();
+        let any = Quorum {
+            count: 1,
+            including: None,
+        };
+        let with_s3 = Quorum {
+            count: 1,
+            including: Some(&s3),
+        };
+        let first = [result("server2", true)];
+        assert!(any.met(&first));
+        assert!(!with_s3.met(&first));
+        assert!(!with_s3.met(&[result("server2", true), result("server3", false)]));
+        assert!(with_s3.met(&[result("server2", true), result("server3", true)]));
+        assert!(!any.met(&[result("server2", false)]));
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 use super::DaemonError;
-use super::client;
+use super::client::{self, Quorum};
 use super::protocol::{Reply, Request};
 use crate::config::ServerConfig;
 use crate::home::Home;
@@ -112,8 +112,8 @@ pub(crate) fn request_for(
     ))
 }
 
-/// A sync push: the hook has queued the refs; wait for the slaves (or a quorum of them) until
-/// the deadline.
+/// A sync push: the hook has queued the refs; wait for the slaves (or a quorum of them, with
+/// `including` among them when named) until the deadline.
 pub(crate) fn wait(
     home: &Home,
     config: &ServerConfig,
@@ -121,7 +121,13 @@ pub(crate) fn wait(
     slaves: &[AccountName],
     deadline: Instant,
     quorum: Option<usize>,
+    including: Option<&AccountName>,
 ) -> Result<Report, RequestError> {
+    // Without a quorum every slave is waited for, `including` too.
+    let quorum = quorum.map(|count| Quorum {
+        count,
+        including: including.filter(|s| slaves.contains(s)),
+    });
     let answer = client::ask(
         home,
         &config.hostname,
@@ -132,7 +138,7 @@ pub(crate) fn wait(
     let mut report = Report::new(&config.hostname, Some(repo), slaves, &answer.results);
     // Meeting the quorum is success, even with slaves still pending.
     if let Some(q) = quorum {
-        report.ok = answer.results.iter().filter(|r| r.outcome.is_ok()).count() >= q;
+        report.ok = q.met(&answer.results);
     }
     Ok(report)
 }

@@ -402,6 +402,7 @@ mod tests {
             master: name(master),
             slaves: slaves.iter().map(|s| name(s)).collect(),
             sync,
+            redirect: None,
         }
     }
 
@@ -494,6 +495,46 @@ mod tests {
             Applied::Unchanged
         );
         assert_eq!(epoch(dir.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn redirect_is_written_read_back_and_removed_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(dir.path()).unwrap();
+        let on = MirrorRule {
+            redirect: Some(true),
+            ..rule("server1", &["server2"], None)
+        };
+        assert_eq!(
+            apply_rules(dir.path(), Some(&on), false).unwrap(),
+            Applied::Written
+        );
+        assert_eq!(mirror_config(dir.path()).unwrap(), Some(on.clone()));
+        assert!(config_text(dir.path()).contains("redirect = true"));
+        // Dropping it from the rules is a change, and the key goes.
+        let off = MirrorRule {
+            redirect: None,
+            ..on.clone()
+        };
+        assert_eq!(
+            apply_rules(dir.path(), Some(&off), false).unwrap(),
+            Applied::Written
+        );
+        assert!(!config_text(dir.path()).contains("redirect"));
+        apply_rules(dir.path(), Some(&on), false).unwrap();
+        assert_eq!(
+            apply_rules(dir.path(), None, false).unwrap(),
+            Applied::Removed
+        );
+        assert!(!config_text(dir.path()).contains("redirect"));
+        // A promotion rewrites the mastership and keeps the setting.
+        apply_rules(dir.path(), Some(&on), false).unwrap();
+        let m = mastership(dir.path()).unwrap().unwrap();
+        set_mastership(dir.path(), &m.handed_to(&name("server2"), 1)).unwrap();
+        assert_eq!(
+            mirror_config(dir.path()).unwrap().unwrap().redirect,
+            Some(true)
+        );
     }
 
     #[test]

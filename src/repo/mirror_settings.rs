@@ -1,6 +1,7 @@
 //! A repo's mirror settings, kept in its own git config under the keys gitolite used
-//! ([`MASTER_KEY`], [`SLAVES_KEY`]) plus gitmirror's [`SYNC_KEY`]. `compile` writes them; an
-//! administrator may set them by hand; the shells, hooks and daemon read them at run time.
+//! ([`MASTER_KEY`], [`SLAVES_KEY`]) plus gitmirror's [`SYNC_KEY`] and [`REDIRECT_KEY`].
+//! `compile` writes them; an administrator may set them by hand; the shells, hooks and daemon
+//! read them at run time.
 //!
 //! The helpers taking an open [`git2::Config`] let `compile` read and write a repo's settings
 //! through one parse of its config file (see `mastership::apply_rules`).
@@ -10,7 +11,7 @@ use std::path::Path;
 use super::{StoreError, git_err};
 use crate::config::MirrorRule;
 use crate::names::AccountName;
-use crate::proto::{FROM_RULES_KEY, MASTER_KEY, SLAVES_KEY, SYNC_KEY};
+use crate::proto::{FROM_RULES_KEY, MASTER_KEY, REDIRECT_KEY, SLAVES_KEY, SYNC_KEY};
 
 /// The repo's own config file, and only that (not the account's or the system's).
 pub(super) fn open(repo: &Path) -> Result<git2::Config, StoreError> {
@@ -49,15 +50,16 @@ pub(super) fn read_rule(
         .split_whitespace()
         .map(|s| server(SLAVES_KEY, s))
         .collect::<Result<_, _>>()?;
-    let sync = match config.get_bool(SYNC_KEY) {
-        Ok(v) => Some(v),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-        Err(e) => return Err(git_err(repo)(e)),
+    let flag = |key| match config.get_bool(key) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(git_err(repo)(e)),
     };
     Ok(Some(MirrorRule {
         master,
         slaves,
-        sync,
+        sync: flag(SYNC_KEY)?,
+        redirect: flag(REDIRECT_KEY)?,
     }))
 }
 
@@ -77,25 +79,33 @@ pub(super) fn write_rule(config: &mut git2::Config, rule: &MirrorRule) -> Result
     let slaves: Vec<&str> = rule.slaves.iter().map(AccountName::as_str).collect();
     config.set_str(MASTER_KEY, rule.master.as_str())?;
     config.set_str(SLAVES_KEY, &slaves.join(" "))?;
-    match rule.sync {
-        Some(sync) => config.set_bool(SYNC_KEY, sync)?,
-        None => remove(config, SYNC_KEY)?,
+    for (key, value) in [(SYNC_KEY, rule.sync), (REDIRECT_KEY, rule.redirect)] {
+        match value {
+            Some(v) => config.set_bool(key, v)?,
+            None => remove(config, key)?,
+        }
     }
     config.set_bool(FROM_RULES_KEY, true)
 }
 
 /// Whether any mirror key is set, even one that names no master.
 pub(super) fn has_mirror_keys(config: &git2::Config) -> bool {
-    [MASTER_KEY, SLAVES_KEY, SYNC_KEY]
+    [MASTER_KEY, SLAVES_KEY, SYNC_KEY, REDIRECT_KEY]
         .into_iter()
         .any(|key| config.get_entry(key).is_ok())
 }
 
 /// Removes every mirror key and the mark that compile wrote them: the repo is local.
 pub(super) fn remove_rule(config: &mut git2::Config) -> Result<(), git2::Error> {
-    [MASTER_KEY, SLAVES_KEY, SYNC_KEY, FROM_RULES_KEY]
-        .into_iter()
-        .try_for_each(|key| remove(config, key))
+    [
+        MASTER_KEY,
+        SLAVES_KEY,
+        SYNC_KEY,
+        REDIRECT_KEY,
+        FROM_RULES_KEY,
+    ]
+    .into_iter()
+    .try_for_each(|key| remove(config, key))
 }
 
 /// Whether `compile` wrote the mirror keys (rather than an administrator, by hand).

@@ -12,6 +12,7 @@ use super::git::Launch;
 use super::mirror_receive::MirrorReceive;
 use crate::admin::keys;
 use crate::names::AccountName;
+use crate::ssh::Login;
 
 /// What a forced command answers with.
 #[derive(Debug)]
@@ -24,6 +25,13 @@ pub(crate) enum Reply {
     MirrorReceive(MirrorReceive),
     /// A master daemon's mirror push of a repo this server does not have yet.
     FreshReceive(FreshReceive),
+    /// A user's push carried to the repo's master: this process becomes `ssh` to it, running
+    /// `command` there with the client's validated `protocol`.
+    Redirect {
+        login: Login,
+        command: String,
+        protocol: Option<String>,
+    },
 }
 
 impl Reply {
@@ -54,11 +62,18 @@ where
         }
     };
     let (verb, repo) = request.describe();
+    // A peer acting for a user (a redirected push) is logged with that user.
+    let user = request.on_behalf_of().map(|u| u.to_string());
+    let user = user.as_deref();
     let result = handle(request);
     match &result {
-        Ok(_) => info!(actor = %actor, verb, repo, decision = "allow", %role, "access"),
+        Ok(Reply::Redirect { login, .. }) => {
+            let master = login.peer().as_str();
+            info!(actor = %actor, verb, repo, decision = "redirect", master, %role, "access")
+        }
+        Ok(_) => info!(actor = %actor, verb, repo, user, decision = "allow", %role, "access"),
         Err(e) => {
-            info!(actor = %actor, verb, repo, decision = "deny", reason = %e, %role, "access")
+            info!(actor = %actor, verb, repo, user, decision = "deny", reason = %e, %role, "access")
         }
     }
     result

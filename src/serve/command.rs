@@ -9,8 +9,8 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::names::{NameError, RepoName};
-use crate::proto::{MIRROR_RECEIVE_VERB, REQUEST_PUSH_VERB, VERIFY_VERB};
+use crate::names::{AccountName, NameError, RepoName};
+use crate::proto::{MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB, VERIFY_VERB};
 
 /// The two git services a client may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +28,6 @@ impl GitService {
             GitService::UploadPack => "upload-pack",
             GitService::ReceivePack => "receive-pack",
         }
-    }
-
-    /// Whether the service changes the repo.
-    pub(crate) fn writes(self) -> bool {
-        matches!(self, GitService::ReceivePack)
     }
 }
 
@@ -60,6 +55,8 @@ pub(crate) enum Request {
         epoch: u64,
         head: Option<String>,
     },
+    /// A user's push to a slave, carried here by that slave (peers only).
+    RedirectReceive { user: AccountName, repo: RepoName },
 }
 
 impl Request {
@@ -73,6 +70,28 @@ impl Request {
             Request::MirrorReceive { repo, .. } => {
                 (MIRROR_RECEIVE_VERB.to_string(), repo.to_string())
             }
+            Request::RedirectReceive { repo, .. } => {
+                (REDIRECT_RECEIVE_VERB.to_string(), repo.to_string())
+            }
+        }
+    }
+
+    /// The repo the request is about, if any: the one whose rules a shell must read.
+    pub(crate) fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Request::Info | Request::Verify => None,
+            Request::Git { repo, .. }
+            | Request::Mirror(repo)
+            | Request::MirrorReceive { repo, .. }
+            | Request::RedirectReceive { repo, .. } => Some(repo),
+        }
+    }
+
+    /// The user a peer acts for (a redirected push), for log lines.
+    pub(crate) fn on_behalf_of(&self) -> Option<&AccountName> {
+        match self {
+            Request::RedirectReceive { user, .. } => Some(user),
+            _ => None,
         }
     }
 }
@@ -102,6 +121,8 @@ pub(crate) enum CommandError {
     },
     #[error("bad repo name: {0}")]
     RepoName(#[from] NameError),
+    #[error("bad user name: {0}")]
+    UserName(NameError),
     #[error("bad HEAD ref {0:?}: not a valid ref name under refs/")]
     HeadRef(String),
     #[error("bad epoch {0:?}: not a number")]
@@ -210,6 +231,11 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
             "an epoch, one repo and an optional HEAD ref",
             args.len(),
         )),
+        (REDIRECT_RECEIVE_VERB, None, [user, repo]) => Ok(Request::RedirectReceive {
+            user: AccountName::parse(user).map_err(CommandError::UserName)?,
+            repo: repo_arg(repo)?,
+        }),
+        (REDIRECT_RECEIVE_VERB, None, _) => Err(arity(verb, "a user and one repo", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -258,9 +284,29 @@ mod tests {
                 "request-push 'testing'",
                 Request::Mirror(RepoName::parse("testing").unwrap()),
             ),
+            (
+                "redirect-receive-pack alice 'site-b/tools.git'",
+                Request::RedirectReceive {
+                    user: AccountName::parse("alice").unwrap(),
+                    repo: RepoName::parse("site-b/tools").unwrap(),
+                },
+            ),
         ] {
             assert_eq!(parse(Some(line)), Ok(want), "{line}");
         }
+    }
+
+    #[test]
+    fn the_redirect_command_parses_back() {
+        let (user, repo) = (
+            AccountName::parse("bob").unwrap(),
+            RepoName::parse("a/b").unwrap(),
+        );
+        let line = crate::proto::redirect_command(&user, &repo);
+        assert_eq!(
+            parse(Some(&line)),
+            Ok(Request::RedirectReceive { user, repo })
+        );
     }
 
     #[test]
@@ -314,6 +360,14 @@ mod tests {
             "mirror-receive-pack -1 'r'",
             "mirror-receive-pack 99999999999999999999999 'r'",
             "mirror-receive-pack 1 'r' '--upload-pack=x'",
+            "redirect-receive-pack",
+            "redirect-receive-pack 'r'",
+            "redirect-receive-pack alice",
+            "redirect-receive-pack alice 'r' 'x'",
+            "redirect-receive-pack -alice 'r'",
+            "redirect-receive-pack '../x' 'r'",
+            "redirect-receive-pack alice '../r'",
+            "redirect-receive-pack alice;id 'r'",
             "git upload-pack 'r'",
             long.as_str(),
         ] {

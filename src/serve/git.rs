@@ -78,6 +78,13 @@ impl Launch {
         self
     }
 
+    /// Sets one more variable of ours (never client text) in git's environment, for the hooks.
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Adds one more `git -c KEY=VALUE` for a key git reads as a list (`transfer.hideRefs`).
     pub(crate) fn with_config_added(mut self, key: &str, value: &str) -> Self {
         self.config.push(format!("{key}={value}"));

@@ -5,7 +5,9 @@
 //! through [`access`], and exec git through [`git`] in an environment we build. git then runs
 //! our [`hook`]s inside receive-pack; a master daemon's push runs receive-pack under
 //! [`mirror_receive`], which does the slave's hook work itself, or, for a repo this server
-//! does not have yet, [`fresh_receive`], which takes the push without receive-pack.
+//! does not have yet, [`fresh_receive`], which takes the push without receive-pack. A user's
+//! push to a slave with `mirror.redirect` is carried to the master by an ssh login the user
+//! shell becomes; there the peer shell hands it to the user shell's own push decision.
 
 pub(crate) mod access;
 pub(crate) mod command;

@@ -17,6 +17,7 @@ use super::command::{CommandError, GitService, Request};
 use super::fresh_receive::FreshReceive;
 use super::git::{self, Launch};
 use super::mirror_receive::MirrorReceive;
+use super::user_shell::{ShellError, UserShell};
 use crate::admin::keys;
 use crate::config::{MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
@@ -65,6 +66,8 @@ pub(crate) enum PeerShellError {
     Settings(#[from] StoreError),
     #[error("{0}")]
     Request(#[from] RequestError),
+    #[error("{0}")]
+    User(#[from] ShellError),
     #[error("cannot read the verify request: {0}")]
     VerifyInput(std::io::Error),
     #[error("bad verify request: {0}")]
@@ -134,6 +137,9 @@ impl<'a> PeerShell<'a> {
                 Request::MirrorReceive { repo, epoch, head } => {
                     self.mirror_receive(&repo, epoch, head, protocol)
                 }
+                Request::RedirectReceive { user, repo } => {
+                    self.redirect_receive(&user, &repo, protocol)
+                }
             },
         )
     }
@@ -175,6 +181,45 @@ impl<'a> PeerShell<'a> {
             )),
             Some(_) => Ok(()),
         }
+    }
+
+    /// A user's push that the peer, a slave of the repo here, carried to this server, its
+    /// master: decided by this server's rules for that user, as their own push here would
+    /// be, and run as one (the same hooks, queueing, sync wait and lines). Taken only where
+    /// this server's settings for the repo allow redirected pushes, so that its administrator
+    /// decides which repos a slave may push to on users' behalf.
+    fn redirect_receive(
+        &self,
+        user: &AccountName,
+        repo: &RepoName,
+        protocol: Option<&OsStr>,
+    ) -> Result<Reply, PeerShellError> {
+        let store = Store::new(self.home.repositories());
+        let path = store
+            .find(repo)
+            .ok_or_else(|| self.refuse(repo, proto::NO_SUCH_REPO.into()))?;
+        let Some(rule) = repo::mirror_config(&path)? else {
+            return Err(self.refuse(repo, "it is not mirrored here".into()));
+        };
+        if !rule.is_master(self.this()) {
+            // The slave's settings are behind a change of master: the words name the one known
+            // here, for the user to push to.
+            let epoch = mastership::epoch(&path)?;
+            return Err(self.refuse(repo, proto::claim_words(&rule.master, epoch)));
+        }
+        if !rule.is_slave(&self.peer) {
+            return Err(self.refuse(repo, format!("{} is not among its slaves here", self.peer)));
+        }
+        if !rule.redirect.unwrap_or(self.config.mirror.redirect) {
+            return Err(self.refuse(
+                repo,
+                "it takes no redirected pushes here (mirror.redirect is off)".into(),
+            ));
+        }
+        let shell = UserShell::new(self.home, self.config.clone(), self.rules, user.as_str())?;
+        Ok(Reply::Git(
+            shell.redirected_push(repo, &self.peer, protocol)?,
+        ))
     }
 
     /// A mirror push from the repo's master. A missing repo is created when this server's

@@ -1,10 +1,13 @@
 //! `gitmirror shell USER`: the forced command every user's key runs.
 //!
 //! It turns `SSH_ORIGINAL_COMMAND` into a [`Request`], decides whether this user may have it,
-//! logs the decision, and answers with either text (`info`) or a git service to exec. The
-//! decision is made here, before git starts: a refused client never reaches git.
+//! logs the decision, and answers with text (`info`), a git service to exec, or, for a push to
+//! a slave whose settings say so, an ssh login to the repo's master to exec, which carries
+//! the push there. The decision is made here, before git starts: a refused client never
+//! reaches git. The master decides a carried push with this same code, for the same user.
 
 use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -14,12 +17,13 @@ use super::access::{Reply, answer};
 use super::command::{CommandError, GitService, Request};
 use super::git::{self, Launch};
 use crate::admin::keys;
-use crate::config::{Access, Rules, ServerConfig};
+use crate::config::{Access, MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::home::Home;
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
 use crate::repo::{self, Store};
+use crate::ssh::Login;
 
 /// Why a user's request was refused. Each message is one line, safe to show the user.
 #[derive(Debug, Error)]
@@ -50,6 +54,24 @@ pub(crate) enum ShellError {
     NotCompiled,
     #[error("{0}")]
     Request(#[from] RequestError),
+}
+
+/// Whether a user's push to a slave may be carried to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// Yes, where the repo's settings say so: the user is connected here.
+    Carried,
+    /// No: the push was carried here already, and goes no further.
+    Refused,
+}
+
+/// Where a user's push goes.
+#[derive(Debug)]
+enum Push {
+    /// Into this server's copy, with the user's access to it.
+    Here { path: PathBuf, access: Access },
+    /// To the repo's master, which decides it.
+    ToMaster(AccountName),
 }
 
 /// One user's session: the server as this user sees it.
@@ -92,11 +114,36 @@ impl<'a> UserShell<'a> {
             original,
             |request| match &request {
                 Request::Info => Ok(Reply::text(self.info(), true)),
-                Request::Git { service, repo } => {
-                    self.authorize_git(*service, repo).map(|(path, access)| {
-                        Reply::Git(self.launch(*service, repo, &path, access, protocol))
-                    })
+                Request::Git {
+                    service: GitService::UploadPack,
+                    repo,
+                } => {
+                    let (path, access) = self.admit(repo, false)?;
+                    Ok(Reply::Git(self.launch(
+                        GitService::UploadPack,
+                        repo,
+                        &path,
+                        access,
+                        protocol,
+                    )))
                 }
+                Request::Git {
+                    service: GitService::ReceivePack,
+                    repo,
+                } => Ok(match self.push(repo, Redirects::Carried)? {
+                    Push::Here { path, access } => Reply::Git(self.launch(
+                        GitService::ReceivePack,
+                        repo,
+                        &path,
+                        access,
+                        protocol,
+                    )),
+                    Push::ToMaster(master) => Reply::Redirect {
+                        login: Login::to(self.home, &self.config, &master),
+                        command: proto::redirect_command(&self.user, repo),
+                        protocol: git::sanitize_protocol(protocol),
+                    },
+                }),
                 Request::Mirror(repo) => self.request_push(repo),
                 // Peers only: a user gets the refusal any unknown command gets.
                 Request::Verify => {
@@ -105,31 +152,64 @@ impl<'a> UserShell<'a> {
                 Request::MirrorReceive { .. } => {
                     Err(CommandError::Unknown(proto::MIRROR_RECEIVE_VERB.to_string()).into())
                 }
+                Request::RedirectReceive { .. } => {
+                    Err(CommandError::Unknown(proto::REDIRECT_RECEIVE_VERB.to_string()).into())
+                }
             },
         )
     }
 
-    /// Checks that the user may run `service` on `repo` here; returns the repo's path and
-    /// the user's access level.
-    fn authorize_git(
+    /// A push of `repo` that a slave (`via`) carried here for this user: decided as the
+    /// user's own push here would be, by this server's rules, and never carried on again.
+    /// The caller has checked that `via` is one of the repo's slaves.
+    pub(crate) fn redirected_push(
         &self,
-        service: GitService,
         repo: &RepoName,
-    ) -> Result<(std::path::PathBuf, Access), ShellError> {
-        let (path, access) = self.admit(repo, service.writes())?;
-        if !service.writes() {
-            return Ok((path, access));
+        via: &AccountName,
+        protocol: Option<&OsStr>,
+    ) -> Result<Launch, ShellError> {
+        match self.push(repo, Redirects::Refused)? {
+            Push::Here { path, access } => Ok(self
+                .launch(GitService::ReceivePack, repo, &path, access, protocol)
+                .with_env(proto::ENV_VIA, via.as_str())),
+            // `push` carries nothing when told not to; answered as a slave's refusal anyway.
+            Push::ToMaster(master) => Err(ShellError::Slave {
+                repo: repo.clone(),
+                master,
+                this: self.config.hostname.clone(),
+            }),
+        }
+    }
+
+    /// Where this user's push of `repo` goes: here, with the repo's path and the user's
+    /// access; or, on a slave whose settings say so, to the repo's master, which decides it
+    /// by its own rules (here the user need only read the repo). Every push a user makes, to
+    /// this server or carried here from a slave, is decided by this one function.
+    fn push(&self, repo: &RepoName, redirects: Redirects) -> Result<Push, ShellError> {
+        let (path, access) = self.admit(repo, false)?;
+        let mirror = repo::mirror_config(&path);
+        if redirects == Redirects::Carried
+            && let Ok(Some(m)) = &mirror
+            && self.carries(m)
+        {
+            return Ok(Push::ToMaster(m.master.clone()));
+        }
+        if access < Access::Write {
+            return Err(ShellError::ReadOnly {
+                user: self.user.clone(),
+                repo: repo.clone(),
+            });
         }
         if !repo::user_hooks_installed(&self.home.hooks_dir()) {
             return Err(ShellError::NotCompiled);
         }
-        match repo::mirror_config(&path) {
+        match mirror {
             Ok(Some(m)) if m.master != self.config.hostname => Err(ShellError::Slave {
                 repo: repo.clone(),
                 master: m.master,
                 this: self.config.hostname.clone(),
             }),
-            Ok(_) => Ok((path, access)),
+            Ok(_) => Ok(Push::Here { path, access }),
             Err(e) => {
                 warn!(repo = %repo, error = %e, "cannot read mirror settings; refusing the push");
                 Err(ShellError::RepoConfig { repo: repo.clone() })
@@ -137,13 +217,16 @@ impl<'a> UserShell<'a> {
         }
     }
 
+    /// Whether this server carries users' pushes of a repo mirrored as `m` to its master: it
+    /// is one of the repo's slaves, and its settings for the repo turn redirects on.
+    fn carries(&self, m: &MirrorRule) -> bool {
+        let this = &self.config.hostname;
+        !m.is_master(this) && m.is_slave(this) && m.redirect.unwrap_or(self.config.mirror.redirect)
+    }
+
     /// The repo's path and the user's access, if the repo exists and the user may read it
     /// (and write it, with `write`). A missing repo and a forbidden one get the same answer.
-    fn admit(
-        &self,
-        repo: &RepoName,
-        write: bool,
-    ) -> Result<(std::path::PathBuf, Access), ShellError> {
+    fn admit(&self, repo: &RepoName, write: bool) -> Result<(PathBuf, Access), ShellError> {
         let access = self.rules.access(&self.user, repo);
         let no_access = || ShellError::NoAccess {
             user: self.user.clone(),
@@ -220,6 +303,9 @@ impl<'a> UserShell<'a> {
             let role = match store.find(&repo).map(|p| repo::mirror_config(&p)) {
                 Some(Ok(Some(m))) if m.master == self.config.hostname => {
                     format!("  master: {} (here)", m.master)
+                }
+                Some(Ok(Some(m))) if self.carries(&m) => {
+                    format!("  master: {} (pushes here are carried there)", m.master)
                 }
                 Some(Ok(Some(m))) => format!("  master: {}", m.master),
                 Some(Err(e)) => {

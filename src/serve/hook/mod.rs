@@ -108,6 +108,8 @@ pub(crate) struct PushedBy {
     pub(crate) actor: String,
     /// The peer behind the push (a mirror push from the repo's master), if any.
     pub(crate) peer: Option<String>,
+    /// The slave that carried the user's push here (a redirected push), if any.
+    pub(crate) via: Option<String>,
     /// The repo name; empty for a local push.
     pub(crate) repo: String,
     /// The user's access level as the shell decided it (`RW`, `RW+`).
@@ -118,10 +120,11 @@ impl PushedBy {
     /// Reads what the shell that started git put into its environment (see [`proto`]).
     pub(crate) fn from_env() -> Self {
         let var = |k| std::env::var(k).unwrap_or_default();
-        let peer = var(proto::ENV_PEER);
+        let given = |k| Some(var(k)).filter(|v| !v.is_empty());
         PushedBy {
             actor: var(proto::ENV_USER),
-            peer: (!peer.is_empty()).then_some(peer),
+            peer: given(proto::ENV_PEER),
+            via: given(proto::ENV_VIA),
             repo: var(proto::ENV_REPO),
             access: var(proto::ENV_ACCESS),
         }

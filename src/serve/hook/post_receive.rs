@@ -17,7 +17,8 @@ use crate::repo::{self, Store};
 
 /// The post-receive step. Logs each accepted update; then, on the repo's master, queues the
 /// push for every slave durably (fsynced before the pusher hears back) and has the daemon
-/// carry it out: waiting for the slaves in sync mode, not in async mode. On a slave (a push
+/// carry it out: waiting for the slaves in sync mode (with a quorum, for the slave a
+/// redirected push came through as well), not in async mode. On a slave (a push
 /// from the master) it hands over to [`slave::received`]. Returns the lines the pusher should
 /// see.
 pub(crate) fn post_receive(
@@ -27,8 +28,9 @@ pub(crate) fn post_receive(
     updates: &[RefUpdate],
 ) -> Result<Vec<String>, HookError> {
     let actor = pusher.peer.as_deref().unwrap_or(&pusher.actor);
+    let via = pusher.via.as_deref();
     for u in updates {
-        info!(actor = %actor, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
+        info!(actor = %actor, via, repo = %pusher.repo, reference = %u.name, old = %u.old, new = %u.new, "ref updated");
     }
     let path = std::env::current_dir().map_err(HookError::Input)?;
     if pusher.peer.is_some() {
@@ -97,11 +99,25 @@ pub(crate) fn post_receive(
         };
         let before = diverged(record);
         let deadline = Instant::now() + Duration::from_secs_f64(m.sync_timeout_secs);
-        let report = request::wait(home, &config, &repo, &rule.slaves, deadline, m.sync_quorum)
-            .map_err(|source| HookError::Wait {
-                repo: repo.clone(),
-                source,
-            })?;
+        // A push carried here from a slave waits for that slave too, quorum or not: its user
+        // reads from it next and must find the push there.
+        let carrier = pusher
+            .via
+            .as_deref()
+            .and_then(|v| AccountName::parse(v).ok());
+        let report = request::wait(
+            home,
+            &config,
+            &repo,
+            &rule.slaves,
+            deadline,
+            m.sync_quorum,
+            carrier.as_ref(),
+        )
+        .map_err(|source| HookError::Wait {
+            repo: repo.clone(),
+            source,
+        })?;
         lines.extend(report.lines);
         for (slave, d) in queue.load(&repo).map(diverged).unwrap_or_default() {
             if let Some(d) = d.filter(|d| !before.contains(&(slave.clone(), Some(d.clone())))) {
