@@ -154,6 +154,10 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
         status.contains("kept as refs/gitmirror/orphaned/1/heads/main"),
         "{status}"
     );
+    // Its own status reports what it keeps, with the commit, until someone acts.
+    let out = w.s("server1").gitmirror(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.text());
+    assert!(out.text().contains(&alone), "{}", out.text());
     // And it refuses users now, naming the new master.
     w.commit_and_push("server1", "d")
         .fails_with("testing is mirrored from server2");
