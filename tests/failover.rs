@@ -170,6 +170,12 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
     w.cluster
         .wait_in_sync("testing", "server1", &["server2", "server3"]);
     w.cut_off_master();
+    // Cut off, it takes a push only it has.
+    w.commit_and_push("server1", "alone").ok();
+    let alone = w.head_of("server1");
+    w.alice
+        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
+        .ok();
     w.s("server2").gitmirror(&["promote", "testing"]);
     // server2's daemon is stopped: only server1's own attempts can tell it.
     w.heal();
@@ -183,6 +189,18 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
     assert_eq!(w.config("server1", "gitmirror.epoch"), "1");
     w.commit_and_push("server1", "b")
         .fails_with("testing is mirrored from server2");
+    // Stepped down first, it still keeps what it alone had when the new master's push comes.
+    w.s("server2").gitmirror(&["request-push", "testing"]);
+    w.cluster
+        .wait_in_sync("testing", "server2", &["server1", "server3"]);
+    let kept = w
+        .s("server1")
+        .git(
+            "testing",
+            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
+        )
+        .ok();
+    assert_eq!(kept.trim(), alone);
 }
 
 #[test]

@@ -50,6 +50,10 @@ pub(crate) enum PromoteError {
         server: AccountName,
         why: String,
     },
+    #[error(
+        "{repo}: its mastership changed while this server caught up ({now}); nothing was taken over"
+    )]
+    Changed { repo: RepoName, now: String },
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{repo}: cannot queue the pushes to its slaves: {source}")]
@@ -124,7 +128,19 @@ pub(crate) async fn promote(
         )
         .await?;
         let new = here.handed_to(this, epoch);
-        mastership::set_mastership(&path, &new)?;
+        // Written only if nobody changed the mastership while this server caught up (a
+        // handover from a later promotion elsewhere must not be undone).
+        let now =
+            mastership::update_mastership(&path, |now| (now == Some(&here)).then(|| new.clone()))?;
+        if now.as_ref() != Some(&new) {
+            return Err(PromoteError::Changed {
+                repo: repo.clone(),
+                now: now.map_or_else(
+                    || "not mirrored".to_string(),
+                    |m| format!("{} masters it at epoch {}", m.master, m.epoch),
+                ),
+            });
+        }
         info!(%repo, epoch, was = %here.master, "promoted: this server masters the repo now");
         new
     };
@@ -282,9 +298,12 @@ async fn fetch(
     epoch: u64,
 ) -> Result<Vec<String>, String> {
     let before = RefState::local(path).map_err(|e| e.to_string())?;
+    // Only over the daemon's connection: with its control socket gone, ssh must fail rather
+    // than log in afresh with none of the peer's settings (ProxyCommand=false).
+    let socket = copy.conn.session().control_socket().display().to_string();
     let ssh = format!(
-        "ssh -F /dev/null -o BatchMode=yes -o ControlMaster=no -o ControlPath={}",
-        copy.conn.session().control_socket().display()
+        "ssh -F /dev/null -o BatchMode=yes -o ControlMaster=no -o ProxyCommand=false -o ControlPath='{}'",
+        socket.replace('\'', "'\\''")
     );
     let out = tokio::process::Command::new("git")
         .env_clear()
@@ -293,7 +312,8 @@ async fn fetch(
         .env("GIT_SSH_COMMAND", ssh)
         .arg("--git-dir")
         .arg(path)
-        .args(["fetch", "--quiet", "--no-write-fetch-head"])
+        // All refs or none: a fetch cut halfway must not leave some rewound unkept.
+        .args(["fetch", "--quiet", "--atomic", "--no-write-fetch-head"])
         .arg(format!("ssh://{}/{}", copy.server, repo.relative_dir()))
         .arg("+refs/*:refs/*")
         .arg(format!("^{OWN_NS}*"))
@@ -301,9 +321,7 @@ async fn fetch(
         .output()
         .await
         .map_err(|e| format!("cannot start git fetch: {e}"))?;
-    if !out.status.success() {
-        return Err(crate::text::one_line(&String::from_utf8_lossy(&out.stderr)));
-    }
+    // Whatever the fetch did, what it rewound here is kept before anything else is said.
     let after = RefState::local(path).map_err(|e| e.to_string())?;
     let zero = git2::Oid::ZERO_SHA1;
     let oid = |v: Option<&String>| v.and_then(|v| git2::Oid::from_str(v).ok()).unwrap_or(zero);
@@ -317,7 +335,10 @@ async fn fetch(
             new: oid(after.refs().get(name)),
         })
         .collect();
-    let (kept, _) = orphaning::keep_orphaned(path, epoch, &overwrites);
+    let kept = orphaning::keep_orphaned(path, epoch, &overwrites).kept;
+    if !out.status.success() {
+        return Err(crate::text::one_line(&String::from_utf8_lossy(&out.stderr)));
+    }
     if let Some(head) = &copy.head
         && let Ok(git) = git2::Repository::open_bare(path)
         && git.find_reference(head).is_ok()

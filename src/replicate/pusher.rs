@@ -111,7 +111,13 @@ impl SshPusher {
         let local = self.list_refs(&path).await?;
         // The epoch goes with the push: a slave that knows a later master refuses it. It is
         // part of what a slave confirms, so that a promotion reaches slaves whose refs match.
-        let epoch = mastership::epoch(&path).map_err(|e| PushError::Settings(e.into()))?;
+        // Master and epoch from one read, taken again now: a handover recorded since the
+        // settings above were read must not go out as this server's claim at the new epoch.
+        let epoch = match mastership::mastership(&path) {
+            Ok(Some(m)) if m.master == *self.mastered.this() && m.slaves.contains(slave) => m.epoch,
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(PushError::Settings(e.into())),
+        };
         let fingerprint = with_epoch(local.fingerprint(), epoch);
         if when == When::IfChanged && confirmed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(Some(Confirmed {
@@ -132,7 +138,7 @@ impl SshPusher {
             Err(PushError::Refused(words)) => {
                 // The slave names a master whose claim beats ours: this server was replaced
                 // (promoted elsewhere while it was away). It steps down, and the work ends.
-                if mastership::step_down(&path, self.mastered.this(), &words).is_some() {
+                if mastership::step_down(&path, self.mastered.this(), slave, &words).is_some() {
                     warn!(%repo, told_by = %slave, "another server was promoted to master this repo; this server is now its slave");
                     return Ok(None);
                 }

@@ -17,11 +17,11 @@ use std::fs;
 use std::path::Path;
 
 use super::mirror_settings::{
-    from_rules, has_mirror_keys, mirror_config, open, read_rule, remove_rule, write_rule,
+    from_rules, has_mirror_keys, open, read_rule, remove_rule, write_rule,
 };
 use super::{StoreError, git_err};
 use crate::config::MirrorRule;
-use crate::fs::{Context, lock, replace, write_atomic};
+use crate::fs::{Context, replace};
 use crate::names::AccountName;
 use crate::proto::{EPOCH_KEY, MASTER_KEY, RECEIVED_EPOCH_KEY, SLAVES_KEY};
 
@@ -37,12 +37,12 @@ impl Mastership {
     /// The same set of servers with `new` as master at `epoch`: the old master becomes a
     /// slave, the others stay slaves.
     pub(crate) fn handed_to(&self, new: &AccountName, epoch: u64) -> Mastership {
-        let mut slaves: Vec<AccountName> = std::iter::once(&self.master)
-            .chain(&self.slaves)
-            .filter(|s| *s != new)
-            .cloned()
-            .collect();
-        slaves.dedup();
+        let mut slaves: Vec<AccountName> = Vec::new();
+        for s in std::iter::once(&self.master).chain(&self.slaves) {
+            if s != new && !slaves.contains(s) {
+                slaves.push(s.clone());
+            }
+        }
         Mastership {
             master: new.clone(),
             slaves,
@@ -103,22 +103,43 @@ impl Mastership {
 /// the repo at `path` (it masters the repo here), records that master, this server now one of
 /// its slaves: a master replaced by a promotion while it was away steps down by itself.
 /// Returns the new mastership when it stepped down.
-pub(crate) fn step_down(path: &Path, this: &AccountName, words: &str) -> Option<Mastership> {
+pub(crate) fn step_down(
+    path: &Path,
+    this: &AccountName,
+    told_by: &AccountName,
+    words: &str,
+) -> Option<Mastership> {
     let (winner, epoch) = crate::proto::master_claim(words)?;
-    let here = mastership(path).ok()??;
-    if winner == *this
-        || here.master != *this
-        || !here.holds(&winner)
-        || !beats((epoch, &winner), (here.epoch, this))
-    {
-        return None;
-    }
-    let new = here.handed_to(&winner, epoch);
-    match set_mastership(path, &new) {
-        Ok(()) => {
-            tracing::warn!(path = %path.display(), master = %winner, epoch, "stepped down: another server masters this repo at a later epoch");
-            Some(new)
+    let mut outcome = None;
+    // Decided under the config's lock, on the mastership as it is then.
+    let written = update_mastership(path, |now| {
+        let here = now?;
+        // Only a holder of the repo is listened to; the winner it names may be a server this
+        // one has not heard of yet (added as a standby while it was away).
+        if here.master != *this || !here.holds(told_by) {
+            return None;
         }
+        if winner == *this {
+            // Its own claim, known elsewhere at a later epoch (compile --accept-config
+            // there): take that epoch, so that its pushes are admitted.
+            return (epoch > here.epoch).then(|| Mastership {
+                epoch,
+                ..here.clone()
+            });
+        }
+        if !beats((epoch, &winner), (here.epoch, this)) {
+            return None;
+        }
+        let new = here.handed_to(&winner, epoch);
+        outcome = Some(new.clone());
+        Some(new)
+    });
+    match written {
+        Ok(_) if outcome.is_some() => {
+            tracing::warn!(path = %path.display(), master = %winner, epoch, "stepped down: another server masters this repo at a later epoch");
+            outcome
+        }
+        Ok(_) => None,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot record the repo's new master");
             None
@@ -146,9 +167,9 @@ pub(crate) fn received_epoch(repo: &Path) -> Result<u64, StoreError> {
 
 /// Records that this server took a mirror push from a master at `epoch`.
 pub(crate) fn set_received_epoch(repo: &Path, epoch: u64) -> Result<(), StoreError> {
-    git2::Config::open(&repo.join("config"))
-        .and_then(|mut c| c.set_i64(RECEIVED_EPOCH_KEY, as_config_int(epoch)))
-        .map_err(git_err(repo))
+    rewrite(repo, Durability::Later, |config| {
+        config.set_i64(RECEIVED_EPOCH_KEY, as_config_int(epoch))
+    })
 }
 
 /// [`epoch`] from the repo's config already open.
@@ -164,26 +185,55 @@ fn number_in(config: &git2::Config, repo: &Path, key: &str) -> Result<u64, Store
     }
 }
 
-/// The repo's mastership; `None` when it is local to this server.
+/// The repo's mastership; `None` when it is local to this server. Master, slaves and epoch
+/// come from one snapshot of the file: a handover written meanwhile is seen whole or not at
+/// all, never as the old master with the new epoch.
 pub(crate) fn mastership(repo: &Path) -> Result<Option<Mastership>, StoreError> {
-    let Some(rule) = mirror_config(repo)? else {
+    let config = open(repo)?.snapshot().map_err(git_err(repo))?;
+    mastership_in(&config, repo)
+}
+
+fn mastership_in(config: &git2::Config, repo: &Path) -> Result<Option<Mastership>, StoreError> {
+    let Some(rule) = read_rule(config, repo)? else {
         return Ok(None);
     };
     Ok(Some(Mastership {
         master: rule.master,
         slaves: rule.slaves,
-        epoch: epoch(repo)?,
+        epoch: epoch_in(config, repo)?,
     }))
 }
 
 /// Writes `m` into the repo's config in one replacement of the file (other settings kept).
 pub(crate) fn set_mastership(repo: &Path, m: &Mastership) -> Result<(), StoreError> {
-    rewrite(repo, Durability::Now, |config| {
-        let slaves: Vec<&str> = m.slaves.iter().map(AccountName::as_str).collect();
-        config.set_str(SLAVES_KEY, &slaves.join(" "))?;
-        config.set_str(MASTER_KEY, m.master.as_str())?;
-        config.set_i64(EPOCH_KEY, as_config_int(m.epoch))
-    })
+    update_mastership(repo, |_| Some(m.clone())).map(|_| ())
+}
+
+/// Decides and writes in one step, under git's own lock on the config: `decide` sees the
+/// mastership as it is now (nobody can change it until the write) and returns the one to
+/// write, or `None` to leave it. Returns what is in place afterwards. A promotion or a
+/// handover decided on an older read could otherwise undo one made meanwhile.
+pub(crate) fn update_mastership(
+    repo: &Path,
+    decide: impl FnOnce(Option<&Mastership>) -> Option<Mastership>,
+) -> Result<Option<Mastership>, StoreError> {
+    let mut result = None;
+    rewrite_if(repo, Durability::Now, |config, current| {
+        let now = mastership_in(current, repo)?;
+        let Some(new) = decide(now.as_ref()) else {
+            result = now;
+            return Ok(false);
+        };
+        let slaves: Vec<&str> = new.slaves.iter().map(AccountName::as_str).collect();
+        config
+            .set_str(SLAVES_KEY, &slaves.join(" "))
+            .and_then(|()| config.set_str(MASTER_KEY, new.master.as_str()))
+            .and_then(|()| config.set_i64(EPOCH_KEY, as_config_int(new.epoch)))
+            .map_err(git_err(repo))?;
+        result = Some(new);
+        Ok(true)
+    })?;
+    Ok(result)
 }
 
 /// What [`apply_rules`] did to a repo's mirror settings.
@@ -276,7 +326,7 @@ fn undoes_promotion(now: &Mastership, rule: Option<&MirrorRule>, compiled: bool)
 }
 
 /// Whether a rewrite waits for the disk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
     /// Before returning: a promotion must survive a crash right after it.
     Now,
@@ -290,25 +340,94 @@ fn rewrite(
     durability: Durability,
     edit: impl FnOnce(&mut git2::Config) -> Result<(), git2::Error>,
 ) -> Result<(), StoreError> {
+    rewrite_if(repo, durability, |config, _| {
+        edit(config).map_err(git_err(repo))?;
+        Ok(true)
+    })
+}
+
+/// How long a writer waits for another's lock on a repo's config before giving up.
+const CONFIG_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Edits the repo's config in one replacement of the file, holding git's own lock on it
+/// (`config.lock`, created exclusively, as git and libgit2 take it), so that no other writer
+/// (git, libgit2, another gitmirror) can change it between the read `edit` sees (`current`)
+/// and the write. `edit` returns whether to write.
+fn rewrite_if(
+    repo: &Path,
+    durability: Durability,
+    edit: impl FnOnce(&mut git2::Config, &git2::Config) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     let path = repo.join("config");
-    // One writer at a time per repo (a promotion, compile, a peer's push that hands the repo
-    // over): each reads, edits and replaces the whole file, and must not lose another's edit.
-    let _lock = lock(&repo.join("config.gitmirror-lock"))?;
-    // Edit a copy, then put it in place whole. The copy is scratch, read back at once: it
-    // need not reach the disk.
-    let staged = repo.join("config.gitmirror-mastership");
-    let original = fs::read(&path).at("cannot read", &path)?;
-    replace(&staged, &original, 0o600)?;
-    let edited = git2::Config::open(&staged).and_then(|mut config| edit(&mut config));
-    let result = edited.map_err(git_err(repo)).and_then(|()| {
+    let lock_path = repo.join("config.lock");
+    let started = std::time::Instant::now();
+    let mut lock_file = loop {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+        {
+            Ok(f) => break f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if started.elapsed() > CONFIG_LOCK_WAIT {
+                    return Err(Err::<(), _>(e)
+                        .at("cannot lock", &lock_path)
+                        .unwrap_err()
+                        .into());
+                }
+                // Another writer holds it for a moment (a config write takes milliseconds).
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(Err::<(), _>(e)
+                    .at("cannot lock", &lock_path)
+                    .unwrap_err()
+                    .into());
+            }
+        }
+    };
+    let released = |r: Result<(), StoreError>| {
+        let _ = fs::remove_file(&lock_path);
+        r
+    };
+    // Edit a copy, then put it in place whole through the lock file. The copy is scratch,
+    // read back at once; ours alone while the lock is held.
+    let staged = repo.join("config.gitmirror-edit");
+    let result = (|| {
+        let original = fs::read(&path).at("cannot read", &path)?;
+        replace(&staged, &original, 0o600)?;
+        let current = git2::Config::open(&staged)
+            .and_then(|mut c| c.snapshot())
+            .map_err(git_err(repo))?;
+        let mut config = git2::Config::open(&staged).map_err(git_err(repo))?;
+        if !edit(&mut config, &current)? {
+            return Ok(false);
+        }
         let text = fs::read(&staged).at("cannot read", &staged)?;
-        Ok(match durability {
-            Durability::Now => write_atomic(&path, &text, 0o600),
-            Durability::Later => replace(&path, &text, 0o600),
-        }?)
-    });
+        use std::io::Write as _;
+        lock_file.write_all(&text).at("cannot write", &lock_path)?;
+        if durability == Durability::Now {
+            lock_file.sync_all().at("cannot sync", &lock_path)?;
+        }
+        Ok(true)
+    })();
     let _ = fs::remove_file(&staged);
-    result
+    match result {
+        Ok(true) => {
+            let renamed = fs::rename(&lock_path, &path).at("cannot replace", &path);
+            if renamed.is_err() {
+                return released(renamed.map_err(Into::into));
+            }
+            if durability == Durability::Now
+                && let Ok(dir) = fs::File::open(repo)
+            {
+                let _ = dir.sync_all();
+            }
+            Ok(())
+        }
+        Ok(false) => released(Ok(())),
+        Err(e) => released(Err(e)),
+    }
 }
 
 /// An epoch as git config stores it (a signed 64-bit number).
@@ -318,6 +437,7 @@ fn as_config_int(epoch: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mirror_settings::mirror_config;
     use super::*;
 
     fn name(s: &str) -> AccountName {
@@ -394,7 +514,26 @@ mod tests {
         assert_eq!(mastership(dir.path()).unwrap(), Some(m));
         let config = git2::Config::open(&dir.path().join("config")).unwrap();
         assert_eq!(config.get_string("user.keep").unwrap(), "yes");
-        assert!(!dir.path().join("config.gitmirror-mastership").exists());
+        for left in ["config.gitmirror-edit", "config.lock"] {
+            assert!(!dir.path().join(left).exists(), "{left} left behind");
+        }
+        // A write decided on the mastership as it is then: a stale expectation writes nothing.
+        let other = Mastership {
+            master: name("server1"),
+            slaves: vec![name("server2")],
+            epoch: 4,
+        };
+        let before = epoch(dir.path()).unwrap();
+        let stale = Mastership {
+            epoch: before + 100,
+            ..other.clone()
+        };
+        let now = update_mastership(dir.path(), |now| {
+            (now == Some(&stale)).then(|| other.clone())
+        })
+        .unwrap();
+        assert_eq!(now.map(|m| m.epoch), Some(before));
+        assert_eq!(epoch(dir.path()).unwrap(), before);
     }
 
     fn rule(master: &str, slaves: &[&str], sync: Option<bool>) -> MirrorRule {
@@ -587,7 +726,26 @@ mod tests {
         let config = open(dir.path()).unwrap();
         assert!(from_rules(&config));
         assert_eq!(config.get_string("user.keep").unwrap(), "yes");
-        assert!(!dir.path().join("config.gitmirror-mastership").exists());
+        for left in ["config.gitmirror-edit", "config.lock"] {
+            assert!(!dir.path().join(left).exists(), "{left} left behind");
+        }
+        // A write decided on the mastership as it is then: a stale expectation writes nothing.
+        let other = Mastership {
+            master: name("server1"),
+            slaves: vec![name("server2")],
+            epoch: 4,
+        };
+        let before = epoch(dir.path()).unwrap();
+        let stale = Mastership {
+            epoch: before + 100,
+            ..other.clone()
+        };
+        let now = update_mastership(dir.path(), |now| {
+            (now == Some(&stale)).then(|| other.clone())
+        })
+        .unwrap();
+        assert_eq!(now.map(|m| m.epoch), Some(before));
+        assert_eq!(epoch(dir.path()).unwrap(), before);
         // Done: the next compile, accepting or not, finds nothing to settle.
         assert_eq!(
             apply_rules(dir.path(), Some(&configured), true).unwrap(),

@@ -21,16 +21,23 @@ pub(crate) struct Overwrite {
 
 /// Keeps each of `overwrites` whose new value does not contain the old one (a deletion, a
 /// rewind, a ref moved to unrelated history) under the orphaned namespace for `epoch`.
-/// Returns the names kept and a line for each (`ORPHANED: ...`), for the master and the log.
-pub(crate) fn keep_orphaned(
-    path: &Path,
-    epoch: u64,
-    overwrites: &[Overwrite],
-) -> (Vec<String>, Vec<String>) {
-    let Ok(repo) = git2::Repository::open_bare(path) else {
-        return (Vec::new(), Vec::new());
+/// Returns the names kept with a line for each (`ORPHANED: ...`, for the master and the log),
+/// and the names that should have been kept and could not be.
+pub(crate) fn keep_orphaned(path: &Path, epoch: u64, overwrites: &[Overwrite]) -> Kept {
+    let mut out = Kept::default();
+    let repo = match git2::Repository::open_bare(path) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot open the repo to keep orphaned refs");
+            out.missed = overwrites
+                .iter()
+                .filter(|u| !u.old.is_zero())
+                .map(|u| u.name.clone())
+                .collect();
+            return out;
+        }
     };
-    let (mut kept, mut lines) = (Vec::new(), Vec::new());
+    let (kept, lines, missed) = (&mut out.kept, &mut out.lines, &mut out.missed);
     for u in overwrites {
         if u.old.is_zero() {
             continue;
@@ -45,6 +52,7 @@ pub(crate) fn keep_orphaned(
             u.name.trim_start_matches("refs/")
         );
         let Some(name) = free_ref_name(&repo, &base) else {
+            missed.push(u.name.clone());
             continue;
         };
         match repo.reference(
@@ -62,10 +70,24 @@ pub(crate) fn keep_orphaned(
                 ));
                 kept.push(u.name.clone());
             }
-            Err(e) => warn!(reference = %u.name, error = %e, "cannot keep an orphaned ref"),
+            Err(e) => {
+                warn!(reference = %u.name, error = %e, "cannot keep an orphaned ref");
+                missed.push(u.name.clone());
+            }
         }
     }
-    (kept, lines)
+    out
+}
+
+/// What [`keep_orphaned`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    /// The refs whose old values were kept.
+    pub(crate) kept: Vec<String>,
+    /// A line for each (`ORPHANED: ...`).
+    pub(crate) lines: Vec<String>,
+    /// Refs whose old values should have been kept and could not be.
+    pub(crate) missed: Vec<String>,
 }
 
 /// `base`, or `base.1`, `base.2`, ... : the first name no ref of `repo` has yet, so that a
@@ -105,7 +127,7 @@ mod tests {
             old,
             new,
         };
-        let (kept, lines) = keep_orphaned(
+        let Kept { kept, lines, .. } = keep_orphaned(
             dir.path(),
             4,
             &[

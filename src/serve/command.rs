@@ -171,10 +171,12 @@ fn repo_arg(raw: &str) -> Result<RepoName, CommandError> {
 
 /// Takes the epoch a master names: a plain decimal number.
 fn epoch_arg(raw: &str) -> Result<u64, CommandError> {
+    // git config keeps it as a signed 64-bit number: anything above cannot be stored.
     raw.bytes()
         .all(|b| b.is_ascii_digit())
-        .then(|| raw.parse().ok())
+        .then(|| raw.parse::<u64>().ok())
         .flatten()
+        .filter(|n| i64::try_from(*n).is_ok())
         .ok_or_else(|| CommandError::Epoch(raw.chars().take(40).collect()))
 }
 
@@ -359,6 +361,7 @@ mod tests {
             "mirror-receive-pack 1 'r' 'refs/heads/a..b'",
             "mirror-receive-pack -1 'r'",
             "mirror-receive-pack 99999999999999999999999 'r'",
+            "mirror-receive-pack 9223372036854775808 'r'",
             "mirror-receive-pack 1 'r' '--upload-pack=x'",
             "redirect-receive-pack",
             "redirect-receive-pack 'r'",

@@ -127,6 +127,7 @@ impl MirrorReceive {
         let carried = self.head.is_some() && carries_head(&self.path);
         let mut lines = Vec::new();
         let mut orphaned = Vec::new();
+        let mut missed = false;
         if let (Some(epoch), Some(updates)) = (self.orphaning, &updates) {
             let overwrites: Vec<Overwrite> = updates
                 .iter()
@@ -136,10 +137,18 @@ impl MirrorReceive {
                     new: u.new,
                 })
                 .collect();
-            (_, lines) = orphaning::keep_orphaned(&self.path, epoch, &overwrites);
+            let kept = orphaning::keep_orphaned(&self.path, epoch, &overwrites);
             // What a change of master overwrote is judged by containment alone: a ref it
             // moved forward lost nothing, whatever this server last took from its old master.
-            orphaned = updates.iter().map(|u| u.name.clone()).collect();
+            // A ref that should have been kept and was not goes to the divergence check,
+            // which keeps it if it can.
+            orphaned = updates
+                .iter()
+                .map(|u| u.name.clone())
+                .filter(|n| !kept.missed.contains(n))
+                .collect();
+            missed = !kept.missed.is_empty();
+            lines = kept.lines;
         }
         if moved || carried || updates.is_none() {
             lines.extend(match &updates {
@@ -168,8 +177,12 @@ impl MirrorReceive {
         for l in &lines {
             let _ = writeln!(err, "{l}");
         }
+        // Recorded only once everything this first push from a new epoch overwrote was kept
+        // (or judged): until then, later pushes keep checking.
         if status.success()
             && self.orphaning.is_some()
+            && updates.is_some()
+            && !missed
             && let Err(e) = mastership::set_received_epoch(&self.path, self.epoch)
         {
             warn!(repo = %self.pusher.repo, error = %e, "cannot record the epoch of the push");

@@ -256,21 +256,58 @@ impl<'a> PeerShell<'a> {
                 staged, self.home, &self.peer, repo, head,
             )));
         };
+        // The common case (the master known here, at the epoch known here) needs no write and
+        // no lock. Anything to record is decided again under the config's lock: two claims
+        // arriving together, or a promotion here meanwhile, must not be decided on a read
+        // the other has made stale.
         let Some(here) = mastership::mastership(&path)? else {
             return Err(self.refuse(repo, "it is not mirrored here".into()));
         };
         match here.admit(&self.peer, self.this(), epoch) {
-            Admission::Master { raised: false } => {}
-            Admission::Master { raised: true } => {
-                mastership::set_mastership(&path, &Mastership { epoch, ..here })?;
-            }
-            Admission::Handover(new) => {
-                mastership::set_mastership(&path, &new)?;
-                info!(repo = %repo, master = %new.master, epoch, was = %here.master, "a new master took over this repo");
+            Admission::Master { raised: false } => {
+                let orphaning = (epoch > mastership::received_epoch(&path)?).then_some(epoch);
+                let launch = self.receive_launch(repo, &path, protocol);
+                return Ok(Reply::MirrorReceive(
+                    MirrorReceive::new(launch, self.home, &path, &self.peer, repo, head)
+                        .claimed_at(epoch, orphaning),
+                ));
             }
             Admission::Refused(words) => return Err(self.refuse(repo, words)),
+            _ => {}
         }
-        let orphaning = (epoch > mastership::received_epoch(&path)?).then_some(epoch);
+        let mut admission = None;
+        let now = mastership::update_mastership(&path, |now| {
+            let here = now?;
+            let decided = here.admit(&self.peer, self.this(), epoch);
+            let write = match &decided {
+                Admission::Master { raised: true } => Some(Mastership {
+                    epoch,
+                    ..here.clone()
+                }),
+                Admission::Handover(new) => Some(new.clone()),
+                _ => None,
+            };
+            admission = Some((here.clone(), decided));
+            write
+        })?;
+        let Some((was, admission)) = admission else {
+            return Err(self.refuse(repo, "it is not mirrored here".into()));
+        };
+        let handed_over = match admission {
+            Admission::Master { .. } => false,
+            Admission::Handover(_) => {
+                let master = now
+                    .as_ref()
+                    .map(|m| m.master.to_string())
+                    .unwrap_or_default();
+                info!(repo = %repo, %master, epoch, was = %was.master, "a new master took over this repo");
+                true
+            }
+            Admission::Refused(words) => return Err(self.refuse(repo, words)),
+        };
+        // The first push from a new master, or from a new epoch, keeps what it overwrites.
+        let orphaning =
+            (handed_over || epoch > mastership::received_epoch(&path)?).then_some(epoch);
         let launch = self.receive_launch(repo, &path, protocol);
         Ok(Reply::MirrorReceive(
             MirrorReceive::new(launch, self.home, &path, &self.peer, repo, head)

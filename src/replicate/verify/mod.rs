@@ -246,7 +246,7 @@ async fn verify_slave(
                 // A slave that knows a later master: this server was replaced while away, and
                 // the periodic verify is how it learns it when it has nothing to push.
                 if let Some(local) = locals.get(&repo)
-                    && mastership::step_down(&local.path, this, &words).is_some()
+                    && mastership::step_down(&local.path, this, slave, &words).is_some()
                 {
                     warn!(%repo, told_by = %slave, "another server was promoted to master this repo; this server is now its slave");
                 }
