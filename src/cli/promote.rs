@@ -23,7 +23,7 @@ pub(super) fn run(
 ) -> Outcome {
     let config = Arc::new(config.map_err(|e| e.to_string())?);
     let repos: Vec<RepoName> = if all {
-        slave_repos(home, &config.hostname)
+        slave_repos(home, &config.hostname)?
     } else {
         repos
             .iter()
@@ -68,20 +68,22 @@ pub(super) fn run(
     }
 }
 
-/// Every repo this server is a slave of.
-fn slave_repos(home: &Home, this: &crate::names::AccountName) -> Vec<RepoName> {
+/// Every repo this server is a slave of; a repo whose settings cannot be read is an error,
+/// not a repo with nothing to do.
+fn slave_repos(home: &Home, this: &crate::names::AccountName) -> Result<Vec<RepoName>, String> {
     let store = Store::new(home.repositories());
-    store
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| {
-            store
-                .find(r)
-                .and_then(|p| mastership::mastership(&p).ok().flatten())
-                .is_some_and(|m| m.master != *this && m.slaves.contains(this))
-        })
-        .collect()
+    let mut repos = Vec::new();
+    for r in store.list().map_err(|e| e.to_string())? {
+        let Some(path) = store.find(&r) else {
+            continue;
+        };
+        match mastership::mastership(&path) {
+            Ok(Some(m)) if m.master != *this && m.slaves.contains(this) => repos.push(r),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{r}: {e}")),
+        }
+    }
+    Ok(repos)
 }
 
 fn describe(p: &Promoted) -> String {
