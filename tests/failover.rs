@@ -45,6 +45,13 @@ impl World {
         self.alice.git_in("w", &["push", url.as_str(), "main"])
     }
 
+    /// alice's clone forgets its last commit (pushed somewhere): only the server keeps it.
+    fn forget_last_commit(&self) {
+        self.alice
+            .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
+            .ok();
+    }
+
     fn head_of(&self, server: &str) -> String {
         self.s(server)
             .git("testing", &["rev-parse", "refs/heads/main"])
@@ -101,10 +108,7 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
     out.ok();
     assert!(out.err().contains("=X=> server2"), "{}", out.err());
     let alone = w.head_of("server1");
-    // (alice's own clone forgets it: only server1 has it.)
-    w.alice
-        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
-        .ok();
+    w.forget_last_commit();
 
     // server2 takes over.
     let out = w.s("server2").gitmirror(&["promote", "testing"]);
@@ -173,9 +177,7 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
     // Cut off, it takes a push only it has.
     w.commit_and_push("server1", "alone").ok();
     let alone = w.head_of("server1");
-    w.alice
-        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
-        .ok();
+    w.forget_last_commit();
     w.s("server2").gitmirror(&["promote", "testing"]);
     // server2's daemon is stopped: only server1's own attempts can tell it.
     w.heal();
@@ -263,9 +265,7 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
     // Users push to both "masters".
     w.commit_and_push("server2", "on-server2").ok();
     let winner = w.head_of("server2");
-    w.alice
-        .git_in("w", &["reset", "-q", "--hard", "HEAD~1"])
-        .ok();
+    w.forget_last_commit();
     w.commit_and_push("server3", "on-server3").ok();
     let loser = w.head_of("server3");
     // They meet: at equal epochs, server2's name sorts first.

@@ -729,23 +729,6 @@ mod tests {
         for left in ["config.gitmirror-edit", "config.lock"] {
             assert!(!dir.path().join(left).exists(), "{left} left behind");
         }
-        // A write decided on the mastership as it is then: a stale expectation writes nothing.
-        let other = Mastership {
-            master: name("server1"),
-            slaves: vec![name("server2")],
-            epoch: 4,
-        };
-        let before = epoch(dir.path()).unwrap();
-        let stale = Mastership {
-            epoch: before + 100,
-            ..other.clone()
-        };
-        let now = update_mastership(dir.path(), |now| {
-            (now == Some(&stale)).then(|| other.clone())
-        })
-        .unwrap();
-        assert_eq!(now.map(|m| m.epoch), Some(before));
-        assert_eq!(epoch(dir.path()).unwrap(), before);
         // Done: the next compile, accepting or not, finds nothing to settle.
         assert_eq!(
             apply_rules(dir.path(), Some(&configured), true).unwrap(),
