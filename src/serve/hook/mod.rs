@@ -66,6 +66,10 @@ pub(crate) enum HookError {
         #[source]
         source: QueueError,
     },
+    /// Already said in full: an admin push refused, or lines the pusher must see before an
+    /// error.
+    #[error("{0}")]
+    Reported(String),
     #[error("{repo}: {source}; its slaves were not updated")]
     Wait {
         repo: RepoName,

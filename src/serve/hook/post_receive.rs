@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{HookError, PushedBy, RefUpdate, slave};
+use crate::admin::admin_repo::snapshot::default_branch;
+use crate::admin::admin_repo::{self, ADMIN_REPO, AdminRepoError, apply};
 use crate::config::ServerConfig;
 use crate::daemon::{client, request};
 use crate::home::Home;
@@ -50,6 +52,13 @@ pub(crate) fn post_receive(
             None => return Ok(Vec::new()),
         },
     };
+    // Applied before the slaves are queued: the compile may change the admin repo's own
+    // mirror settings, and the push must go where the new configuration says.
+    let mut lines = if admin_repo::is_admin_repo(&repo) {
+        apply_admin(home, &config.hostname, &path, updates)
+    } else {
+        Vec::new()
+    };
     let settings = match repo::mirror_config(&path) {
         Ok(settings) => settings,
         Err(source) => {
@@ -68,12 +77,13 @@ pub(crate) fn post_receive(
             if !known.is_empty() && queue.enqueue_record(&repo, &known).is_ok() {
                 let _ = client::notify(home, &repo);
             }
-            return Err(HookError::Settings { repo, source });
+            lines.push(HookError::Settings { repo, source }.to_string());
+            return Err(HookError::Reported(lines.join("\n")));
         }
     };
     let rule = match settings {
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
-        _ => return Ok(Vec::new()),
+        _ => return Ok(lines),
     };
     let queue = Queue::new(home.queue_dir());
     let record = match queue.enqueue_record(&repo, &rule.slaves) {
@@ -82,13 +92,17 @@ pub(crate) fn post_receive(
             // The refs have moved: have the daemon push them even though the queue could
             // not record it, and say so.
             let _ = client::notify(home, &repo);
-            return Err(HookError::Queue {
-                repo: repo.clone(),
-                source: e,
-            });
+            lines.push(
+                HookError::Queue {
+                    repo: repo.clone(),
+                    source: e,
+                }
+                .to_string(),
+            );
+            return Err(HookError::Reported(lines.join("\n")));
         }
     };
-    let mut lines = failing_slaves(&record, &repo, &config.hostname);
+    lines.extend(failing_slaves(&record, &repo, &config.hostname));
     let m = &config.mirror;
     if rule.sync.unwrap_or(m.sync) {
         let diverged = |r: Record| -> Vec<(String, Option<String>)> {
@@ -156,4 +170,45 @@ fn failing_slaves(record: &Record, repo: &RepoName, this: &AccountName) -> Vec<S
             ))
         })
         .collect()
+}
+
+/// Applies the admin repo's default branch, if this push moved it, and returns the lines the
+/// pusher sees: one per change, or why nothing (or not all) was applied. The push itself stands
+/// either way (git has moved the ref), so a failure is reported, logged and recorded for
+/// `status`, not returned.
+fn apply_admin(
+    home: &Home,
+    hostname: &AccountName,
+    path: &std::path::Path,
+    updates: &[RefUpdate],
+) -> Vec<String> {
+    let branch = match git2::Repository::open_bare(path)
+        .map_err(AdminRepoError::from)
+        .and_then(|r| default_branch(&r))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            error!(error = %e, "cannot read the admin repo's default branch");
+            return vec![format!(
+                "ERROR: {ADMIN_REPO} was not applied on {hostname}: {e}"
+            )];
+        }
+    };
+    let Some(new) = updates
+        .iter()
+        .find(|u| u.name == branch && !u.new.is_zero())
+        .map(|u| u.new)
+    else {
+        return Vec::new();
+    };
+    match apply::apply_commit(home, hostname, path, new) {
+        Ok(changes) => changes
+            .into_iter()
+            .map(|c| format!("{hostname}: {c}"))
+            .collect(),
+        Err(e) => vec![format!(
+            "ERROR: {ADMIN_REPO} {new} was accepted but NOT applied on {hostname}: {e}; \
+             `gitmirror status` there shows it until a later push or `gitmirror compile` applies it"
+        )],
+    }
 }

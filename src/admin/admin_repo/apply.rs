@@ -1,0 +1,146 @@
+//! An accepted commit of the admin repo made this server's configuration: `repos.toml`
+//! written, the keys made those of the commit, then the same compile `gitmirror compile` runs.
+//!
+//! Everything is validated before the first write (the commit by [`Snapshot::of_commit`], the
+//! key set against authorized_keys by `keys::replace_all`). Should a write still fail, what was
+//! written is undone where that is possible (repos.toml, if the keys could not be changed);
+//! compile itself is idempotent, so a failure there leaves files that a later compile finishes.
+//! Either way the outcome is recorded in `state/admin.json` for `status`, and the pusher sees
+//! it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use super::AdminRepoError;
+use super::snapshot::Snapshot;
+use crate::admin::compile;
+use crate::admin::keys::{self, Role};
+use crate::fs::{Context, write_atomic, write_if_changed};
+use crate::home::Home;
+use crate::invocation::Invocation;
+use crate::names::AccountName;
+use crate::replicate::queue::now;
+
+/// What `state/admin.json` keeps: the last commit applied, and the last failure since.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AppliedRecord {
+    /// The last commit applied whole.
+    pub(crate) applied: Option<String>,
+    /// When (seconds since the epoch).
+    pub(crate) applied_at: Option<f64>,
+    /// A commit that could not be applied, with why; cleared by the next success.
+    pub(crate) failed: Option<Failure>,
+}
+
+/// A commit that was accepted but not applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    pub(crate) commit: String,
+    pub(crate) at: f64,
+    pub(crate) error: String,
+}
+
+impl AppliedRecord {
+    /// The record, or an empty one when there is none (or it cannot be read: `status` says
+    /// nothing then rather than fail).
+    pub(crate) fn load(home: &Home) -> Self {
+        std::fs::read(record_path(home))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, home: &Home) {
+        let path = record_path(home);
+        let saved = serde_json::to_vec_pretty(self)
+            .map_err(|e| e.to_string())
+            .and_then(|b| write_atomic(&path, &b, 0o600).map_err(|e| e.to_string()));
+        if let Err(e) = saved {
+            error!(file = %path.display(), error = %e, "cannot record the admin repo's state");
+        }
+    }
+}
+
+fn record_path(home: &Home) -> std::path::PathBuf {
+    home.state_dir().join("admin.json")
+}
+
+/// Applies `commit` of the admin repo at `repo_path` to this server and returns one line per
+/// change. The outcome is recorded either way.
+pub(crate) fn apply_commit(
+    home: &Home,
+    hostname: &AccountName,
+    repo_path: &Path,
+    commit: git2::Oid,
+) -> Result<Vec<String>, AdminRepoError> {
+    let result = git2::Repository::open_bare(repo_path)
+        .map_err(AdminRepoError::from)
+        .and_then(|repo| Snapshot::of_commit(&repo, commit))
+        .and_then(|snapshot| apply(home, hostname, &snapshot));
+    let mut record = AppliedRecord::load(home);
+    match &result {
+        Ok(lines) => {
+            info!(%commit, changes = lines.len(), "admin repo applied");
+            record.applied = Some(commit.to_string());
+            record.applied_at = Some(now());
+            record.failed = None;
+        }
+        Err(e) => {
+            error!(%commit, error = %e, "admin repo not applied");
+            record.failed = Some(Failure {
+                commit: commit.to_string(),
+                at: now(),
+                error: e.to_string(),
+            });
+        }
+    }
+    record.save(home);
+    result
+}
+
+/// Makes `snapshot` this server's configuration (see the module doc for the order).
+pub(crate) fn apply(
+    home: &Home,
+    hostname: &AccountName,
+    snapshot: &Snapshot,
+) -> Result<Vec<String>, AdminRepoError> {
+    let invocation = Invocation::current(home)?;
+    let rules_path = home.rules_path();
+    let previous = match std::fs::read(&rules_path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).at("cannot read", &rules_path)?,
+    };
+    let mut lines = Vec::new();
+    if write_if_changed(&rules_path, snapshot.rules_text.as_bytes(), 0o600)? {
+        lines.push("repos.toml updated".to_string());
+    }
+    // This server's own key is in keys/peers for the other servers; it is not its own peer.
+    let wanted: Vec<keys::Entry> = snapshot
+        .keys
+        .iter()
+        .filter(|e| !(e.role == Role::Peer && &e.name == hostname))
+        .cloned()
+        .collect();
+    let roles: &[Role] = if snapshot.has_peers {
+        &[Role::User, Role::Peer]
+    } else {
+        &[Role::User]
+    };
+    match keys::replace_all(home, roles, &wanted, &invocation) {
+        Ok(changes) => lines.extend(changes.iter().map(ToString::to_string)),
+        Err(e) => {
+            // The keys are all checked before the first is written, so a refused set left them
+            // as they were: put repos.toml back too, so that the server is as it was.
+            if let Some(old) = &previous {
+                let _ = write_if_changed(&rules_path, old, 0o600);
+            }
+            return Err(e.into());
+        }
+    }
+    let report = compile::compile(home, false)?;
+    lines.extend(report.lines());
+    Ok(lines)
+}

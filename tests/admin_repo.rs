@@ -1,0 +1,175 @@
+//! The admin repo (`gitmirror-admin`): created by `init --admin`, cloned and pushed by its
+//! administrator over real ssh; a valid push becomes the server's configuration before `git
+//! push` returns, an invalid one is refused with file and line and changes nothing.
+
+use std::fs;
+
+use gitmirror_testkit::*;
+
+/// A server whose admin repo alice administers, and alice's clone of it in `admin/`.
+fn admin_server() -> (Server, Client) {
+    let server = Server::start("server1");
+    let alice = Client::new("alice");
+    let copy = server.sshd_dir.path().join("alice.pub");
+    fs::copy(&alice.key.public, &copy).unwrap();
+    let out = server
+        .gitmirror(&[
+            "init",
+            "--hostname",
+            "server1",
+            "--admin",
+            "alice",
+            copy.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(out.contains("created gitmirror-admin"), "{out}");
+    alice.clone(&server, "gitmirror-admin", "admin").ok();
+    (server, alice)
+}
+
+/// Commits everything in alice's clone and pushes it; returns the push's output.
+fn commit_and_push(alice: &Client, message: &str) -> std::process::Output {
+    alice.git_in("admin", &["add", "-A"]).ok();
+    alice.git_in("admin", &["commit", "-q", "-m", message]).ok();
+    alice.git_in("admin", &["push", "-q", "origin", "HEAD"])
+}
+
+fn admin_file(alice: &Client, path: &str) -> std::path::PathBuf {
+    alice.dir.path().join("admin").join(path)
+}
+
+#[test]
+fn init_admin_commits_the_servers_configuration_and_refuses_to_run_twice() {
+    let (server, alice) = admin_server();
+    let committed = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    let on_disk = fs::read_to_string(server.home().join("repos.toml")).unwrap();
+    assert_eq!(committed, on_disk);
+    assert!(committed.contains("[repos.gitmirror-admin]"), "{committed}");
+    assert!(committed.contains("\"RW+\" = [\"alice\"]"), "{committed}");
+    let alice_key = fs::read_to_string(admin_file(&alice, "keys/users/alice.pub")).unwrap();
+    let given = fs::read_to_string(&alice.key.public).unwrap();
+    let body = |k: &str| k.split_whitespace().nth(1).map(str::to_string);
+    assert_eq!(body(&alice_key), body(&given));
+    // The server's own key, so that the servers the admin repo reaches learn it.
+    let own = fs::read_to_string(admin_file(&alice, "keys/peers/server1.pub")).unwrap();
+    let server_key = fs::read_to_string(server.home().join("server1.pub")).unwrap();
+    assert_eq!(body(&own), body(&server_key));
+    let log = alice.git_in("admin", &["log", "--format=%s"]).ok();
+    assert_eq!(log.lines().count(), 1, "{log}");
+
+    // A second run is refused, and the history stays.
+    let copy = server.sshd_dir.path().join("alice.pub");
+    let head = server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok();
+    server
+        .gitmirror(&[
+            "init",
+            "--hostname",
+            "server1",
+            "--admin",
+            "alice",
+            copy.to_str().unwrap(),
+        ])
+        .fails_with("gitmirror-admin already has history");
+    assert_eq!(
+        server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok(),
+        head
+    );
+}
+
+#[test]
+fn an_admin_push_adds_a_user_and_a_repo_before_it_returns() {
+    let (server, alice) = admin_server();
+    let bob = Client::new("bob");
+    // Before the push bob is nobody.
+    assert!(!bob.ssh(&server, "info").status.success());
+    fs::copy(&bob.key.public, admin_file(&alice, "keys/users/bob.pub")).unwrap();
+    let mut rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    rules.push_str("\n[repos.project]\n\"RW+\" = [\"bob\"]\n");
+    fs::write(admin_file(&alice, "repos.toml"), &rules).unwrap();
+    let out = commit_and_push(&alice, "bob and his project");
+    assert!(out.status.success(), "{}", out.err());
+    let said = out.err();
+    assert!(said.contains("server1: user bob added"), "{said}");
+    assert!(said.contains("server1: created project"), "{said}");
+    assert!(said.contains("server1: repos.toml updated"), "{said}");
+
+    assert_eq!(
+        fs::read_to_string(server.home().join("repos.toml")).unwrap(),
+        rules
+    );
+    let info = bob.ssh(&server, "info").ok();
+    assert!(info.contains("project"), "{info}");
+    let first = bob.init_repo("work");
+    bob.git_in("work", &["push", "-q", &server.url("project"), "main"])
+        .ok();
+    assert_eq!(
+        server.git("project", &["rev-parse", "main"]).ok().trim(),
+        first
+    );
+
+    // Removing bob's key from the admin repo shuts him out again.
+    fs::remove_file(admin_file(&alice, "keys/users/bob.pub")).unwrap();
+    let out = commit_and_push(&alice, "bob leaves");
+    assert!(
+        out.err().contains("server1: user bob removed"),
+        "{}",
+        out.err()
+    );
+    assert!(!bob.ssh(&server, "info").status.success());
+}
+
+/// What a refused push must leave as it was.
+fn server_state(server: &Server) -> (String, String, String) {
+    (
+        fs::read_to_string(server.home().join("repos.toml")).unwrap(),
+        fs::read_to_string(server.home().join(".ssh/authorized_keys")).unwrap(),
+        server.git("gitmirror-admin", &["for-each-ref"]).ok(),
+    )
+}
+
+#[test]
+fn a_broken_repos_toml_is_refused_with_file_and_line_and_changes_nothing() {
+    let (server, alice) = admin_server();
+    let before = server_state(&server);
+    let mut rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    let line = rules.lines().count() + 3;
+    rules.push_str("\n[repos.broken]\nRW = 3\n");
+    fs::write(admin_file(&alice, "repos.toml"), &rules).unwrap();
+    let err = commit_and_push(&alice, "broken").err();
+    assert!(err.contains(&format!("repos.toml:{line}:")), "{err}");
+    assert!(err.contains("push refused, nothing was changed"), "{err}");
+    assert_eq!(server_state(&server), before);
+    assert!(!server.repo_path("broken").exists());
+}
+
+#[test]
+fn a_bad_key_or_another_branch_is_refused_and_changes_nothing() {
+    let (server, alice) = admin_server();
+    let before = server_state(&server);
+    fs::write(
+        admin_file(&alice, "keys/users/mallory.pub"),
+        "ssh-ed25519 not!base64 mallory@laptop\n",
+    )
+    .unwrap();
+    let err = commit_and_push(&alice, "mallory").err();
+    assert!(
+        err.contains("keys/users/mallory.pub:1: the key body is not valid base64"),
+        "{err}"
+    );
+    assert_eq!(server_state(&server), before);
+
+    // A valid commit on another branch would change nothing: refused, naming the branch that
+    // counts.
+    alice
+        .git_in("admin", &["reset", "-q", "--hard", "HEAD~1"])
+        .ok();
+    alice.commit("admin", "NOTES");
+    let err = alice
+        .git_in("admin", &["push", "-q", "origin", "HEAD:refs/heads/draft"])
+        .err();
+    assert!(
+        err.contains("only refs/heads/main carries the configuration"),
+        "{err}"
+    );
+    assert_eq!(server_state(&server), before);
+}
