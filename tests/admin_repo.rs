@@ -10,6 +10,12 @@ use gitmirror_testkit::*;
 fn admin_server() -> (Server, Client) {
     let server = Server::start("server1");
     let alice = Client::new("alice");
+    make_admin(&server, &alice);
+    (server, alice)
+}
+
+/// `init --admin alice` on `server`, and alice's clone of the admin repo in `admin/`.
+fn make_admin(server: &Server, alice: &Client) {
     let copy = server.sshd_dir.path().join("alice.pub");
     fs::copy(&alice.key.public, &copy).unwrap();
     let out = server
@@ -23,8 +29,7 @@ fn admin_server() -> (Server, Client) {
         ])
         .ok();
     assert!(out.contains("created gitmirror-admin"), "{out}");
-    alice.clone(&server, "gitmirror-admin", "admin").ok();
-    (server, alice)
+    alice.clone(server, "gitmirror-admin", "admin").ok();
 }
 
 /// Commits everything in alice's clone and pushes it; returns the push's output.
@@ -172,4 +177,58 @@ fn a_bad_key_or_another_branch_is_refused_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(server_state(&server), before);
+}
+
+#[test]
+fn compile_runs_the_committed_configuration_and_reports_a_hand_edit() {
+    let (server, alice) = admin_server();
+    let committed = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    let edited = format!("{committed}\n[repos.byhand]\nR = [\"alice\"]\n");
+    fs::write(server.home().join("repos.toml"), &edited).unwrap();
+    let out = server.gitmirror(&["compile"]).ok();
+    assert!(out.contains("repos.toml had been edited by hand"), "{out}");
+    assert!(!server.repo_path("byhand").exists(), "{out}");
+    assert_eq!(
+        fs::read_to_string(server.home().join("repos.toml")).unwrap(),
+        committed
+    );
+    assert_eq!(
+        fs::read_to_string(server.home().join("repos.toml.hand-edited")).unwrap(),
+        edited
+    );
+}
+
+#[test]
+fn a_slave_applies_the_admin_repo_its_master_pushes() {
+    let cluster = Cluster::new(&["server1", "server2"]);
+    cluster.set_rules(
+        "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n",
+    );
+    for s in &cluster.servers {
+        s.set_sync(true);
+    }
+    let alice = Client::new("alice");
+    let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
+    // The slave must take the admin repo from its master: its own rules name it.
+    let rules = fs::read_to_string(s1.home().join("repos.toml")).unwrap()
+        + "\n[repos.gitmirror-admin]\n\"RW+\" = [\"alice\"]\n";
+    s2.set_rules(&rules);
+    make_admin(s1, &alice);
+    cluster.wait_in_sync("gitmirror-admin", "server1", &["server2"]);
+
+    let bob = Client::new("bob");
+    fs::copy(&bob.key.public, admin_file(&alice, "keys/users/bob.pub")).unwrap();
+    let mut rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    rules.push_str("\n[repos.project]\nR = [\"bob\"]\n");
+    fs::write(admin_file(&alice, "repos.toml"), &rules).unwrap();
+    let out = commit_and_push(&alice, "bob and his project, everywhere");
+    assert!(out.status.success(), "{}", out.err());
+    // Sync mode: the slave has the push, and applied it, before the push returns.
+    assert!(s2.repo_path("project").exists(), "{}", out.err());
+    assert_eq!(
+        fs::read_to_string(s2.home().join("repos.toml")).unwrap(),
+        rules
+    );
+    let info = bob.ssh(s2, "info").ok();
+    assert!(info.contains("project"), "{info}");
 }

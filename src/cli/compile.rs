@@ -2,13 +2,41 @@
 //! Exits non-zero while a repo keeps a master `repos.toml` does not name (after a promotion),
 //! each such repo on a line saying how to settle it.
 
-use super::{Outcome, print};
+use super::{Config, Outcome, print};
+use crate::admin::admin_repo::{ADMIN_REPO, apply};
 use crate::admin::compile::{self, CompileReport};
 use crate::home::Home;
 
-pub(super) fn run(home: &Home, accept: bool) -> Outcome {
-    let r = compile::compile(home, accept).map_err(|e| e.to_string())?;
-    print(&render(&r))?;
+pub(super) fn run(home: &Home, config: Config, accept: bool) -> Outcome {
+    let config = config.map_err(|e| e.to_string())?;
+    let committed = apply::compile_committed(home, &config.hostname, accept).map_err(|e| {
+        format!("{e} (compiling the admin repo's committed configuration; repos.toml was not used)")
+    })?;
+    let r = match committed {
+        None => {
+            let r = compile::compile(home, accept).map_err(|e| e.to_string())?;
+            print(&render(&r))?;
+            r
+        }
+        Some(c) => {
+            let mut out = String::new();
+            if let Some(kept) = &c.hand_edit {
+                out.push_str(&format!(
+                    "repos.toml had been edited by hand: it differs from {ADMIN_REPO} {}, which is \
+                     what this server runs; the edit is kept in {} (commit it to {ADMIN_REPO} to apply it)\n",
+                    c.commit,
+                    kept.display()
+                ));
+            }
+            out.push_str(&format!("compiled {ADMIN_REPO} {}\n", c.commit));
+            for line in &c.lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+            print(&out)?;
+            c.report
+        }
+    };
     match r.disagreements.len() {
         0 => Ok(()),
         1 => Err(

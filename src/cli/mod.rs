@@ -191,7 +191,7 @@ impl Cli {
             Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
             Cmd::RemoveUser { name } => keys::remove_user(&home, name),
             Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
-            Cmd::Compile { accept_config } => compile::run(&home, *accept_config),
+            Cmd::Compile { accept_config } => compile::run(&home, config, *accept_config),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
             }

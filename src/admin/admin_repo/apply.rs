@@ -8,20 +8,22 @@
 //! Either way the outcome is recorded in `state/admin.json` for `status`, and the pusher sees
 //! it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::AdminRepoError;
-use super::snapshot::Snapshot;
-use crate::admin::compile;
+use super::name;
+use super::snapshot::{Snapshot, default_branch};
+use crate::admin::compile::{self, CompileReport};
 use crate::admin::keys::{self, Role};
 use crate::fs::{Context, write_atomic, write_if_changed};
 use crate::home::Home;
 use crate::invocation::Invocation;
 use crate::names::AccountName;
 use crate::replicate::queue::now;
+use crate::repo::Store;
 
 /// What `state/admin.json` keeps: the last commit applied, and the last failure since.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,7 +65,7 @@ impl AppliedRecord {
     }
 }
 
-fn record_path(home: &Home) -> std::path::PathBuf {
+fn record_path(home: &Home) -> PathBuf {
     home.state_dir().join("admin.json")
 }
 
@@ -75,13 +77,75 @@ pub(crate) fn apply_commit(
     repo_path: &Path,
     commit: git2::Oid,
 ) -> Result<Vec<String>, AdminRepoError> {
+    apply_recorded(home, hostname, repo_path, commit, false).map(|(lines, _)| lines)
+}
+
+/// What `gitmirror compile` did on a server that has an admin repo.
+#[derive(Debug)]
+pub(crate) struct CompiledCommitted {
+    /// The commit whose configuration was compiled.
+    pub(crate) commit: git2::Oid,
+    /// Where the hand-edited repos.toml it replaced was kept, if it differed.
+    pub(crate) hand_edit: Option<PathBuf>,
+    /// One line per change (repos.toml, keys, then the compile's own).
+    pub(crate) lines: Vec<String>,
+    pub(crate) report: CompileReport,
+}
+
+/// On a server with an admin repo whose default branch has a commit, `compile` compiles that
+/// commit, not whatever `repos.toml` holds: a hand edit would otherwise be undone by the next
+/// admin push, silently. A `repos.toml` that differs is kept beside it
+/// (`repos.toml.hand-edited`) and reported. `None`: no admin repo, or an empty one.
+pub(crate) fn compile_committed(
+    home: &Home,
+    hostname: &AccountName,
+    accept: bool,
+) -> Result<Option<CompiledCommitted>, AdminRepoError> {
+    let Some(path) = Store::new(home.repositories()).find(&name()) else {
+        return Ok(None);
+    };
+    let repo = git2::Repository::open_bare(&path)?;
+    let branch = default_branch(&repo)?;
+    let commit = match repo.refname_to_id(&branch) {
+        Ok(c) => c,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let snapshot = Snapshot::of_commit(&repo, commit)?;
+    let rules_path = home.rules_path();
+    let hand_edit = match std::fs::read(&rules_path) {
+        Ok(text) if text != snapshot.rules_text.as_bytes() => {
+            let kept = home.root().join("repos.toml.hand-edited");
+            write_atomic(&kept, &text, 0o600)?;
+            warn!(%commit, kept = %kept.display(), "repos.toml differs from the admin repo's; the committed one is compiled");
+            Some(kept)
+        }
+        _ => None,
+    };
+    let (lines, report) = apply_recorded(home, hostname, &path, commit, accept)?;
+    Ok(Some(CompiledCommitted {
+        commit,
+        hand_edit,
+        lines,
+        report,
+    }))
+}
+
+/// [`apply`], with the outcome recorded in `state/admin.json`.
+fn apply_recorded(
+    home: &Home,
+    hostname: &AccountName,
+    repo_path: &Path,
+    commit: git2::Oid,
+    accept: bool,
+) -> Result<(Vec<String>, CompileReport), AdminRepoError> {
     let result = git2::Repository::open_bare(repo_path)
         .map_err(AdminRepoError::from)
         .and_then(|repo| Snapshot::of_commit(&repo, commit))
-        .and_then(|snapshot| apply(home, hostname, &snapshot));
+        .and_then(|snapshot| apply(home, hostname, &snapshot, accept));
     let mut record = AppliedRecord::load(home);
     match &result {
-        Ok(lines) => {
+        Ok((lines, _)) => {
             info!(%commit, changes = lines.len(), "admin repo applied");
             record.applied = Some(commit.to_string());
             record.applied_at = Some(now());
@@ -100,12 +164,14 @@ pub(crate) fn apply_commit(
     result
 }
 
-/// Makes `snapshot` this server's configuration (see the module doc for the order).
+/// Makes `snapshot` this server's configuration (see the module doc for the order); `accept`
+/// as `compile --accept-config`.
 pub(crate) fn apply(
     home: &Home,
     hostname: &AccountName,
     snapshot: &Snapshot,
-) -> Result<Vec<String>, AdminRepoError> {
+    accept: bool,
+) -> Result<(Vec<String>, CompileReport), AdminRepoError> {
     let invocation = Invocation::current(home)?;
     let rules_path = home.rules_path();
     let previous = match std::fs::read(&rules_path) {
@@ -140,7 +206,7 @@ pub(crate) fn apply(
             return Err(e.into());
         }
     }
-    let report = compile::compile(home, false)?;
+    let report = compile::compile(home, accept)?;
     lines.extend(report.lines());
-    Ok(lines)
+    Ok((lines, report))
 }

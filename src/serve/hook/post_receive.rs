@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::{HookError, PushedBy, RefUpdate, slave};
-use crate::admin::admin_repo::snapshot::default_branch;
-use crate::admin::admin_repo::{self, ADMIN_REPO, AdminRepoError, apply};
+use super::{HookError, PushedBy, RefUpdate, admin, slave};
+use crate::admin::admin_repo;
 use crate::config::ServerConfig;
 use crate::daemon::{client, request};
 use crate::home::Home;
@@ -37,13 +36,9 @@ pub(crate) fn post_receive(
     let path = std::env::current_dir().map_err(HookError::Input)?;
     if pusher.peer.is_some() {
         let head = slave::head_option_from_env();
-        return Ok(slave::received(
-            home,
-            pusher,
-            &path,
-            head.as_deref(),
-            updates,
-        ));
+        let mut lines = slave::received(home, pusher, &path, head.as_deref(), updates);
+        lines.extend(admin::apply_mirrored(home, pusher, &path, updates));
+        return Ok(lines);
     }
     let repo = match RepoName::parse(&pusher.repo) {
         Ok(r) => r,
@@ -55,7 +50,7 @@ pub(crate) fn post_receive(
     // Applied before the slaves are queued: the compile may change the admin repo's own
     // mirror settings, and the push must go where the new configuration says.
     let mut lines = if admin_repo::is_admin_repo(&repo) {
-        apply_admin(home, &config.hostname, &path, updates)
+        admin::apply_pushed(home, &config.hostname, &path, updates)
     } else {
         Vec::new()
     };
@@ -170,45 +165,4 @@ fn failing_slaves(record: &Record, repo: &RepoName, this: &AccountName) -> Vec<S
             ))
         })
         .collect()
-}
-
-/// Applies the admin repo's default branch, if this push moved it, and returns the lines the
-/// pusher sees: one per change, or why nothing (or not all) was applied. The push itself stands
-/// either way (git has moved the ref), so a failure is reported, logged and recorded for
-/// `status`, not returned.
-fn apply_admin(
-    home: &Home,
-    hostname: &AccountName,
-    path: &std::path::Path,
-    updates: &[RefUpdate],
-) -> Vec<String> {
-    let branch = match git2::Repository::open_bare(path)
-        .map_err(AdminRepoError::from)
-        .and_then(|r| default_branch(&r))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            error!(error = %e, "cannot read the admin repo's default branch");
-            return vec![format!(
-                "ERROR: {ADMIN_REPO} was not applied on {hostname}: {e}"
-            )];
-        }
-    };
-    let Some(new) = updates
-        .iter()
-        .find(|u| u.name == branch && !u.new.is_zero())
-        .map(|u| u.new)
-    else {
-        return Vec::new();
-    };
-    match apply::apply_commit(home, hostname, path, new) {
-        Ok(changes) => changes
-            .into_iter()
-            .map(|c| format!("{hostname}: {c}"))
-            .collect(),
-        Err(e) => vec![format!(
-            "ERROR: {ADMIN_REPO} {new} was accepted but NOT applied on {hostname}: {e}; \
-             `gitmirror status` there shows it until a later push or `gitmirror compile` applies it"
-        )],
-    }
 }
