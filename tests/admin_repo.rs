@@ -232,3 +232,57 @@ fn a_slave_applies_the_admin_repo_its_master_pushes() {
     let info = bob.ssh(s2, "info").ok();
     assert!(info.contains("project"), "{info}");
 }
+
+#[test]
+fn a_commit_that_cannot_be_applied_is_shown_to_the_pusher_and_in_status() {
+    let (server, alice) = admin_server();
+    let bob = Client::new("bob");
+    // bob's key already sits outside gitmirror's block: registering it would let sshd use
+    // that line instead, so the apply must refuse it. Pre-receive cannot know (the file is
+    // the server's), so the push is accepted and the apply fails.
+    let authorized = server.home().join(".ssh/authorized_keys");
+    let mut text = fs::read_to_string(&authorized).unwrap();
+    text.push_str(&fs::read_to_string(&bob.key.public).unwrap());
+    fs::write(&authorized, &text).unwrap();
+    let rules_before = fs::read_to_string(server.home().join("repos.toml")).unwrap();
+
+    fs::copy(&bob.key.public, admin_file(&alice, "keys/users/bob.pub")).unwrap();
+    let mut rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    rules.push_str("\n[repos.project]\nR = [\"bob\"]\n");
+    fs::write(admin_file(&alice, "repos.toml"), &rules).unwrap();
+    let out = commit_and_push(&alice, "bob, whose key is also outside the block");
+    let said = out.err();
+    assert!(
+        said.contains("was accepted but NOT applied on server1"),
+        "{said}"
+    );
+    assert!(said.contains("outside gitmirror's block"), "{said}");
+    // Nothing half-applied: the previous repos.toml is back, no repo was created.
+    assert_eq!(
+        fs::read_to_string(server.home().join("repos.toml")).unwrap(),
+        rules_before
+    );
+    assert!(!server.repo_path("project").exists());
+    let status = server.gitmirror(&["status"]);
+    assert_eq!(status.status.code(), Some(2), "{}", status.text());
+    assert!(
+        status.text().contains("ADMIN: gitmirror-admin"),
+        "{}",
+        status.text()
+    );
+
+    // Once the stray line is gone, compile applies the commit and status is clear again.
+    fs::write(
+        &authorized,
+        text.lines()
+            .filter(|l| !l.contains("bob@"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = server.gitmirror(&["compile"]).ok();
+    assert!(out.contains("user bob added"), "{out}");
+    assert!(server.repo_path("project").exists(), "{out}");
+    let status = server.gitmirror(&["status"]);
+    assert!(!status.text().contains("ADMIN:"), "{}", status.text());
+}
