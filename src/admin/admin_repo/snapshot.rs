@@ -172,3 +172,106 @@ pub(crate) fn default_branch(repo: &Repository) -> Result<String, AdminRepoError
         .map(str::to_string)
         .ok_or_else(|| AdminRepoError::Git("HEAD is detached; it must name a branch".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMhhDJ/vW9nfxvqGDUSK5Y1vd8bUy3Me7kD3Tq/cIu8S";
+
+    /// A bare repo with one commit whose tree holds `files` (path, content).
+    fn commit_of(files: &[(&str, &str)]) -> (tempfile::TempDir, Repository, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut index = git2::Index::new().unwrap();
+        for (path, text) in files {
+            let blob = repo.blob(text.as_bytes()).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: text.len() as u32,
+                id: blob,
+                flags: path.len() as u16,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = index.write_tree_to(&repo).unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let who = git2::Signature::now("t", "t@t").unwrap();
+        let commit = repo
+            .commit(Some("refs/heads/main"), &who, &who, "m", &tree, &[])
+            .unwrap();
+        drop(tree);
+        (dir, repo, commit)
+    }
+
+    fn error(files: &[(&str, &str)]) -> String {
+        let (_d, repo, commit) = commit_of(files);
+        Snapshot::of_commit(&repo, commit).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_rules_and_keys_of_both_roles() {
+        let (_d, repo, commit) = commit_of(&[
+            ("repos.toml", "[repos.x]\nR = [\"bob\"]\n"),
+            ("keys/users/bob.pub", &format!("{ED} bob@laptop\n")),
+            ("README", "anything else at the top is allowed\n"),
+        ]);
+        let s = Snapshot::of_commit(&repo, commit).unwrap();
+        assert_eq!(s.keys.len(), 1);
+        assert_eq!(s.keys[0].role, Role::User);
+        assert_eq!(s.keys[0].name.as_str(), "bob");
+        assert!(!s.has_peers);
+        // Written back as a tree, it reads the same.
+        let tree = s.write_tree(&repo).unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        assert!(tree.get_path(Path::new("keys/users/bob.pub")).is_ok());
+    }
+
+    #[test]
+    fn every_mistake_names_its_file() {
+        assert!(error(&[("README", "x")]).starts_with("repos.toml: missing"));
+        assert!(error(&[("repos.toml", "[repos.x]\nR = 3\n")]).starts_with("repos.toml:2: "));
+        let e = error(&[("repos.toml", ""), ("keys/users/bob.pub", "ssh-ed25519 !!")]);
+        assert!(e.starts_with("keys/users/bob.pub:1: "), "{e}");
+        let e = error(&[("repos.toml", ""), ("keys/users/bob.txt", ED)]);
+        assert!(e.starts_with("keys/users/bob.txt: expected"), "{e}");
+        let e = error(&[("repos.toml", ""), ("keys/admins/bob.pub", ED)]);
+        assert!(e.starts_with("keys/admins: expected"), "{e}");
+        let e = error(&[("repos.toml", ""), ("keys/users/-x.pub", ED)]);
+        assert!(e.starts_with("keys/users/-x.pub: the file name"), "{e}");
+        // One key, one name; one name, one role.
+        let e = error(&[
+            ("repos.toml", ""),
+            ("keys/users/bob.pub", ED),
+            ("keys/users/carol.pub", ED),
+        ]);
+        assert!(e.contains("already belongs to"), "{e}");
+    }
+
+    #[test]
+    fn the_gate_lets_only_the_default_branch_through() {
+        let (_d, repo, commit) = commit_of(&[("repos.toml", "")]);
+        repo.set_head("refs/heads/main").unwrap();
+        let gate = |updates: &[(&str, Oid)]| super::super::gate::check_push(&repo, updates);
+        assert!(gate(&[("refs/heads/main", commit)]).is_ok());
+        let e = gate(&[("refs/heads/draft", commit)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("only refs/heads/main carries"), "{e}");
+        let e = gate(&[("refs/heads/main", Oid::zero())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("deleting refs/heads/main"), "{e}");
+    }
+}
