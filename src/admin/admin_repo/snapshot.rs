@@ -269,7 +269,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("only refs/heads/main carries"), "{e}");
-        let e = gate(&[("refs/heads/main", Oid::zero())])
+        let e = gate(&[("refs/heads/main", Oid::ZERO_SHA1)])
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("deleting refs/heads/main"), "{e}");
