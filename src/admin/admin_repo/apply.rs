@@ -6,7 +6,7 @@
 //! written is undone where that is possible (repos.toml, if the keys could not be changed);
 //! compile itself is idempotent, so a failure there leaves files that a later compile finishes.
 //! Either way the outcome is recorded in `state/admin.json` for `status`, and the pusher sees
-//! it.
+//! it. Applies are serialized (`state/admin.lock`) and each applies the branch's tip.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use super::name;
 use super::snapshot::{Snapshot, default_branch};
 use crate::admin::compile::{self, CompileReport};
 use crate::admin::keys::{self, Role};
-use crate::fs::{Context, write_atomic, write_if_changed};
+use crate::fs::{Context, ensure_dir, lock, write_atomic, write_if_changed};
 use crate::home::Home;
 use crate::invocation::Invocation;
 use crate::names::AccountName;
@@ -139,9 +139,15 @@ fn apply_recorded(
     commit: git2::Oid,
     accept: bool,
 ) -> Result<(Vec<String>, CompileReport), AdminRepoError> {
-    let result = git2::Repository::open_bare(repo_path)
-        .map_err(AdminRepoError::from)
-        .and_then(|repo| Snapshot::of_commit(&repo, commit))
+    // Two pushes close together run their hooks side by side; one at a time, each applying
+    // the branch as it is then, the last to finish cannot leave an older commit in force.
+    ensure_dir(&home.state_dir(), 0o700)?;
+    let _lock = lock(&home.state_dir().join("admin.lock"))?;
+    let repo = git2::Repository::open_bare(repo_path)?;
+    let commit = default_branch(&repo)
+        .and_then(|b| Ok(repo.refname_to_id(&b)?))
+        .unwrap_or(commit);
+    let result = Snapshot::of_commit(&repo, commit)
         .and_then(|snapshot| apply(home, hostname, &snapshot, accept));
     let mut record = AppliedRecord::load(home);
     match &result {

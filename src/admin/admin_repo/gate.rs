@@ -6,7 +6,9 @@
 use git2::{Oid, Repository};
 
 use super::snapshot::{Snapshot, default_branch};
-use super::{ADMIN_REPO, AdminRepoError};
+use super::{ADMIN_REPO, AdminRepoError, name};
+use crate::admin::keys::Role;
+use crate::config::Access;
 
 /// Checks a push of `updates` (`(ref, new value)`, zero for a deletion) to the admin repo
 /// `repo` (opened inside git's quarantine, so that the pushed objects are visible).
@@ -22,9 +24,27 @@ pub(crate) fn check_push(repo: &Repository, updates: &[(&str, Oid)]) -> Result<(
         if new.is_zero() {
             return Err(AdminRepoError::DeleteDefault { branch });
         }
-        Snapshot::of_commit(repo, *new)?;
+        let snapshot = Snapshot::of_commit(repo, *new)?;
+        keeps_an_administrator(&snapshot)?;
     }
     Ok(())
+}
+
+/// Refuses a configuration after which nobody could push to the admin repo again: no user
+/// with a key in `keys/users/` keeps `RW+` on it. Undoing such a push would take every
+/// server's administrator at a shell.
+fn keeps_an_administrator(snapshot: &Snapshot) -> Result<(), AdminRepoError> {
+    let admin = name();
+    let kept = snapshot
+        .keys
+        .iter()
+        .filter(|e| e.role == Role::User)
+        .any(|e| snapshot.rules.access(&e.name, &admin) == Access::Rewind);
+    if kept {
+        Ok(())
+    } else {
+        Err(AdminRepoError::NoAdministrator)
+    }
 }
 
 /// The message for a push to the admin repo refused by [`check_push`].

@@ -84,6 +84,10 @@ pub(crate) enum AdminRepoError {
     NoRewind { user: String },
     #[error("only {branch} carries the configuration; push there, not to {refname}")]
     OtherRef { refname: String, branch: String },
+    #[error(
+        "repos.toml: no user with a key in keys/users/ would keep RW+ on {ADMIN_REPO}; nobody could push to it again"
+    )]
+    NoAdministrator,
     #[error("deleting {branch} would leave the servers without a configuration")]
     DeleteDefault { branch: String },
     #[error(transparent)]

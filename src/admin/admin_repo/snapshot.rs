@@ -261,7 +261,9 @@ mod tests {
 
     #[test]
     fn the_gate_lets_only_the_default_branch_through() {
-        let (_d, repo, commit) = commit_of(&[("repos.toml", "")]);
+        let rules = "[repos.gitmirror-admin]\n\"RW+\" = [\"alice\"]\n";
+        let alice = ("keys/users/alice.pub", ED);
+        let (_d, repo, commit) = commit_of(&[("repos.toml", rules), alice]);
         repo.set_head("refs/heads/main").unwrap();
         let gate = |updates: &[(&str, Oid)]| super::super::gate::check_push(&repo, updates);
         assert!(gate(&[("refs/heads/main", commit)]).is_ok());
@@ -273,5 +275,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("deleting refs/heads/main"), "{e}");
+        // A configuration that leaves nobody able to push to the admin repo again.
+        for files in [
+            vec![("repos.toml", rules)],
+            vec![
+                ("repos.toml", "[repos.gitmirror-admin]\nRW = [\"alice\"]\n"),
+                alice,
+            ],
+        ] {
+            let (_d, other, commit) = commit_of(&files);
+            other.set_head("refs/heads/main").unwrap();
+            let e = super::super::gate::check_push(&other, &[("refs/heads/main", commit)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("nobody could push to it again"), "{e}");
+        }
     }
 }
