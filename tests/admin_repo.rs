@@ -65,7 +65,7 @@ fn init_admin_commits_the_servers_configuration_and_refuses_to_run_twice() {
     // A second run is refused, and the history stays.
     let copy = server.sshd_dir.path().join("alice.pub");
     let head = server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok();
-    server
+    let refused = server
         .gitmirror(&[
             "init",
             "--hostname",
@@ -75,6 +75,7 @@ fn init_admin_commits_the_servers_configuration_and_refuses_to_run_twice() {
             copy.to_str().unwrap(),
         ])
         .fails_with("gitmirror-admin already has history");
+    assert_eq!(refused.trim().lines().count(), 1, "{refused}");
     assert_eq!(
         server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok(),
         head
@@ -285,4 +286,58 @@ fn a_commit_that_cannot_be_applied_is_shown_to_the_pusher_and_in_status() {
     assert!(server.repo_path("project").exists(), "{out}");
     let status = server.gitmirror(&["status"]);
     assert!(!status.text().contains("ADMIN:"), "{}", status.text());
+}
+
+#[test]
+fn init_admin_on_a_new_home_creates_everything_at_once() {
+    let scratch = Scratch::new("admin-new");
+    let home = scratch.path().join("home");
+    let alice = Client::new("alice");
+    let gm = |args: &[&str]| {
+        run(std::process::Command::new(&sandbox().bin)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", "/nonexistent-home")
+            .arg("--home")
+            .arg(&home)
+            .args(args))
+    };
+    let key = alice.key.public.to_str().unwrap();
+    let out = gm(&["init", "--hostname", "server1", "--admin", "alice", key]).ok();
+    assert!(out.contains("is ready for server1"), "{out}");
+    assert!(out.contains("created gitmirror-admin"), "{out}");
+    let repo = home.join("repositories/gitmirror-admin.git");
+    let files = run(std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&repo)
+        .args(["ls-tree", "-r", "--name-only", "HEAD"]))
+    .ok();
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        [
+            "keys/peers/server1.pub",
+            "keys/users/alice.pub",
+            "repos.toml"
+        ]
+    );
+    assert!(home.join("keys/users/alice.pub").is_file());
+    // A key file that cannot be read is refused before anything of the admin repo is made.
+    let other = scratch.path().join("other");
+    let out = run(std::process::Command::new(&sandbox().bin)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/nonexistent-home")
+        .arg("--home")
+        .arg(&other)
+        .args([
+            "init",
+            "--hostname",
+            "server2",
+            "--admin",
+            "bob",
+            "/nonexistent.pub",
+        ]));
+    assert!(!out.status.success());
+    assert!(out.err().contains("/nonexistent.pub"), "{}", out.err());
+    assert!(!other.join("repositories/gitmirror-admin.git").exists());
 }
