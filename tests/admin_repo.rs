@@ -341,3 +341,37 @@ fn init_admin_on_a_new_home_creates_everything_at_once() {
     assert!(out.err().contains("/nonexistent.pub"), "{}", out.err());
     assert!(!other.join("repositories/gitmirror-admin.git").exists());
 }
+
+#[test]
+fn a_new_slave_gets_an_existing_repo_in_the_cycle_of_the_admin_push() {
+    let cluster = Cluster::new(&["server1", "server2"]);
+    let mirrored = "mirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n";
+    let project = "[repos.project]\n\"RW+\" = [\"alice\"]\n";
+    cluster.set_rules(&format!(
+        "[repos.gitmirror-admin]\n\"RW+\" = [\"alice\"]\n{mirrored}{project}"
+    ));
+    let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
+    // Retries and rescans far apart: a push server2 refuses before it knows the repo is its
+    // own could only reach it in time if the admin push's arrival sends it again at once.
+    s1.mirror_settings("retry_initial_secs = 300\nretry_max_secs = 300\nrescan_secs = 600");
+    let alice = Client::new("alice");
+    make_admin(s1, &alice);
+    cluster.wait_in_sync("gitmirror-admin", "server1", &["server2"]);
+    let content = alice.init_repo("project");
+    alice
+        .git_in("project", &["push", "-q", &s1.url("project"), "main"])
+        .ok();
+    // server2 has the repo (its rules name it) but not the content: it is local there.
+    assert_ne!(s2.git("project", &["rev-parse", "main"]).text().trim(), content);
+
+    let rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
+    let rules = rules.replace(project, &format!("{project}{mirrored}"));
+    fs::write(admin_file(&alice, "repos.toml"), &rules).unwrap();
+    let out = commit_and_push(&alice, "project mirrored to server2");
+    assert!(out.status.success(), "{}", out.err());
+    wait_for(
+        "project with its content on server2",
+        std::time::Duration::from_secs(60),
+        || s2.git("project", &["rev-parse", "main"]).text().trim() == content,
+    );
+}

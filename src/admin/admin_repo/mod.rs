@@ -25,8 +25,7 @@ use super::compile::CompileError;
 use super::init::InitError;
 use super::keys::KeyError;
 
-/// The admin repo's name.
-pub(crate) const ADMIN_REPO: &str = "gitmirror-admin";
+pub(crate) use crate::proto::ADMIN_REPO;
 
 /// The file of the rules in the admin repo's tree.
 pub(crate) const RULES_FILE: &str = "repos.toml";
