@@ -362,7 +362,10 @@ fn a_new_slave_gets_an_existing_repo_in_the_cycle_of_the_admin_push() {
         .git_in("project", &["push", "-q", &s1.url("project"), "main"])
         .ok();
     // server2 has the repo (its rules name it) but not the content: it is local there.
-    assert_ne!(s2.git("project", &["rev-parse", "main"]).text().trim(), content);
+    assert_ne!(
+        s2.git("project", &["rev-parse", "main"]).text().trim(),
+        content
+    );
 
     let rules = fs::read_to_string(admin_file(&alice, "repos.toml")).unwrap();
     let rules = rules.replace(project, &format!("{project}{mirrored}"));
