@@ -68,10 +68,15 @@ pub(crate) enum HookError {
         #[source]
         source: QueueError,
     },
-    /// Already said in full: an admin push refused, or lines the pusher must see before an
-    /// error.
+    /// A push to the admin repo refused, said in full.
     #[error("{0}")]
-    Reported(String),
+    AdminRefused(String),
+    /// An error after lines the pusher must see first (what the admin repo's commit changed).
+    #[error("{error}")]
+    AfterLines {
+        lines: Vec<String>,
+        error: Box<HookError>,
+    },
     #[error("{repo}: {source}; its slaves were not updated")]
     Wait {
         repo: RepoName,

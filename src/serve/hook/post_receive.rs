@@ -72,8 +72,7 @@ pub(crate) fn post_receive(
             if !known.is_empty() && queue.enqueue_record(&repo, &known).is_ok() {
                 let _ = client::notify(home, &repo);
             }
-            lines.push(HookError::Settings { repo, source }.to_string());
-            return Err(HookError::Reported(lines.join("\n")));
+            return Err(after(lines, HookError::Settings { repo, source }));
         }
     };
     let rule = match settings {
@@ -87,14 +86,11 @@ pub(crate) fn post_receive(
             // The refs have moved: have the daemon push them even though the queue could
             // not record it, and say so.
             let _ = client::notify(home, &repo);
-            lines.push(
-                HookError::Queue {
-                    repo: repo.clone(),
-                    source: e,
-                }
-                .to_string(),
-            );
-            return Err(HookError::Reported(lines.join("\n")));
+            let error = HookError::Queue {
+                repo: repo.clone(),
+                source: e,
+            };
+            return Err(after(lines, error));
         }
     };
     lines.extend(failing_slaves(&record, &repo, &config.hostname));
@@ -148,6 +144,18 @@ pub(crate) fn post_receive(
             .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname)),
     );
     Ok(lines)
+}
+
+/// `error`, after `lines` when there are any.
+fn after(lines: Vec<String>, error: HookError) -> HookError {
+    if lines.is_empty() {
+        error
+    } else {
+        HookError::AfterLines {
+            lines,
+            error: Box::new(error),
+        }
+    }
 }
 
 /// Warnings for the pusher about slaves of `repo` that have been failing.

@@ -104,7 +104,7 @@ pub(crate) fn pre_receive(
             updates.iter().map(|u| (u.name.as_str(), u.new)).collect();
         if let Err(e) = gate::check_push(&repo, &pushed) {
             info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %e, "admin push");
-            return Err(HookError::Reported(gate::refusal(&e)));
+            return Err(HookError::AdminRefused(gate::refusal(&e)));
         }
     }
     match pusher.access.as_str() {
