@@ -14,7 +14,8 @@
 //!   the user and peer shells, launching git, and the hooks git runs (`serve/hook/`:
 //!   pre-receive, post-receive on a master, the same on a slave).
 //! - `admin/`: what an administrator runs: `init`, keys and `authorized_keys`, `compile`
-//!   (which queues new slaves for the daemon).
+//!   (which queues new slaves for the daemon), and the admin repo (`admin_repo/`: a
+//!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`

@@ -11,6 +11,10 @@ use crate::names::{AccountName, RepoName};
 
 // ---- Master to slave, inside a mirror push -------------------------------------------------
 
+/// The admin repo: every server applies its default branch when a push moves it, and a
+/// master's daemon retries a slave's refused pushes at once when the slave has just taken it.
+pub(crate) const ADMIN_REPO: &str = "gitmirror-admin";
+
 /// The push option that carries the master's HEAD to a slave (`gitmirror.head=refs/heads/x`).
 pub(crate) const HEAD_OPTION: &str = "gitmirror.head=";
 

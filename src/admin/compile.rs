@@ -207,3 +207,77 @@ fn queue_new_slaves(queue: &Queue, repo: &RepoName, slaves: &[AccountName]) -> V
     }
     new
 }
+
+impl CompileReport {
+    /// One line per change, then the summary: what `compile` prints, and what an admin push
+    /// shows its pusher.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let r = self;
+        let mut out = String::new();
+        for repo in &r.created {
+            out.push_str(&format!("created {repo}\n"));
+        }
+        for repo in &r.mirror_updated {
+            out.push_str(&format!("mirror settings written for {repo}\n"));
+        }
+        for a in &r.accepted {
+            let now = match &a.master {
+                Some(m) => format!("master {m}"),
+                None => "local".to_string(),
+            };
+            out.push_str(&format!(
+            "{repo}: {now} at epoch {epoch} as repos.toml says (was master {was} at epoch {was_epoch})\n",
+            repo = a.repo,
+            epoch = a.epoch,
+            was = a.was.master,
+            was_epoch = a.was.epoch,
+        ));
+        }
+        for (repo, slaves) in &r.queued {
+            let slaves: Vec<String> = slaves.iter().map(ToString::to_string).collect();
+            out.push_str(&format!("queued {repo} for {}\n", slaves.join(", ")));
+        }
+        for repo in &r.mirror_removed {
+            out.push_str(&format!(
+                "mirror settings removed from {repo}: it is local now\n"
+            ));
+        }
+        for repo in &r.mirror_by_hand {
+            out.push_str(&format!(
+            "{repo}: repos.toml gives no mirror settings; those set by hand in its git config are kept\n"
+        ));
+        }
+        for d in &r.disagreements {
+            out.push_str(&disagreement(d));
+        }
+        out.push_str(&format!(
+            "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
+            r.repos,
+            r.created.len(),
+            r.hooks_updated
+        ));
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+/// One line: the repo, the mastership it keeps, what repos.toml says, and the two ways out.
+fn disagreement(d: &Disagreement) -> String {
+    let (repo, master, epoch) = (&d.repo, &d.current.master, d.current.epoch);
+    let next = epoch.saturating_add(1);
+    let (says, fix, accepted) = match &d.configured {
+        Some(c) => (
+            format!("repos.toml names {c}"),
+            format!("name {master} as its master in repos.toml"),
+            format!("make {c} master at epoch {next}"),
+        ),
+        None => (
+            "repos.toml gives it no mirror settings".to_string(),
+            format!("give it mirror.master = \"{master}\" in repos.toml"),
+            format!("make it local at epoch {next}"),
+        ),
+    };
+    format!(
+        "{repo}: kept master {master} (epoch {epoch}, since a promotion), but {says}: \
+         {fix}, or run `gitmirror compile --accept-config` to {accepted}\n"
+    )
+}

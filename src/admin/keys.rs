@@ -141,7 +141,8 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    fn dir(self) -> &'static str {
+    /// The directory under `keys/` (in the home and in the admin repo) holding its keys.
+    pub(crate) fn dir(self) -> &'static str {
         match self {
             Role::User => "users",
             Role::Peer => "peers",
@@ -167,11 +168,123 @@ impl std::fmt::Display for Role {
 }
 
 /// One registered key.
-#[derive(Debug, Clone)]
-struct Entry {
-    role: Role,
-    name: AccountName,
-    key: PublicKey,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) role: Role,
+    pub(crate) name: AccountName,
+    pub(crate) key: PublicKey,
+}
+
+/// One change [`replace_all`] made to the registered keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyChange {
+    Added(Role, AccountName),
+    Replaced(Role, AccountName),
+    Removed(Role, AccountName),
+}
+
+impl std::fmt::Display for KeyChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyChange::Added(role, name) => write!(f, "{role} {name} added"),
+            KeyChange::Replaced(role, name) => write!(f, "{role} {name}: key replaced"),
+            KeyChange::Removed(role, name) => write!(f, "{role} {name} removed"),
+        }
+    }
+}
+
+/// Every registered key, users first, each role by name.
+pub(crate) fn registered(home: &Home) -> Result<Vec<Entry>, KeyError> {
+    load_entries(home)
+}
+
+/// Refuses a set of keys in which a name is both a user and a peer, or one key has two names:
+/// the same rules [`add`] keeps one key at a time.
+pub(crate) fn check_set(entries: &[Entry]) -> Result<(), KeyError> {
+    for (i, a) in entries.iter().enumerate() {
+        for b in &entries[i + 1..] {
+            if a.name == b.name {
+                return Err(KeyError::NameTaken {
+                    name: b.name.clone(),
+                    other: a.role,
+                });
+            }
+            if a.key == b.key {
+                return Err(KeyError::KeyTaken {
+                    name: a.name.clone(),
+                    other: a.role,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the registered keys of `roles` exactly `wanted` (keys of other roles are kept), and
+/// rewrites authorized_keys once. Everything is checked before anything is written. Returns
+/// what changed, in order.
+pub(crate) fn replace_all(
+    home: &Home,
+    roles: &[Role],
+    wanted: &[Entry],
+    command: &Invocation,
+) -> Result<Vec<KeyChange>, KeyError> {
+    files::ensure_dir(&home.state_dir(), 0o700)?;
+    let _lock = files::lock(&home.keys_lock())?;
+    let before = load_entries(home)?;
+    let mut after: Vec<Entry> = before
+        .iter()
+        .filter(|e| !roles.contains(&e.role))
+        .cloned()
+        .collect();
+    after.extend(wanted.iter().filter(|e| roles.contains(&e.role)).cloned());
+    check_set(&after)?;
+    let existing = read_authorized_keys(home)?;
+    if let Some(line) = unbalanced_markers(&existing) {
+        return Err(KeyError::Markers {
+            file: home.authorized_keys(),
+            line,
+        });
+    }
+    for e in &after {
+        if let Some(line) = foreign_line_with(&existing, &e.key) {
+            return Err(KeyError::ForeignKey {
+                file: home.authorized_keys(),
+                line,
+            });
+        }
+    }
+    let mut changes = Vec::new();
+    for e in &after {
+        match before.iter().find(|b| b.role == e.role && b.name == e.name) {
+            Some(b) if b.key == e.key => continue,
+            Some(_) => changes.push(KeyChange::Replaced(e.role, e.name.clone())),
+            None => changes.push(KeyChange::Added(e.role, e.name.clone())),
+        }
+        let dir = home.keys_dir().join(e.role.dir());
+        files::ensure_dir(&dir, 0o700)?;
+        let stored = dir.join(format!("{}.pub", e.name));
+        files::write_if_changed(&stored, format!("{}\n", e.key.to_line()).as_bytes(), 0o600)?;
+    }
+    // authorized_keys before the removals: a key file removed first would already shut its
+    // owner out (forced commands check it), while authorized_keys still listed it.
+    let rendered = render(&existing, &after, command);
+    files::write_if_changed(&home.authorized_keys(), rendered.as_bytes(), 0o600)?;
+    for b in &before {
+        if after.iter().any(|e| e.role == b.role && e.name == b.name) {
+            continue;
+        }
+        let stored = home
+            .keys_dir()
+            .join(b.role.dir())
+            .join(format!("{}.pub", b.name));
+        std::fs::remove_file(&stored).at("cannot remove", &stored)?;
+        changes.push(KeyChange::Removed(b.role, b.name.clone()));
+    }
+    for c in &changes {
+        info!(change = %c, "key store changed");
+    }
+    Ok(changes)
 }
 
 /// The result of registering a key.

@@ -2,6 +2,7 @@
 //! peers' keys and the authorized_keys rendered from them) and [`compile`] (`repos.toml`
 //! applied to the repositories).
 
+pub(crate) mod admin_repo;
 pub(crate) mod compile;
 pub(crate) mod init;
 pub(crate) mod keys;

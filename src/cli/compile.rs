@@ -2,13 +2,41 @@
 //! Exits non-zero while a repo keeps a master `repos.toml` does not name (after a promotion),
 //! each such repo on a line saying how to settle it.
 
-use super::{Outcome, print};
-use crate::admin::compile::{self, CompileReport, Disagreement};
+use super::{Config, Outcome, print};
+use crate::admin::admin_repo::{ADMIN_REPO, apply};
+use crate::admin::compile::{self, CompileReport};
 use crate::home::Home;
 
-pub(super) fn run(home: &Home, accept: bool) -> Outcome {
-    let r = compile::compile(home, accept).map_err(|e| e.to_string())?;
-    print(&render(&r))?;
+pub(super) fn run(home: &Home, config: Config, accept: bool) -> Outcome {
+    let config = config.map_err(|e| e.to_string())?;
+    let committed = apply::compile_committed(home, &config.hostname, accept).map_err(|e| {
+        format!("{e} (compiling the admin repo's committed configuration; repos.toml was not used)")
+    })?;
+    let r = match committed {
+        None => {
+            let r = compile::compile(home, accept).map_err(|e| e.to_string())?;
+            print(&render(&r))?;
+            r
+        }
+        Some(c) => {
+            let mut out = String::new();
+            if let Some(kept) = &c.hand_edit {
+                out.push_str(&format!(
+                    "repos.toml had been edited by hand: it differs from {ADMIN_REPO} {}, which is \
+                     what this server runs; the edit is kept in {} (commit it to {ADMIN_REPO} to apply it)\n",
+                    c.commit,
+                    kept.display()
+                ));
+            }
+            out.push_str(&format!("compiled {ADMIN_REPO} {}\n", c.commit));
+            for line in &c.lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+            print(&out)?;
+            c.report
+        }
+    };
     match r.disagreements.len() {
         0 => Ok(()),
         1 => Err(
@@ -22,78 +50,13 @@ pub(super) fn run(home: &Home, accept: bool) -> Outcome {
 }
 
 fn render(r: &CompileReport) -> String {
-    let mut out = String::new();
-    for repo in &r.created {
-        out.push_str(&format!("created {repo}\n"));
-    }
-    for repo in &r.mirror_updated {
-        out.push_str(&format!("mirror settings written for {repo}\n"));
-    }
-    for a in &r.accepted {
-        let now = match &a.master {
-            Some(m) => format!("master {m}"),
-            None => "local".to_string(),
-        };
-        out.push_str(&format!(
-            "{repo}: {now} at epoch {epoch} as repos.toml says (was master {was} at epoch {was_epoch})\n",
-            repo = a.repo,
-            epoch = a.epoch,
-            was = a.was.master,
-            was_epoch = a.was.epoch,
-        ));
-    }
-    for (repo, slaves) in &r.queued {
-        let slaves: Vec<String> = slaves.iter().map(ToString::to_string).collect();
-        out.push_str(&format!("queued {repo} for {}\n", slaves.join(", ")));
-    }
-    for repo in &r.mirror_removed {
-        out.push_str(&format!(
-            "mirror settings removed from {repo}: it is local now\n"
-        ));
-    }
-    for repo in &r.mirror_by_hand {
-        out.push_str(&format!(
-            "{repo}: repos.toml gives no mirror settings; those set by hand in its git config are kept\n"
-        ));
-    }
-    for d in &r.disagreements {
-        out.push_str(&disagreement(d));
-    }
-    out.push_str(&format!(
-        "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",
-        r.repos,
-        r.created.len(),
-        r.hooks_updated
-    ));
-    out
-}
-
-/// One line: the repo, the mastership it keeps, what repos.toml says, and the two ways out.
-fn disagreement(d: &Disagreement) -> String {
-    let (repo, master, epoch) = (&d.repo, &d.current.master, d.current.epoch);
-    let next = epoch.saturating_add(1);
-    let (says, fix, accepted) = match &d.configured {
-        Some(c) => (
-            format!("repos.toml names {c}"),
-            format!("name {master} as its master in repos.toml"),
-            format!("make {c} master at epoch {next}"),
-        ),
-        None => (
-            "repos.toml gives it no mirror settings".to_string(),
-            format!("give it mirror.master = \"{master}\" in repos.toml"),
-            format!("make it local at epoch {next}"),
-        ),
-    };
-    format!(
-        "{repo}: kept master {master} (epoch {epoch}, since a promotion), but {says}: \
-         {fix}, or run `gitmirror compile --accept-config` to {accepted}\n"
-    )
+    r.lines().iter().map(|l| format!("{l}\n")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::compile::Accepted;
+    use crate::admin::compile::{Accepted, Disagreement};
     use crate::names::{AccountName, RepoName};
     use crate::repo::Mastership;
 

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use super::{Outcome, print};
+use crate::admin::admin_repo::{self, ADMIN_REPO};
 use crate::admin::keys::{self, Role};
 use crate::home::Home;
 use crate::invocation::Invocation;
+use crate::repo::Store;
 
 /// `add-user NAME KEYFILE`.
 pub(super) fn add_user(home: &Home, name: &str, keyfile: &Path) -> Outcome {
@@ -23,6 +25,21 @@ pub(super) fn remove_peer(home: &Home, name: &str) -> Outcome {
     remove_key(home, Role::Peer, name)
 }
 
+/// A warning when the server has an admin repo: its next push or compile makes the keys
+/// those it holds, so a key changed here by hand would silently not last.
+fn admin_repo_note(home: &Home) -> String {
+    let has_admin_repo = Store::new(home.repositories())
+        .find(&admin_repo::name())
+        .is_some();
+    if has_admin_repo {
+        format!(
+            "gitmirror: note: this server has {ADMIN_REPO}; its next push (or compile) makes the keys those it holds: commit this change there too\n"
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn add_key(home: &Home, role: Role, name: &str, keyfile: &Path) -> Outcome {
     let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
     let outcome = keys::add(home, role, name, keyfile, &invocation).map_err(|e| e.to_string())?;
@@ -32,8 +49,9 @@ fn add_key(home: &Home, role: Role, name: &str, keyfile: &Path) -> Outcome {
         keys::Added::Unchanged => "unchanged:",
     };
     print(&format!(
-        "gitmirror: {what} {role} {name} ({})\n",
-        home.authorized_keys().display()
+        "gitmirror: {what} {role} {name} ({})\n{}",
+        home.authorized_keys().display(),
+        admin_repo_note(home)
     ))
 }
 
@@ -41,8 +59,9 @@ fn remove_key(home: &Home, role: Role, name: &str) -> Outcome {
     let invocation = Invocation::current(home).map_err(|e| e.to_string())?;
     keys::remove(home, role, name, &invocation).map_err(|e| e.to_string())?;
     print(&format!(
-        "gitmirror: removed {role} {name} ({})\n",
-        home.authorized_keys().display()
+        "gitmirror: removed {role} {name} ({})\n{}",
+        home.authorized_keys().display(),
+        admin_repo_note(home)
     ))
 }
 

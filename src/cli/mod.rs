@@ -48,6 +48,10 @@ enum Cmd {
         /// This server's name among its peers, e.g. server1.
         #[arg(long)]
         hostname: String,
+        /// Also create the admin repo, gitmirror-admin, from this server's configuration, and
+        /// register NAME (with the key in KEYFILE) as a user with RW+ on it.
+        #[arg(long, num_args = 2, value_names = ["NAME", "KEYFILE"])]
+        admin: Option<Vec<String>>,
     },
     /// Register a user's public key and rewrite authorized_keys.
     AddUser {
@@ -182,12 +186,12 @@ impl Cli {
         let _span = tracing::info_span!("gitmirror", pid = std::process::id()).entered();
 
         let result = match cmd {
-            Cmd::Init { hostname } => init::run(&home, hostname),
+            Cmd::Init { hostname, admin } => init::run(&home, hostname, admin.as_deref()),
             Cmd::AddUser { name, keyfile } => keys::add_user(&home, name, keyfile),
             Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
             Cmd::RemoveUser { name } => keys::remove_user(&home, name),
             Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
-            Cmd::Compile { accept_config } => compile::run(&home, *accept_config),
+            Cmd::Compile { accept_config } => compile::run(&home, config, *accept_config),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
             }

@@ -6,6 +6,8 @@
 use std::process::ExitCode;
 
 use super::{Cmd, Config, fail, print};
+use crate::admin::admin_repo::ADMIN_REPO;
+use crate::admin::admin_repo::apply::AppliedRecord;
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::status;
@@ -29,13 +31,22 @@ pub(super) fn run(
             tracing::warn!(error = %e, "cannot read the verify record");
             record::Verified::default()
         });
+        let admin = AppliedRecord::load(home);
         let text = if json {
-            status::json(&report, &verified.slaves) + "\n"
+            let text = status::json(&report, &verified.slaves);
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(mut value) => {
+                    value["admin"] = serde_json::to_value(&admin).unwrap_or_default();
+                    value.to_string() + "\n"
+                }
+                Err(_) => text + "\n",
+            }
         } else {
             status::table(&report.slaves)
                 + &status::repo_table(&report.repos)
                 + &record::table(&verified)
                 + &status::attention_lines(&report.repos)
+                + &admin_line(&admin)
         };
         print(&text)?;
         let mut alerts = Vec::new();
@@ -44,6 +55,9 @@ pub(super) fn run(
         }
         if status::needs_attention(&report.repos) {
             alerts.push("orphaned refs (or unreadable repos) wait for an administrator");
+        }
+        if admin.failed.is_some() {
+            alerts.push("the admin repo's last accepted commit is not applied here");
         }
         Ok(alerts)
     };
@@ -56,5 +70,19 @@ pub(super) fn run(
             ExitCode::from(2)
         }
         Err(e) => fail(cmd, &e),
+    }
+}
+
+/// An `ADMIN:` line when an accepted commit of the admin repo could not be applied: the
+/// server may run on an older configuration than the one its administrators pushed.
+fn admin_line(admin: &AppliedRecord) -> String {
+    match &admin.failed {
+        Some(f) => format!(
+            "ADMIN: {ADMIN_REPO} {} was accepted {} ago but is not applied here: {}; fix it and push again, or run `gitmirror compile`\n",
+            f.commit,
+            status::age(f.at),
+            f.error
+        ),
+        None => String::new(),
     }
 }

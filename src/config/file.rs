@@ -47,8 +47,8 @@ impl Source {
         })
     }
 
-    /// Wraps text that did not come from disk.
-    #[cfg(test)]
+    /// Wraps text that did not come from disk (a file in a pushed commit, say); `path` is how
+    /// errors name it.
     pub(crate) fn from_text(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
         Source {
             path: path.into(),

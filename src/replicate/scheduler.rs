@@ -23,6 +23,7 @@ use super::pusher::Pusher;
 use super::queue::{Backoff, Queue};
 use super::report::Delivered;
 use crate::names::{AccountName, RepoName};
+use crate::proto::ADMIN_REPO;
 
 /// The outcome one waiter learns: `Ok` once the slave has the state (and whether it was asked
 /// for it), or why not. Shared, since one push answers every waiter it covers.
@@ -384,6 +385,16 @@ impl Scheduler {
                     self.resolve(&key, generation, &Ok(delivered));
                     self.peer_back(slave).notify_waiters();
                     let mut slots = self.lock_slots();
+                    if delivered == Delivered::Pushed && repo.as_str() == ADMIN_REPO {
+                        // The slave has just applied a new configuration, and may now take
+                        // repos it refused a moment ago (new to it, or newly its): their
+                        // retries go now, in this cycle, not after their backoff.
+                        for (other, s) in slots.iter() {
+                            if &other.1 == slave && other != &key && s.running {
+                                s.kick.notify_one();
+                            }
+                        }
+                    }
                     let slot = slots.entry(key.clone()).or_default();
                     // Wanted again if asked for a later generation, or for the slave itself
                     // while this run only compared with its last confirmation.

@@ -27,7 +27,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::info;
 
-use super::hook::{PushedBy, RefUpdate, slave};
+use super::hook::{PushedBy, RefUpdate, admin, slave};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::proto::{DIVERGED_NS, OWN_NS, SAFE_PATH};
@@ -258,6 +258,7 @@ impl FreshReceive {
             }
             // Only for the repo that now stands: what the master gave is what we remember.
             lines = slave::keep_diverged(&home, &pusher, &path, &ref_updates, &[]);
+            lines.extend(admin::apply_mirrored(&home, &pusher, &path, &ref_updates));
         }
         Ok((unpacked, results, lines))
     }

@@ -18,7 +18,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::git::Launch;
-use super::hook::{PushedBy, RefUpdate, slave};
+use super::hook::{PushedBy, RefUpdate, admin, slave};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::proto::SET_HEAD_REF;
@@ -156,7 +156,20 @@ impl MirrorReceive {
                     if let Some(head) = &self.head {
                         slave::apply_head(&self.path, head);
                     }
-                    slave::keep_diverged(&self.home, &self.pusher, &self.path, updates, &orphaned)
+                    let mut lines = slave::keep_diverged(
+                        &self.home,
+                        &self.pusher,
+                        &self.path,
+                        updates,
+                        &orphaned,
+                    );
+                    lines.extend(admin::apply_mirrored(
+                        &self.home,
+                        &self.pusher,
+                        &self.path,
+                        updates,
+                    ));
+                    lines
                 }
                 None => {
                     // Without both snapshots nothing can be said about divergence; the refs

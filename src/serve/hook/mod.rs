@@ -4,9 +4,11 @@
 //!   calls us only for them).
 //! - [`post_receive`]: records the ref updates and, on a repo's master, queues them durably
 //!   for the slaves and has the daemon push them: waiting in sync mode, not in async mode.
+//! - [`admin`]: the admin repo's commit applied, on its master and on its slaves.
 //! - [`slave`]: the same hook on a slave, for a push from its master: applies the master's
 //!   HEAD and keeps refs that had diverged from it. It replicates nothing.
 
+pub(crate) mod admin;
 pub(crate) mod post_receive;
 pub(crate) mod pre_receive;
 pub(crate) mod slave;
@@ -65,6 +67,15 @@ pub(crate) enum HookError {
         repo: RepoName,
         #[source]
         source: QueueError,
+    },
+    /// A push to the admin repo refused, said in full.
+    #[error("{0}")]
+    AdminRefused(String),
+    /// An error after lines the pusher must see first (what the admin repo's commit changed).
+    #[error("{error}")]
+    AfterLines {
+        lines: Vec<String>,
+        error: Box<HookError>,
     },
     #[error("{repo}: {source}; its slaves were not updated")]
     Wait {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{HookError, PushedBy, RefUpdate, slave};
+use super::{HookError, PushedBy, RefUpdate, admin, slave};
+use crate::admin::admin_repo;
 use crate::config::ServerConfig;
 use crate::daemon::{client, request};
 use crate::home::Home;
@@ -35,13 +36,9 @@ pub(crate) fn post_receive(
     let path = std::env::current_dir().map_err(HookError::Input)?;
     if pusher.peer.is_some() {
         let head = slave::head_option_from_env();
-        return Ok(slave::received(
-            home,
-            pusher,
-            &path,
-            head.as_deref(),
-            updates,
-        ));
+        let mut lines = slave::received(home, pusher, &path, head.as_deref(), updates);
+        lines.extend(admin::apply_mirrored(home, pusher, &path, updates));
+        return Ok(lines);
     }
     let repo = match RepoName::parse(&pusher.repo) {
         Ok(r) => r,
@@ -49,6 +46,13 @@ pub(crate) fn post_receive(
             Some(r) => r,
             None => return Ok(Vec::new()),
         },
+    };
+    // Applied before the slaves are queued: the compile may change the admin repo's own
+    // mirror settings, and the push must go where the new configuration says.
+    let mut lines = if admin_repo::is_admin_repo(&repo) {
+        admin::apply_pushed(home, &config.hostname, &path, updates)
+    } else {
+        Vec::new()
     };
     let settings = match repo::mirror_config(&path) {
         Ok(settings) => settings,
@@ -68,12 +72,12 @@ pub(crate) fn post_receive(
             if !known.is_empty() && queue.enqueue_record(&repo, &known).is_ok() {
                 let _ = client::notify(home, &repo);
             }
-            return Err(HookError::Settings { repo, source });
+            return Err(after(lines, HookError::Settings { repo, source }));
         }
     };
     let rule = match settings {
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
-        _ => return Ok(Vec::new()),
+        _ => return Ok(lines),
     };
     let queue = Queue::new(home.queue_dir());
     let record = match queue.enqueue_record(&repo, &rule.slaves) {
@@ -82,13 +86,14 @@ pub(crate) fn post_receive(
             // The refs have moved: have the daemon push them even though the queue could
             // not record it, and say so.
             let _ = client::notify(home, &repo);
-            return Err(HookError::Queue {
+            let error = HookError::Queue {
                 repo: repo.clone(),
                 source: e,
-            });
+            };
+            return Err(after(lines, error));
         }
     };
-    let mut lines = failing_slaves(&record, &repo, &config.hostname);
+    lines.extend(failing_slaves(&record, &repo, &config.hostname));
     let m = &config.mirror;
     if rule.sync.unwrap_or(m.sync) {
         let diverged = |r: Record| -> Vec<(String, Option<String>)> {
@@ -139,6 +144,18 @@ pub(crate) fn post_receive(
             .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname)),
     );
     Ok(lines)
+}
+
+/// `error`, after `lines` when there are any.
+fn after(lines: Vec<String>, error: HookError) -> HookError {
+    if lines.is_empty() {
+        error
+    } else {
+        HookError::AfterLines {
+            lines,
+            error: Box::new(error),
+        }
+    }
 }
 
 /// Warnings for the pusher about slaves of `repo` that have been failing.

@@ -7,6 +7,10 @@
 use tracing::info;
 
 use super::{HookError, PushedBy, RefUpdate};
+use crate::admin::admin_repo::{self, gate};
+use crate::home::Home;
+use crate::names::RepoName;
+use crate::repo::Store;
 
 /// Namespaces in which `RW` may create refs and fast-forward them. Anything else (say
 /// `refs/replace/`, which changes what every fetcher sees) needs `RW+`.
@@ -70,7 +74,11 @@ fn unmirrorable(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
 /// plain `RW`, one `RW` allows. The whole push is refused on the first that is not, so an
 /// `--atomic` push and a plain one end the same way. Runs inside git's quarantine, so the
 /// repository is opened from git's environment.
-pub(crate) fn pre_receive(pusher: &PushedBy, updates: &[RefUpdate]) -> Result<(), HookError> {
+pub(crate) fn pre_receive(
+    home: &Home,
+    pusher: &PushedBy,
+    updates: &[RefUpdate],
+) -> Result<(), HookError> {
     let refuse = |refused: String| {
         info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %refused, "ref update");
         HookError::Refused {
@@ -84,6 +92,19 @@ pub(crate) fn pre_receive(pusher: &PushedBy, updates: &[RefUpdate]) -> Result<()
         if let Some(why) = unmirrorable(&repo, u) {
             info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %why, "ref update");
             return Err(HookError::Unmirrorable { why });
+        }
+    }
+    // Checked for RW+ as well: a broken configuration refused here changes nothing anywhere.
+    let name = RepoName::parse(&pusher.repo).ok().or_else(|| {
+        let here = std::env::current_dir().ok()?;
+        Store::new(home.repositories()).name_of(&here)
+    });
+    if name.as_ref().is_some_and(admin_repo::is_admin_repo) {
+        let pushed: Vec<(&str, git2::Oid)> =
+            updates.iter().map(|u| (u.name.as_str(), u.new)).collect();
+        if let Err(e) = gate::check_push(&repo, &pushed) {
+            info!(actor = %pusher.actor, repo = %pusher.repo, decision = "deny", reason = %e, "admin push");
+            return Err(HookError::AdminRefused(gate::refusal(&e)));
         }
     }
     match pusher.access.as_str() {
