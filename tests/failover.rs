@@ -33,6 +33,15 @@ fn world() -> World {
     World { cluster, alice }
 }
 
+/// The world after a first commit pushed to server1 and mirrored to both slaves.
+fn synced_world() -> World {
+    let w = world();
+    w.commit_and_push("server1", "a").ok();
+    w.cluster
+        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    w
+}
+
 impl World {
     fn s(&self, name: &str) -> &Server {
         self.cluster.server(name)
@@ -97,10 +106,7 @@ use std::process::Output;
 
 #[test]
 fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alone_took() {
-    let w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let w = synced_world();
     // server1 is cut off from its peers, both ways; users still reach it.
     w.cut_off_master();
     // It cannot know: it takes alice's push, and says its slaves did not get it.
@@ -169,10 +175,7 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
 
 #[test]
 fn an_old_master_that_comes_back_first_steps_down_by_itself() {
-    let w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let w = synced_world();
     w.cut_off_master();
     // Cut off, it takes a push only it has.
     w.commit_and_push("server1", "alone").ok();
@@ -207,10 +210,7 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
 
 #[test]
 fn a_stale_slave_catches_up_before_it_takes_over() {
-    let mut w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let mut w = synced_world();
     // server3 misses a push.
     w.cluster.servers[2].crash_sshd();
     w.commit_and_push("server1", "b").ok();
@@ -246,10 +246,7 @@ fn a_stale_slave_catches_up_before_it_takes_over() {
 
 #[test]
 fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_losers_commits() {
-    let w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let w = synced_world();
     // Every server cut off from the others; each slave is promoted on its side.
     w.s("server1").cut_off_from(&["server2", "server3"]);
     w.s("server2").cut_off_from(&["server1", "server3"]);
@@ -291,10 +288,7 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
 
 #[test]
 fn an_interrupted_promotion_is_finished_by_running_it_again() {
-    let w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let w = synced_world();
     w.stop_daemons();
     // Killed right after its one config write: server2 masters the repo, nobody knows.
     let s2 = w.s("server2");
@@ -330,10 +324,7 @@ fn an_interrupted_promotion_is_finished_by_running_it_again() {
 
 #[test]
 fn an_old_master_with_nothing_to_push_learns_its_replacement_from_verify() {
-    let w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let w = synced_world();
     w.cut_off_master();
     w.s("server2").gitmirror(&["promote", "testing"]);
     w.heal();
@@ -352,10 +343,7 @@ fn an_old_master_with_nothing_to_push_learns_its_replacement_from_verify() {
 
 #[test]
 fn a_promotion_refuses_when_copies_went_different_ways_unless_forced() {
-    let mut w = world();
-    w.commit_and_push("server1", "a").ok();
-    w.cluster
-        .wait_in_sync("testing", "server1", &["server2", "server3"]);
+    let mut w = synced_world();
     // server3 misses a push; server2 gets it, then its main is moved on by hand.
     w.cluster.servers[2].crash_sshd();
     w.commit_and_push("server1", "b").ok();
