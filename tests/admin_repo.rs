@@ -15,19 +15,22 @@ fn admin_server() -> (Server, Client) {
 }
 
 /// `init --admin alice` on `server`, and alice's clone of the admin repo in `admin/`.
+/// `gitmirror init --hostname server1 --admin alice KEYFILE` on `server`.
+fn init_admin(server: &Server, keyfile: &std::path::Path) -> std::process::Output {
+    server.gitmirror(&[
+        "init",
+        "--hostname",
+        "server1",
+        "--admin",
+        "alice",
+        keyfile.to_str().unwrap(),
+    ])
+}
+
 fn make_admin(server: &Server, alice: &Client) {
     let copy = server.sshd_dir.path().join("alice.pub");
     fs::copy(&alice.key.public, &copy).unwrap();
-    let out = server
-        .gitmirror(&[
-            "init",
-            "--hostname",
-            "server1",
-            "--admin",
-            "alice",
-            copy.to_str().unwrap(),
-        ])
-        .ok();
+    let out = init_admin(server, &copy).ok();
     assert!(out.contains("created gitmirror-admin"), "{out}");
     alice.clone(server, "gitmirror-admin", "admin").ok();
 }
@@ -65,16 +68,7 @@ fn init_admin_commits_the_servers_configuration_and_refuses_to_run_twice() {
     // A second run is refused, and the history stays.
     let copy = server.sshd_dir.path().join("alice.pub");
     let head = server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok();
-    let refused = server
-        .gitmirror(&[
-            "init",
-            "--hostname",
-            "server1",
-            "--admin",
-            "alice",
-            copy.to_str().unwrap(),
-        ])
-        .fails_with("gitmirror-admin already has history");
+    let refused = init_admin(&server, &copy).fails_with("gitmirror-admin already has history");
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
     assert_eq!(
         server.git("gitmirror-admin", &["rev-parse", "HEAD"]).ok(),

@@ -61,6 +61,16 @@ impl World {
             .ok();
     }
 
+    /// What `server` keeps of main from before the change of master to epoch 1.
+    fn orphaned_main(&self, server: &str) -> String {
+        self.s(server)
+            .git(
+                "testing",
+                &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
+            )
+            .ok()
+    }
+
     fn head_of(&self, server: &str) -> String {
         self.s(server)
             .git("testing", &["rev-parse", "refs/heads/main"])
@@ -151,13 +161,7 @@ fn a_promoted_slave_takes_over_and_the_old_master_converges_keeping_what_it_alon
     assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
     assert_eq!(w.config("server1", "gitmirror.epoch"), "1");
     // What it alone accepted is kept, under the new epoch, and reported to the new master.
-    let kept = w
-        .s("server1")
-        .git(
-            "testing",
-            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
-        )
-        .ok();
+    let kept = w.orphaned_main("server1");
     assert_eq!(kept.trim(), alone);
     let status = w.s("server2").gitmirror(&["status", "--json"]).ok();
     assert!(
@@ -198,13 +202,7 @@ fn an_old_master_that_comes_back_first_steps_down_by_itself() {
     w.s("server2").gitmirror(&["request-push", "testing"]);
     w.cluster
         .wait_in_sync("testing", "server2", &["server1", "server3"]);
-    let kept = w
-        .s("server1")
-        .git(
-            "testing",
-            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
-        )
-        .ok();
+    let kept = w.orphaned_main("server1");
     assert_eq!(kept.trim(), alone);
 }
 
@@ -274,13 +272,7 @@ fn two_promoted_while_partitioned_meet_and_the_first_name_wins_keeping_the_loser
     assert_eq!(w.head_of("server3"), winner);
     assert_eq!(w.config("server3", "gitolite.mirror.master"), "server2");
     assert_eq!(w.config("server1", "gitolite.mirror.master"), "server2");
-    let kept = w
-        .s("server3")
-        .git(
-            "testing",
-            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
-        )
-        .ok();
+    let kept = w.orphaned_main("server3");
     assert_eq!(kept.trim(), loser);
     w.commit_and_push("server3", "c")
         .fails_with("testing is mirrored from server2");
@@ -389,11 +381,6 @@ fn a_promotion_refuses_when_copies_went_different_ways_unless_forced() {
     );
     w.cluster
         .wait_in_sync("testing", "server3", &["server1", "server2"]);
-    let kept = s2
-        .git(
-            "testing",
-            &["rev-parse", "refs/gitmirror/orphaned/1/heads/main"],
-        )
-        .ok();
+    let kept = w.orphaned_main("server2");
     assert_eq!(kept.trim(), by_hand);
 }
