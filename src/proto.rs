@@ -80,6 +80,20 @@ pub(crate) fn redirect_command(user: &AccountName, repo: &RepoName) -> String {
     format!("{REDIRECT_RECEIVE_VERB} {user} '{repo}'")
 }
 
+/// How often a slave taking a mirror push sends the master a keepalive while it works on the
+/// pack (git's own `receive.keepAlive` is 5 s): well under the shortest inactivity limit
+/// (`io_timeout_secs`) a master may reasonably set, even on a loaded machine.
+pub(crate) const MIRROR_KEEPALIVE_SECS: u64 = 2;
+
+/// The verb a master's daemon sends a store operation with (`store-op EPOCH OP ARGS...`,
+/// peers only; see `repo::store_op`): delete into the trash, restore, rename, purge, applied
+/// by the slave only where it agrees the sender masters the repo at EPOCH.
+pub(crate) const STORE_OP_VERB: &str = "store-op";
+
+/// The verb an administrator deletes a repo with over ssh (`delete REPO`): into the trash, on
+/// the repo's master and every slave.
+pub(crate) const DELETE_VERB: &str = "delete";
+
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";

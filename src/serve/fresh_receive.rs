@@ -85,9 +85,9 @@ const MAX_COMMANDS: usize = 1_000_000;
 /// The most of a reason kept for one line of the report.
 const REASON_CAP: usize = 1024;
 
-/// How often the master hears from us while the unpacker and the rest work (receive-pack's
-/// `receive.keepAlive` default): its inactivity rule must not mistake work for a dead peer.
-const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How often the master hears from us while the unpacker and the rest work (as receive-pack
+/// under `mirror-receive-pack`): its inactivity rule must not mistake work for a dead peer.
+const KEEPALIVE: Duration = Duration::from_secs(crate::proto::MIRROR_KEEPALIVE_SECS);
 
 /// A mirror push into a repo staged for it.
 #[derive(Debug)]

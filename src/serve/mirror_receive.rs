@@ -69,6 +69,10 @@ impl MirrorReceive {
                 // No directory holds hooks under /dev/null: git runs none.
                 .with_config("core.hooksPath", "/dev/null")
                 .with_config("receive.autogc", "false")
+                .with_config(
+                    "receive.keepAlive",
+                    &crate::proto::MIRROR_KEEPALIVE_SECS.to_string(),
+                )
                 // receive-pack checks connectivity in a quarantine whose only alternate is the
                 // repo itself, so the alternate's refs are the `--all` it already excludes;
                 // listing them again cost a git for-each-ref per push. (git runs the command
