@@ -116,6 +116,41 @@ pub(crate) fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Resul
     Ok(true)
 }
 
+/// Renames `from` to `to` only if nothing is at `to` (renameat2's `RENAME_NOREPLACE`), then
+/// waits for both directories to reach the disk. A plain rename would replace an empty
+/// directory at `to` without a word; moving repos around must never replace anything.
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> Result<(), FsError> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))
+    };
+    let (cf, ct) = (
+        c(from).at("cannot move", from)?,
+        c(to).at("cannot move to", to)?,
+    );
+    // SAFETY: both pointers are NUL-terminated strings that live through the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).at("cannot move it to", to);
+    }
+    for dir in [from.parent(), to.parent()].into_iter().flatten() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("cannot sync directory", dir)?;
+    }
+    Ok(())
+}
+
 /// Creates a directory (and its parents) with the given mode if it does not exist yet.
 pub(crate) fn ensure_dir(path: &Path, mode: u32) -> Result<(), FsError> {
     use std::os::unix::fs::DirBuilderExt;

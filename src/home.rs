@@ -108,6 +108,10 @@ impl Home {
     pub(crate) fn queue_dir(&self) -> PathBuf {
         self.state_dir().join("queue")
     }
+    /// The store operations (delete, rename, ...) owed to slaves, one file each.
+    pub(crate) fn ops_dir(&self) -> PathBuf {
+        self.state_dir().join("ops")
+    }
     /// Held by the running daemon, so that only one runs per home.
     pub(crate) fn daemon_lock(&self) -> PathBuf {
         self.state_dir().join("daemon.lock")

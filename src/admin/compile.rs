@@ -19,6 +19,7 @@ use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, RepoName};
 use crate::replicate::queue::Queue;
+use crate::repo::gone::{Gone, GoneRecord};
 use crate::repo::{self, Applied, Mastership, Store, StoreError};
 
 /// What can stop a compile.
@@ -59,6 +60,9 @@ pub(crate) struct CompileReport {
     pub(crate) disagreements: Vec<Disagreement>,
     /// Repos `--accept-config` gave `repos.toml`'s mastership at a new epoch.
     pub(crate) accepted: Vec<Accepted>,
+    /// Repos `repos.toml` names that were deleted or renamed here: not recreated, and what
+    /// to edit, one line each.
+    pub(crate) gone: Vec<String>,
 }
 
 /// A repo whose master, since a promotion, is not the one `repos.toml` names.
@@ -88,11 +92,15 @@ pub(crate) struct Accepted {
 pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, CompileError> {
     let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
-    let rules = Rules::from_source(&source)?;
+    let mut rules = Rules::from_source(&source)?;
     let invocation = Invocation::current(home)?;
 
     ensure_dir(&home.state_dir(), 0o700)?;
     let _lock = lock(&home.compile_lock())?;
+    let mut report = CompileReport {
+        gone: follow_gone(home, &mut rules)?,
+        ..CompileReport::default()
+    };
 
     // Thousands of repos and queue records: one wait for the disk at the end, not one each.
     let store = Store::new(home.repositories()).deferring_sync();
@@ -101,7 +109,6 @@ pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, Compil
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
     store.sweep_abandoned();
     let queue = Queue::new(home.queue_dir()).deferring_sync();
-    let mut report = CompileReport::default();
     for name in rules.named_repos() {
         if store.find(name).is_none() {
             store.create(name, &invocation, rules.mirror(name).as_ref())?;
@@ -184,6 +191,47 @@ pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, Compil
     Ok(report)
 }
 
+/// Applies the record of deleted and renamed repos to `rules`: a deleted repo's table is
+/// dropped (so it is not recreated), a renamed repo's table moves to its new name. Entries for
+/// names `repos.toml` no longer names (or that are back in the store) have done their work and
+/// are forgotten. Returns a line per name `repos.toml` should stop naming.
+fn follow_gone(home: &Home, rules: &mut Rules) -> Result<Vec<String>, CompileError> {
+    let record = GoneRecord::in_state(&home.state_dir());
+    let gone = record.load();
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = Store::new(home.repositories());
+    let live = |g: &Gone| rules.names(g.repo()) && store.find(g.repo()).is_none();
+    let keep: Vec<Gone> = gone.iter().filter(|g| live(g)).cloned().collect();
+    if keep.len() != gone.len() {
+        record.update(|all| all.retain(|g| keep.contains(g)))?;
+    }
+    let mut lines = Vec::new();
+    for g in &keep {
+        match g {
+            Gone::Trashed { repo, entry } => {
+                rules.forget_repo(repo);
+                lines.push(format!(
+                    "{repo}: deleted (in the trash as {entry}), not recreated; repos.toml still names it: remove its table, or run `gitmirror trash restore {entry}`"
+                ));
+            }
+            Gone::Renamed { repo, to } => {
+                if rules.follow_rename(repo, to) {
+                    lines.push(format!(
+                        "{repo}: renamed to {to}; its table in repos.toml applies to {to}: rename the table to [repos.\"{to}\"]"
+                    ));
+                } else {
+                    lines.push(format!(
+                        "{repo}: renamed to {to}, which repos.toml names too; the table of {repo} applies to nothing: remove it"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// Queues `repo` for each of `slaves` that the queue has never seen, and returns them. A
 /// queue record that cannot be read is left to the daemon, which reports it.
 fn queue_new_slaves(queue: &Queue, repo: &RepoName, slaves: &[AccountName]) -> Vec<AccountName> {
@@ -249,6 +297,10 @@ impl CompileReport {
         }
         for d in &r.disagreements {
             out.push_str(&disagreement(d));
+        }
+        for line in &r.gone {
+            out.push_str(line);
+            out.push('\n');
         }
         out.push_str(&format!(
             "gitmirror: compiled {} repos ({} created, hooks updated in {})\n",

@@ -1,8 +1,10 @@
 //! What an administrator runs on a server: [`init`] (a new home), [`keys`] (users' and
 //! peers' keys and the authorized_keys rendered from them) and [`compile`] (`repos.toml`
-//! applied to the repositories).
+//! applied to the repositories), and [`store_ops`] (`delete`, `rename`, the trash, on a
+//! repo's master and, through the daemon, its slaves).
 
 pub(crate) mod admin_repo;
 pub(crate) mod compile;
 pub(crate) mod init;
 pub(crate) mod keys;
+pub(crate) mod store_ops;

@@ -6,14 +6,17 @@
 
 mod compile;
 mod daemon;
+mod delete;
 mod forced;
 mod hook;
 mod init;
 mod keys;
 mod orphans;
 mod promote;
+mod rename;
 mod request_push;
 mod status;
+mod trash;
 mod verify;
 
 use std::io::{self, Write};
@@ -142,6 +145,32 @@ enum Cmd {
         #[arg(long, requires_all = ["repo", "refname"])]
         drop: bool,
     },
+    /// On a repo's master: move it into the trash (repositories/.trash/NAME-TIME.git) here
+    /// and on every slave (durably: a slave that is down gets it when it returns).
+    Delete {
+        /// The repo.
+        repo: String,
+        /// Even while mirror pushes to a slave are pending (its copy is trashed as it is;
+        /// this server's keeps everything).
+        #[arg(long)]
+        force: bool,
+    },
+    /// On a repo's master: rename it here and on every slave. Rules naming OLD follow it to
+    /// NEW until repos.toml is edited.
+    Rename {
+        /// The repo's name now.
+        old: String,
+        /// Its new name (must not exist).
+        new: String,
+        /// Even while mirror pushes to a slave are pending.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The deleted repos this server keeps: list, restore, purge.
+    Trash {
+        #[command(subcommand)]
+        action: TrashCmd,
+    },
     /// Run the replicator: keeps peer connections open and works the mirror queue. Hooks start
     /// one on demand; run it under systemd (conf/gitmirror.service) to have it supervised.
     Daemon,
@@ -159,6 +188,26 @@ enum Cmd {
     Hook {
         #[command(subcommand)]
         hook: HookCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrashCmd {
+    /// Every entry, when it was deleted, and slaves that have not trashed their copy yet.
+    List,
+    /// Move an entry back (on its master: on every slave too), as its old name or --as NAME.
+    Restore {
+        /// The entry, as `trash list` shows it (NAME-YYYYMMDDTHHMMSSZ).
+        entry: String,
+        /// Restore it under this name instead.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+    },
+    /// Remove entries older than DURATION for good (on their master: on every slave too).
+    Purge {
+        /// e.g. 30d, 12h, 90min.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
     },
 }
 
@@ -214,6 +263,15 @@ impl Cli {
                     _ => orphans::list(cmd, &home, config, repo.as_deref()),
                 };
             }
+            Cmd::Delete { repo, force } => delete::run(&home, config, repo, *force),
+            Cmd::Rename { old, new, force } => rename::run(&home, config, old, new, *force),
+            Cmd::Trash { action } => match action {
+                TrashCmd::List => trash::list(&home, config),
+                TrashCmd::Restore { entry, as_name } => {
+                    trash::restore(&home, config, entry, as_name.as_deref())
+                }
+                TrashCmd::Purge { older_than } => trash::purge(&home, config, older_than),
+            },
             Cmd::Daemon => daemon::run(&home, config),
             Cmd::Shell { user } => {
                 return forced::run(cmd, &home, config, user, forced::Side::User);

@@ -1,7 +1,9 @@
 //! `gitmirror status [REPO] [--json]`: the queue, and per repo this server's role, master,
 //! epoch and orphaned refs, as tables or JSON. Exits 2, for monitoring, when a slave has been
 //! behind longer than `mirror.alert_after_secs`, or when a repo holds orphaned refs (or
-//! cannot be read): both wait for a person, and orphaned refs stay until one drops them.
+//! cannot be read): both wait for a person, and orphaned refs stay until one drops them. A
+//! delete, rename or restore a slave has not applied gets an `OP:` line (and exits 2 past the
+//! same threshold).
 
 use std::process::ExitCode;
 
@@ -10,6 +12,7 @@ use crate::admin::admin_repo::ADMIN_REPO;
 use crate::admin::admin_repo::apply::AppliedRecord;
 use crate::home::Home;
 use crate::names::RepoName;
+use crate::replicate::op_queue::{OpQueue, OpRecord};
 use crate::replicate::status;
 use crate::replicate::verify::record;
 
@@ -32,11 +35,16 @@ pub(super) fn run(
             record::Verified::default()
         });
         let admin = AppliedRecord::load(home);
+        let ops = OpQueue::new(home.ops_dir()).load_all().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the store operations queue");
+            Vec::new()
+        });
         let text = if json {
             let text = status::json(&report, &verified.slaves);
             match serde_json::from_str::<serde_json::Value>(&text) {
                 Ok(mut value) => {
                     value["admin"] = serde_json::to_value(&admin).unwrap_or_default();
+                    value["ops"] = serde_json::to_value(&ops).unwrap_or_default();
                     value.to_string() + "\n"
                 }
                 Err(_) => text + "\n",
@@ -47,6 +55,7 @@ pub(super) fn run(
                 + &record::table(&verified)
                 + &status::attention_lines(&report.repos)
                 + &admin_line(&admin)
+                + &ops_lines(&ops)
         };
         print(&text)?;
         let mut alerts = Vec::new();
@@ -55,6 +64,13 @@ pub(super) fn run(
         }
         if status::needs_attention(&report.repos) {
             alerts.push("orphaned refs (or unreadable repos) wait for an administrator");
+        }
+        let now = crate::replicate::queue::now();
+        if ops
+            .iter()
+            .any(|r| now - r.created > config.mirror.alert_after_secs)
+        {
+            alerts.push("a delete, rename or restore has waited for a slave longer than mirror.alert_after_secs");
         }
         if admin.failed.is_some() {
             alerts.push("the admin repo's last accepted commit is not applied here");
@@ -71,6 +87,25 @@ pub(super) fn run(
         }
         Err(e) => fail(cmd, &e),
     }
+}
+
+/// An `OP:` line per store operation (delete, rename, ...) a slave has not applied yet.
+fn ops_lines(ops: &[OpRecord]) -> String {
+    let mut out = String::new();
+    for r in ops {
+        for (slave, p) in &r.slaves {
+            let why = match &p.last_error {
+                Some(e) => format!("{} attempts, last: {e}", p.attempts),
+                None => "not tried yet".to_string(),
+            };
+            out.push_str(&format!(
+                "OP: {} not yet applied on {slave} (queued {} ago; {why})\n",
+                r.op.describe(),
+                status::age(r.created)
+            ));
+        }
+    }
+    out
 }
 
 /// An `ADMIN:` line when an accepted commit of the admin repo could not be applied: the

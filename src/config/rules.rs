@@ -340,6 +340,30 @@ impl Rules {
         self.repos.keys()
     }
 
+    /// Whether the file names `repo` in a table of its own.
+    pub(crate) fn names(&self, repo: &RepoName) -> bool {
+        self.repos.contains_key(repo)
+    }
+
+    /// Drops `repo`'s own table (a deleted repo's, which must not be recreated).
+    pub(crate) fn forget_repo(&mut self, repo: &RepoName) {
+        self.repos.remove(repo);
+    }
+
+    /// Gives `to` the table of `from` (a renamed repo's rules follow it), unless the file
+    /// names `to` itself; `from`'s table applies to nothing afterwards. Returns whether it
+    /// moved.
+    pub(crate) fn follow_rename(&mut self, from: &RepoName, to: &RepoName) -> bool {
+        let Some(rule) = self.repos.remove(from) else {
+            return false;
+        };
+        if self.repos.contains_key(to) {
+            return false;
+        }
+        self.repos.insert(to.clone(), rule);
+        true
+    }
+
     /// The text `gitmirror init` writes for a new server.
     pub(crate) fn template() -> &'static str {
         r#"# repos.toml: who may do what to which repo, and which server masters it.

@@ -141,12 +141,22 @@ pub(crate) fn ask_replies(home: &Home, request: &Request) -> Result<Vec<Reply>, 
 /// daemon answers, one is started and this returns at once: the daemon reads the queue when
 /// it starts, so the work is not lost either way.
 pub(crate) fn notify(home: &Home, repo: &RepoName) -> Result<(), DaemonError> {
+    tell(home, &Request::Push(repo.clone()))
+}
+
+/// Tells the daemon that store operations were queued, as [`notify`] does for pushes.
+pub(crate) fn notify_ops(home: &Home) -> Result<(), DaemonError> {
+    tell(home, &Request::Ops)
+}
+
+/// Sends a request that is answered `ok` at once; starts a daemon when none answers.
+fn tell(home: &Home, request: &Request) -> Result<(), DaemonError> {
     let started = |e: io::Error| DaemonError::Unreachable(format!("cannot start it: {e}"));
     let Ok(mut stream) = connect(home, false) else {
         return spawn(home).map_err(started);
     };
     stream
-        .write_all(Request::Push(repo.clone()).line().as_bytes())
+        .write_all(request.line().as_bytes())
         .map_err(|e| DaemonError::Unreachable(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();

@@ -47,6 +47,8 @@ pub(crate) enum Request {
     CompareFor(RepoName, AccountName),
     /// Every repo this server masters.
     All,
+    /// Store operations were queued: send them now.
+    Ops,
     /// Verify one repo (or every one) on its slaves, and repair what differs if asked.
     Verify {
         repo: Option<RepoName>,
@@ -99,6 +101,7 @@ impl Request {
             ["request", r] => Ok(Request::Compare(repo(r)?)),
             ["request-for", r, s] => Ok(Request::CompareFor(repo(r)?, AccountName::parse(s)?)),
             ["all"] => Ok(Request::All),
+            ["ops"] => Ok(Request::Ops),
             ["verify", r] => Ok(Request::Verify {
                 repo: Some(repo(r)?),
                 repair: false,
@@ -130,6 +133,7 @@ impl Request {
             Request::Compare(r) => format!("request {r}\n"),
             Request::CompareFor(r, s) => format!("request-for {r} {s}\n"),
             Request::All => "all\n".to_string(),
+            Request::Ops => "ops\n".to_string(),
             Request::Verify { repo, repair } => {
                 let repair = if *repair { " repair" } else { "" };
                 match repo {

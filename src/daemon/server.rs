@@ -22,10 +22,13 @@ use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::replicate::mastered::{Mastered, NotMastered};
+use crate::replicate::op_queue::OpQueue;
+use crate::replicate::op_sender::OpSender;
 use crate::replicate::pusher::SshPusher;
 use crate::replicate::queue::{Backoff, Queue};
 use crate::replicate::scheduler::{Checked, Outcome, Scheduler};
 use crate::replicate::{Delivered, PushError, When};
+use crate::repo::Store;
 use crate::ssh::Pool;
 
 /// A running daemon: the scheduler, and which repos it may be asked about.
@@ -33,6 +36,7 @@ struct Daemon {
     scheduler: Arc<Scheduler>,
     mastered: Mastered,
     verifier: Arc<Verifier>,
+    ops: Arc<OpSender>,
 }
 
 /// Why a request cannot be served; its words go back as the `error` reply.
@@ -106,7 +110,12 @@ async fn serve(
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).at("cannot listen on", socket)?;
     let mastered = Mastered::new(home, &config.hostname);
-    let pusher = SshPusher::new(mastered.clone(), Pool::new(home.clone(), config.clone()));
+    let pusher = SshPusher::new(
+        mastered.clone(),
+        Pool::new(home.clone(), config.clone()),
+        Queue::new(home.queue_dir()),
+        OpQueue::new(home.ops_dir()),
+    );
     let pool = pusher.pool();
     let scheduler = Scheduler::new(
         Queue::new(home.queue_dir()),
@@ -124,10 +133,19 @@ async fn serve(
             .clone()
             .periodically(Duration::from_secs_f64(config.mirror.verify_interval)),
     );
+    let ops = OpSender::new(
+        OpQueue::new(home.ops_dir()),
+        Store::new(home.repositories()),
+        verifier.pool.clone(),
+        Backoff::from_config(&config.mirror),
+        scheduler.clone(),
+    );
+    tokio::spawn(ops.clone().run());
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,
         verifier,
+        ops,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     let sweeper = daemon.clone();
@@ -191,6 +209,10 @@ impl Daemon {
         let request = Request::parse(&line);
         if let Ok(Request::Verify { repo, repair }) = &request {
             return self.verify(&mut write, repo.as_ref(), *repair).await;
+        }
+        if request == Ok(Request::Ops) {
+            self.ops.kick();
+            return write.write_all(Reply::Ok.line().as_bytes()).await;
         }
         let mut answered = Vec::new();
         let mut waiting = FuturesUnordered::new();
@@ -326,8 +348,8 @@ impl Daemon {
             }
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
-            // Served by `verify` before any job is made.
-            Request::Verify { .. } => Ok(Vec::new()),
+            // Served by `verify` and the operation sender before any job is made.
+            Request::Verify { .. } | Request::Ops => Ok(Vec::new()),
         }
     }
 }

@@ -12,10 +12,14 @@
 //! - [`push_error`]: why a mirror push failed, and whose fault it was.
 //! - [`report`], [`status`]: how results and the queue read for people.
 //! - [`verify`]: asking each slave what it holds, to find drift no push announced.
+//! - [`op_queue`], [`op_sender`]: the store operations (delete, restore, rename, purge) owed
+//!   to slaves, durable, in order, and the daemon's task that sends them.
 
 mod advertisement;
 pub(crate) mod mastered;
 pub(crate) mod mirror_push;
+pub(crate) mod op_queue;
+pub(crate) mod op_sender;
 mod pack;
 pub(crate) mod pkt_line;
 pub(crate) mod promote;

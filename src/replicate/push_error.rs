@@ -68,6 +68,10 @@ pub(crate) enum PushError {
     /// The daemon stopped before the push was done (told to waiters).
     #[error("daemon stopped")]
     Stopped,
+    /// Held back until the slave applies a store operation on the same name (a delete, a
+    /// rename); retried on the backoff, and submitted again by the operation's sender.
+    #[error("{0}")]
+    Held(String),
     /// The repo is no longer mastered here with this slave (told to waiters, not retried).
     #[error("{slave} is no longer a slave of {repo} here")]
     NotSlave { repo: RepoName, slave: AccountName },
@@ -80,7 +84,7 @@ impl PushError {
             PushError::Connect(PeerError::Connect { .. })
             | PushError::Transport(_)
             | PushError::Worker(_) => Blame::Transport,
-            PushError::Refused(_) | PushError::Missing(_) => Blame::Slave,
+            PushError::Refused(_) | PushError::Missing(_) | PushError::Held(_) => Blame::Slave,
             PushError::Connect(PeerError::Local(_))
             | PushError::Settings(_)
             | PushError::LocalRepo(_)

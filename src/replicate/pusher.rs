@@ -13,7 +13,9 @@ use tracing::{debug, info, warn};
 
 use super::mastered::{Mastered, NotMastered};
 use super::mirror_push::{self, Pushed, When};
+use super::op_queue::OpQueue;
 use super::push_error::PushError;
+use super::queue::Queue;
 use super::ref_state::RefState;
 use crate::names::{AccountName, RepoName};
 use crate::repo::mastership;
@@ -65,6 +67,10 @@ pub(crate) trait Pusher: Send + Sync + 'static {
 pub(crate) struct SshPusher {
     mastered: Mastered,
     pool: Arc<Pool>,
+    /// The mirror queue, to tell a repo deleted or renamed here from one away for a moment.
+    queue: Queue,
+    /// The store operations owed to slaves, which hold back pushes of the names they move.
+    ops: OpQueue,
     /// Listings of local refs at once: each takes a blocking thread, and a bulk request of
     /// thousands of repos must not start a thread for every one.
     listings: Arc<tokio::sync::Semaphore>,
@@ -75,10 +81,12 @@ const LISTINGS_AT_ONCE: usize = 4;
 
 impl SshPusher {
     /// Pushes the repos `mastered` lists, over connections from `pool`.
-    pub(crate) fn new(mastered: Mastered, pool: Pool) -> Arc<Self> {
+    pub(crate) fn new(mastered: Mastered, pool: Pool, queue: Queue, ops: OpQueue) -> Arc<Self> {
         Arc::new(SshPusher {
             mastered,
             pool: Arc::new(pool),
+            queue,
+            ops,
             listings: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AT_ONCE)),
         })
     }
@@ -101,12 +109,22 @@ impl SshPusher {
         let (path, slaves) = match self.mastered.slaves_of(repo) {
             Ok(found) => found,
             Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
+            // Deleted or renamed here: `delete` and `rename` take its queue record along.
+            Err(NotMastered::NoRepo(_)) if !self.queue.has_record(repo) => return Ok(None),
             Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
                 return Err(PushError::Settings(e));
             }
         };
         if !slaves.contains(slave) {
             return Ok(None);
+        }
+        // A delete or rename of this name the slave has not applied yet goes first: a push
+        // now would recreate there what the operation is about to move. The sender submits
+        // the push again once the slave has applied it.
+        if self.ops.blocks(repo, slave) {
+            return Err(PushError::Held(format!(
+                "waiting for {slave} to apply a delete, rename or restore of {repo} first"
+            )));
         }
         let local = self.list_refs(&path).await?;
         // The epoch goes with the push: a slave that knows a later master refuses it. It is
@@ -283,7 +301,11 @@ mod tests {
         .unwrap();
         let this = server.hostname.clone();
         let pool = Pool::new(home.clone(), Arc::new(server));
-        (dir, SshPusher::new(Mastered::new(&home, &this), pool))
+        let (queue, ops) = (Queue::new(home.queue_dir()), OpQueue::new(home.ops_dir()));
+        (
+            dir,
+            SshPusher::new(Mastered::new(&home, &this), pool, queue, ops),
+        )
     }
 
     async fn push(pusher: &SshPusher) -> Result<Option<Confirmed>, PushError> {
@@ -325,14 +347,23 @@ mod tests {
                 err.words()
             );
         }
-        // The repo gone from where it was.
+        // The repo gone from where it was, with a push owed for it: kept pending.
         let (dir, pusher) = pusher_with(None);
+        let home = Home::locate(Some(dir.path()), false).unwrap();
+        let repo = RepoName::parse("testing").unwrap();
+        let slave = AccountName::parse("server2").unwrap();
+        Queue::new(home.queue_dir())
+            .enqueue_record(&repo, std::slice::from_ref(&slave))
+            .unwrap();
         std::fs::remove_dir_all(dir.path().join("repositories/testing.git")).unwrap();
         let err = push(&pusher).await.unwrap_err();
         assert_eq!(
             err.words(),
             "cannot tell this repo's slaves: testing: no such repo here"
         );
+        // Deleted (or renamed) here, which takes its queue record along: nothing is owed.
+        Queue::new(home.queue_dir()).remove_record(&repo).unwrap();
+        assert!(push(&pusher).await.unwrap().is_none());
     }
 
     #[tokio::test]

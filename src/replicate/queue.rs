@@ -348,6 +348,35 @@ impl Queue {
             .and_then(|e| e.confirmed.clone()))
     }
 
+    /// Whether `repo` has a record (a repo deleted or renamed here has none).
+    pub(crate) fn has_record(&self, repo: &RepoName) -> bool {
+        self.file(repo).exists()
+    }
+
+    /// Removes `repo`'s record: the repo was deleted here, and nothing is owed for it.
+    pub(crate) fn remove_record(&self, repo: &RepoName) -> Result<(), QueueError> {
+        ensure_dir(&self.dir, 0o700)?;
+        let _lock = lock(&self.lock_file(repo))?;
+        let file = self.file(repo);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).at("cannot remove", &file)?,
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves `from`'s record to `to` (the repo was renamed): what each slave is owed and last
+    /// confirmed goes with the repo, so a slave that renamed its copy too needs no push.
+    pub(crate) fn move_record(&self, from: &RepoName, to: &RepoName) -> Result<(), QueueError> {
+        let mut record = self.load(from)?;
+        record.repo = to.to_string();
+        self.update(to, true, |r| {
+            for (slave, entry) in std::mem::take(&mut record.slaves) {
+                r.slaves.insert(slave, entry);
+            }
+        })?;
+        self.remove_record(from)
+    }
+
     /// Drops `slave`'s entry for `repo`: it is no longer among the repo's slaves here.
     pub(crate) fn forget(&self, repo: &RepoName, slave: &AccountName) -> Result<(), QueueError> {
         self.update(repo, false, |record| {

@@ -8,13 +8,19 @@
 //! - [`mastership`]: the same with the epoch, which promotions raise.
 //! - [`orphaning`]: keeping what a change of master overwrites.
 //! - [`orphans`]: the refs a server kept when a change of master overwrote them.
+//! - [`store_op`]: delete, restore, rename and purge, as a master and its slaves apply them.
+//! - [`gone`]: the names deleted or renamed here, so that `compile` does not recreate them.
+//! - [`trash`]: where deleted repos go, and the moves of `rename` and `restore`.
 
+pub(crate) mod gone;
 pub(crate) mod hooks;
 pub(crate) mod mastership;
 pub(crate) mod mirror_settings;
 pub(crate) mod orphaning;
 pub(crate) mod orphans;
 pub(crate) mod store;
+pub(crate) mod store_op;
+pub(crate) mod trash;
 
 use std::path::Path;
 
@@ -28,6 +34,7 @@ pub(crate) use hooks::{
 pub(crate) use mastership::{Applied, Mastership, apply_rules};
 pub(crate) use mirror_settings::mirror_config;
 pub(crate) use store::{Placed, Staged, Store};
+pub(crate) use trash::TrashEntry;
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
@@ -44,6 +51,10 @@ pub(crate) enum StoreError {
         key: &'static str,
         value: String,
     },
+    #[error("{what} {name} exists already")]
+    Exists { what: &'static str, name: String },
+    #[error("no {what} {name} here")]
+    Missing { what: &'static str, name: String },
     #[error("repo {repo}: its directory would lie outside the store")]
     Escapes { repo: String },
     #[error(transparent)]

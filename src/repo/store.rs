@@ -71,7 +71,7 @@ impl Staged {
 /// The bare repositories of one server.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     /// Whether `create` waits for the disk itself (else its caller syncs the filesystem once).
     sync_each: bool,
 }

@@ -10,7 +10,11 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::names::{AccountName, NameError, RepoName};
-use crate::proto::{MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB, VERIFY_VERB};
+use crate::proto::{
+    DELETE_VERB, MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB, STORE_OP_VERB,
+    VERIFY_VERB,
+};
+use crate::repo::store_op::{BadOp, StoreOp};
 
 /// The two git services a client may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,11 @@ pub(crate) enum Request {
     },
     /// A user's push to a slave, carried here by that slave (peers only).
     RedirectReceive { user: AccountName, repo: RepoName },
+    /// A store operation (delete, restore, rename, purge) from the master that made it at
+    /// `epoch` (peers only).
+    StoreOp { epoch: u64, op: StoreOp },
+    /// Delete a repo into the trash, here and on its slaves (administrators only).
+    Delete(RepoName),
 }
 
 impl Request {
@@ -73,17 +82,20 @@ impl Request {
             Request::RedirectReceive { repo, .. } => {
                 (REDIRECT_RECEIVE_VERB.to_string(), repo.to_string())
             }
+            Request::StoreOp { op, .. } => (STORE_OP_VERB.to_string(), op.describe()),
+            Request::Delete(repo) => (DELETE_VERB.to_string(), repo.to_string()),
         }
     }
 
     /// The repo the request is about, if any: the one whose rules a shell must read.
     pub(crate) fn repo(&self) -> Option<&RepoName> {
         match self {
-            Request::Info | Request::Verify => None,
+            Request::Info | Request::Verify | Request::StoreOp { .. } => None,
             Request::Git { repo, .. }
             | Request::Mirror(repo)
             | Request::MirrorReceive { repo, .. }
-            | Request::RedirectReceive { repo, .. } => Some(repo),
+            | Request::RedirectReceive { repo, .. }
+            | Request::Delete(repo) => Some(repo),
         }
     }
 
@@ -110,7 +122,7 @@ pub(crate) enum CommandError {
     #[error("unbalanced or embedded quote in {0:?}")]
     Quoting(String),
     #[error(
-        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push"
+        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push, delete"
     )]
     Unknown(String),
     #[error("{verb} takes {expected}, got {got} argument(s)")]
@@ -127,6 +139,8 @@ pub(crate) enum CommandError {
     HeadRef(String),
     #[error("bad epoch {0:?}: not a number")]
     Epoch(String),
+    #[error("bad store operation: {0}")]
+    StoreOp(#[from] BadOp),
 }
 
 /// Longest command line considered; git sends far less.
@@ -238,6 +252,13 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
             repo: repo_arg(repo)?,
         }),
         (REDIRECT_RECEIVE_VERB, None, _) => Err(arity(verb, "a user and one repo", args.len())),
+        (STORE_OP_VERB, None, [epoch, op @ ..]) if !op.is_empty() => Ok(Request::StoreOp {
+            epoch: epoch_arg(epoch)?,
+            op: StoreOp::parse(op)?,
+        }),
+        (STORE_OP_VERB, None, _) => Err(arity(verb, "an epoch and an operation", args.len())),
+        (DELETE_VERB, None, [repo]) => Ok(Request::Delete(repo_arg(repo)?)),
+        (DELETE_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }

@@ -17,6 +17,7 @@ use super::command::{CommandError, GitService, Request};
 use super::fresh_receive::FreshReceive;
 use super::git::{self, Launch};
 use super::mirror_receive::MirrorReceive;
+use super::peer_store_op::{self, StoreOpRefused};
 use super::user_shell::{ShellError, UserShell};
 use crate::admin::keys;
 use crate::config::{MirrorRule, Rules, ServerConfig};
@@ -72,6 +73,8 @@ pub(crate) enum PeerShellError {
     VerifyInput(std::io::Error),
     #[error("bad verify request: {0}")]
     Verify(#[from] WireError),
+    #[error("{0}")]
+    StoreOp(#[from] StoreOpRefused),
 }
 
 /// One peer's session on this server.
@@ -139,6 +142,14 @@ impl<'a> PeerShell<'a> {
                 }
                 Request::RedirectReceive { user, repo } => {
                     self.redirect_receive(&user, &repo, protocol)
+                }
+                Request::StoreOp { epoch, op } => Ok(Reply::text(
+                    peer_store_op::apply(self.home, self.this(), &self.peer, epoch, &op)?,
+                    true,
+                )),
+                // A user's command; a peer gets the refusal any unknown command gets.
+                Request::Delete(_) => {
+                    Err(CommandError::Unknown(proto::DELETE_VERB.to_string()).into())
                 }
             },
         )

@@ -17,6 +17,7 @@ use super::access::{Reply, answer};
 use super::command::{CommandError, GitService, Request};
 use super::git::{self, Launch};
 use crate::admin::keys;
+use crate::admin::store_ops::{self, StoreOpsError};
 use crate::config::{Access, MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::home::Home;
@@ -54,6 +55,14 @@ pub(crate) enum ShellError {
     NotCompiled,
     #[error("{0}")]
     Request(#[from] RequestError),
+    #[error(
+        "{0} may not delete repos: only users with RW+ on gitmirror-admin (administrators) may"
+    )]
+    NotAdmin(AccountName),
+    #[error("cannot read this server's rules: {0}")]
+    Rules(String),
+    #[error("{0}")]
+    StoreOp(#[from] StoreOpsError),
 }
 
 /// Whether a user's push to a slave may be carried to the master.
@@ -155,8 +164,25 @@ impl<'a> UserShell<'a> {
                 Request::RedirectReceive { .. } => {
                     Err(CommandError::Unknown(proto::REDIRECT_RECEIVE_VERB.to_string()).into())
                 }
+                Request::StoreOp { .. } => {
+                    Err(CommandError::Unknown(proto::STORE_OP_VERB.to_string()).into())
+                }
+                Request::Delete(repo) => self.delete(repo),
             },
         )
+    }
+
+    /// `delete REPO`: an administrator's (RW+ on the admin repo) delete, into the trash here
+    /// and on the repo's slaves, as `gitmirror delete` without `--force`.
+    fn delete(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+        let admin = RepoName::parse(proto::ADMIN_REPO).map_err(CommandError::from)?;
+        let rules =
+            Rules::compiled_for(self.home, &admin).map_err(|e| ShellError::Rules(e.to_string()))?;
+        if rules.access(&self.user, &admin) < Access::Rewind {
+            return Err(ShellError::NotAdmin(self.user.clone()));
+        }
+        let done = store_ops::delete(self.home, &self.config, repo, false)?;
+        Ok(Reply::text(format!("{}\n", done.line), true))
     }
 
     /// A push of `repo` that a slave (`via`) carried here for this user: decided as the
