@@ -26,6 +26,11 @@ use crate::text::one_line;
 /// The longest the sender sleeps without looking at the queue again.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// The longest wait between attempts on one slave. Operations are few and an attempt costs
+/// one ssh login, so a slave that comes back gets its deletes and renames within this, not
+/// after the mirror backoff's maximum.
+const RETRY_CAP: Duration = Duration::from_secs(15);
+
 /// Works the operation queue of one server.
 pub(crate) struct OpSender {
     queue: OpQueue,
@@ -140,7 +145,7 @@ impl OpSender {
                 Ok(())
             }
             Err(words) => {
-                let delay = self.backoff.delay(attempts.saturating_add(1));
+                let delay = self.backoff.delay(attempts.saturating_add(1)).min(RETRY_CAP);
                 warn!(%slave, op = %what, error = %words, retry_in_secs = delay.as_secs(), "store operation not applied on the slave");
                 Err((words.clone(), now() + delay.as_secs_f64()))
             }
