@@ -213,6 +213,14 @@ fn rename_moves_every_copy_and_the_rules_follow_it() {
     w.cluster.set_rules(&fixed);
     let out = done(w.s("server1").gitmirror(&["compile"]));
     assert!(!out.contains("renamed"), "{out}");
+    // Taking its table out of repos.toml deletes nothing, anywhere.
+    let without = fixed.replace("[repos.\"team/tools\"]\n\"RW+\" = [\"alice\"]\n", "");
+    assert!(!without.contains("team/tools"), "{without}");
+    w.cluster.set_rules(&without);
+    for s in ALL {
+        assert!(w.s(s).repo_path("team/tools").exists(), "{s}");
+        assert_eq!(w.s(s).refs("team/tools"), w.s("server1").refs("team/tools"));
+    }
 }
 
 #[test]

@@ -145,7 +145,10 @@ impl OpSender {
                 Ok(())
             }
             Err(words) => {
-                let delay = self.backoff.delay(attempts.saturating_add(1)).min(RETRY_CAP);
+                let delay = self
+                    .backoff
+                    .delay(attempts.saturating_add(1))
+                    .min(RETRY_CAP);
                 warn!(%slave, op = %what, error = %words, retry_in_secs = delay.as_secs(), "store operation not applied on the slave");
                 Err((words.clone(), now() + delay.as_secs_f64()))
             }
