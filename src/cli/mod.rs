@@ -187,10 +187,10 @@ impl Cli {
 
         let result = match cmd {
             Cmd::Init { hostname, admin } => init::run(&home, hostname, admin.as_deref()),
-            Cmd::AddUser { name, keyfile } => keys::add_user(&home, name, keyfile),
-            Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
-            Cmd::RemoveUser { name } => keys::remove_user(&home, name),
-            Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
+            Cmd::AddUser { name, keyfile } => keys::add_user(&home, config, name, keyfile),
+            Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, config, keyfile),
+            Cmd::RemoveUser { name } => keys::remove_user(&home, config, name),
+            Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, config, name),
             Cmd::Compile { accept_config } => compile::run(&home, config, *accept_config),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
