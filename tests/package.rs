@@ -1,7 +1,7 @@
 //! The Debian package, as an administrator uses it: installed with dpkg on this machine, a
 //! server set up with the installed `/usr/bin/gitmirror` only (its own unix account, `init`,
-//! `add-user` and `compile` run as that path), a real `git push` over a real sshd, then
-//! removed and purged with nothing of it left.
+//! `add-user` and `compile` run as that path), a real `git push` over a real sshd, an upgrade
+//! in place that needs no step on the server, then removed and purged with nothing left.
 //!
 //! Ignored in the plain `cargo test` run: it installs into /usr, so it runs alone, after the
 //! other tests (`scripts/test`: `cargo test --test package -- --ignored`), on the package
@@ -155,11 +155,27 @@ fn the_package_installs_serves_a_push_and_removes_cleanly() {
         }
 
         let head = alice.init_repo("work");
-        let out = alice.git_in("work", &["push", &server.url("testing"), "main"]);
-        out.ok();
+        alice
+            .git_in(
+                "work",
+                &["push", "-q", "-u", &server.url("testing"), "main"],
+            )
+            .ok();
         assert_eq!(
             server.git("testing", &["rev-parse", "main"]).ok().trim(),
             head
+        );
+        // An upgrade (dpkg unpacks a new /usr/bin/gitmirror over the old) needs neither
+        // add-user nor compile again: the next push just works.
+        let inode = |p: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = inode(BIN);
+        dpkg(&["-i", deb.to_str().unwrap()]).ok();
+        assert_ne!(inode(BIN), before, "dpkg did not replace {BIN}");
+        let next = alice.commit("work", "after-upgrade");
+        alice.git_in("work", &["push", "-q"]).ok();
+        assert_eq!(
+            server.git("testing", &["rev-parse", "main"]).ok().trim(),
+            next
         );
         // Dropped here: sshd, whatever the account runs (the daemon the hook started, from
         // /usr/bin/gitmirror), and the account itself.
