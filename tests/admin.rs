@@ -567,3 +567,155 @@ fn what_a_server_keeps_is_private_to_its_account() {
     }
     assert!(open.is_empty(), "readable by others:\n{}", open.join("\n"));
 }
+
+/// Every command line gitmirror wrote for others to run in `home`: authorized_keys' forced
+/// commands, the home's hooks, the peers' hooks, and testing.git's own hooks.
+fn written_commands(home: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let ak = fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
+    for line in ak.lines().filter(|l| l.starts_with("restrict,")) {
+        out.push(("authorized_keys".to_string(), line.to_string()));
+    }
+    for hook in [
+        "hooks/pre-receive",
+        "hooks/post-receive",
+        "state/peer-hooks/post-receive",
+        "repositories/testing.git/hooks/pre-receive",
+        "repositories/testing.git/hooks/post-receive",
+    ] {
+        let text = fs::read_to_string(home.join(hook)).unwrap();
+        let exec = text.lines().find(|l| l.starts_with("exec ")).unwrap();
+        out.push((hook.to_string(), exec.to_string()));
+    }
+    out
+}
+
+/// Asserts that every line [`written_commands`] finds runs `bin` with `--home home`.
+fn assert_commands_run(home: &Path, bin: &Path) {
+    let prefix = format!("{} --home {} ", bin.display(), home.display());
+    for (file, line) in written_commands(home) {
+        let ok = if file == "authorized_keys" {
+            line.starts_with(&format!("restrict,command=\"{prefix}shell alice\" "))
+        } else {
+            line == format!(
+                "exec {prefix}hook {}",
+                &file[file.rfind('/').unwrap() + 1..]
+            )
+        };
+        assert!(ok, "{file}: {line:?} does not run {prefix:?}");
+    }
+}
+
+#[test]
+fn lines_run_gitmirror_by_the_path_it_was_run_as_and_compile_follows_a_move() {
+    let (s, home) = fresh("server1");
+    let alice = key("alice");
+    gm(
+        &home,
+        &["add-user", "alice", alice.key.public.to_str().unwrap()],
+    )
+    .ok();
+    fs::write(
+        home.join("repos.toml"),
+        "[repos.testing]\nRW = [\"alice\"]\n",
+    )
+    .unwrap();
+    gm(&home, &["compile"]).ok();
+    assert_commands_run(&home, &sandbox().bin);
+
+    let run_as = |program: &Path, path_var: &str| {
+        run(Command::new(program)
+            .env_clear()
+            .env("PATH", path_var)
+            .env("HOME", "/nonexistent-home")
+            .arg("--home")
+            .arg(&home)
+            .arg("compile"))
+    };
+    // A symlink's own path is written, not its target's (an upgrade may swap the target).
+    let links = s.0.path().join("links");
+    fs::create_dir(&links).unwrap();
+    let link = links.join("gitmirror");
+    std::os::unix::fs::symlink(&sandbox().bin, &link).unwrap();
+    let out = run_as(&link, "/usr/bin:/bin").ok();
+    let rewritten = format!(
+        "authorized_keys rewritten: forced commands run {} --home {}",
+        link.display(),
+        home.display()
+    );
+    assert!(out.contains(&rewritten), "{out}");
+    assert_commands_run(&home, &link);
+
+    // Moved, and found through PATH as a shell finds `gitmirror`: one compile follows it.
+    let moved = s.0.path().join("moved");
+    fs::create_dir(&moved).unwrap();
+    let moved_bin = moved.join("gitmirror");
+    if fs::hard_link(&sandbox().bin, &moved_bin).is_err() {
+        fs::copy(&sandbox().bin, &moved_bin).unwrap();
+    }
+    let path_var = format!("{}:/usr/bin:/bin", moved.display());
+    let out = run_as(Path::new("gitmirror"), &path_var).ok();
+    assert!(out.contains("authorized_keys rewritten"), "{out}");
+    assert_commands_run(&home, &moved_bin);
+    // Nothing moved: nothing rewritten.
+    let before = snapshot(&home);
+    let out = run_as(Path::new("gitmirror"), &path_var).ok();
+    assert!(!out.contains("rewritten"), "{out}");
+    for file in [".ssh/authorized_keys", "hooks/post-receive"] {
+        assert_eq!(before[Path::new(file)], snapshot(&home)[Path::new(file)]);
+    }
+
+    // gitmirror.toml's program wins over the path it was run as.
+    let config = home.join("gitmirror.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    let with = |program: &Path| format!("program = \"{}\"\n{text}", program.display());
+    fs::write(&config, with(&link)).unwrap();
+    gm(&home, &["compile"]).ok();
+    assert_commands_run(&home, &link);
+    // One that is not there is refused before anything changes, and so is add-user.
+    fs::write(&config, with(&moved.join("absent"))).unwrap();
+    let before = snapshot(&home);
+    gm(&home, &["compile"]).fails_with("is not an executable file");
+    gm(
+        &home,
+        &["add-user", "bob", key("bob").key.public.to_str().unwrap()],
+    )
+    .fails_with("is not an executable file");
+    assert_unchanged(&before, &snapshot(&home));
+}
+
+#[test]
+fn completions_and_man_pages_need_no_server_home() {
+    let bin = &sandbox().bin;
+    let generate = |args: &[&str]| run(Command::new(bin).env_clear().args(args));
+    for (shell, marker) in [
+        ("bash", "complete -F _gitmirror"),
+        ("zsh", "#compdef gitmirror"),
+        ("fish", "complete -c gitmirror"),
+    ] {
+        let script = generate(&["completions", shell]).ok();
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("add-mirroring-peer"), "{shell}");
+    }
+    let err = generate(&["completions", "tcsh"])
+        .fails_with("gitmirror: completions: unknown shell \"tcsh\"; expected bash, zsh or fish");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let s = Scratch::new("man");
+    let dir = s.path().join("man1");
+    let listed = generate(&["man", dir.to_str().unwrap()]).ok();
+    assert_eq!(listed.lines().count(), fs::read_dir(&dir).unwrap().count());
+    for page in ["gitmirror.1", "gitmirror-init.1", "gitmirror-compile.1"] {
+        let path = dir.join(page);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(".TH gitmirror"), "{page}: {text}");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644, "{page}");
+    }
+    // A place it cannot write is one line and a failure.
+    let blocked = s.path().join("file");
+    fs::write(&blocked, "").unwrap();
+    let err = generate(&["man", blocked.join("man1").to_str().unwrap()]).fails_with("cannot write");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -12,6 +12,7 @@
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::admin::keys::{self, KeyError};
 use crate::config::{ConfigError, Rules, ServerConfig, Source};
 use crate::daemon::client;
 use crate::fs::{FsError, ensure_dir, lock, sync_filesystem, write_if_changed};
@@ -30,6 +31,8 @@ pub(crate) enum CompileError {
     #[error(transparent)]
     Invocation(#[from] InvocationError),
     #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -44,6 +47,9 @@ pub(crate) struct CompileReport {
     pub(crate) created: Vec<RepoName>,
     /// Repos whose hooks were (re)written.
     pub(crate) hooks_updated: usize,
+    /// The command authorized_keys lines now start with, when they were rewritten (gitmirror
+    /// moved, or `program` changed).
+    pub(crate) keys_rewritten: Option<String>,
     /// Repos whose mirror settings were (re)written.
     pub(crate) mirror_updated: Vec<RepoName>,
     /// Repos whose mirror settings were removed: the rules no longer give them any.
@@ -93,7 +99,7 @@ pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, Compil
     let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
     let mut rules = Rules::from_source(&source)?;
-    let invocation = Invocation::current(home)?;
+    let invocation = Invocation::current(home, config.program.as_deref())?;
 
     ensure_dir(&home.state_dir(), 0o700)?;
     let _lock = lock(&home.compile_lock())?;
@@ -109,6 +115,10 @@ pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, Compil
     repo::write_peer_hooks(&home.peer_hooks_dir(), &invocation)?;
     store.sweep_abandoned();
     let queue = Queue::new(home.queue_dir()).deferring_sync();
+    // The forced commands name gitmirror as the hooks do: both follow it when it moves.
+    if keys::rewrite(home, &invocation)? {
+        report.keys_rewritten = Some(invocation.as_str().to_string());
+    }
     for name in rules.named_repos() {
         if store.find(name).is_none() {
             store.create(name, &invocation, rules.mirror(name).as_ref())?;
@@ -262,6 +272,11 @@ impl CompileReport {
     pub(crate) fn lines(&self) -> Vec<String> {
         let r = self;
         let mut out = String::new();
+        if let Some(command) = &r.keys_rewritten {
+            out.push_str(&format!(
+                "authorized_keys rewritten: forced commands run {command}\n"
+            ));
+        }
         for repo in &r.created {
             out.push_str(&format!("created {repo}\n"));
         }

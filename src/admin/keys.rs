@@ -308,6 +308,31 @@ pub(crate) fn is_registered(home: &Home, role: Role, name: &AccountName) -> bool
         .is_file()
 }
 
+/// Rewrites gitmirror's block of authorized_keys with `command` for the registered keys, as
+/// `compile` does after gitmirror moved (a package upgrade, another `program`). Returns
+/// whether the file changed. A file without the block and no registered key is left alone.
+pub(crate) fn rewrite(home: &Home, command: &Invocation) -> Result<bool, KeyError> {
+    files::ensure_dir(&home.state_dir(), 0o700)?;
+    let _lock = files::lock(&home.keys_lock())?;
+    let entries = load_entries(home)?;
+    let existing = read_authorized_keys(home)?;
+    if entries.is_empty() && !existing.lines().any(|l| l == BLOCK_START) {
+        return Ok(false);
+    }
+    if let Some(line) = unbalanced_markers(&existing) {
+        return Err(KeyError::Markers {
+            file: home.authorized_keys(),
+            line,
+        });
+    }
+    let rendered = render(&existing, &entries, command);
+    let changed = files::write_if_changed(&home.authorized_keys(), rendered.as_bytes(), 0o600)?;
+    if changed {
+        info!(command = command.as_str(), "authorized_keys rewritten");
+    }
+    Ok(changed)
+}
+
 /// Removes `name`'s key and rewrites authorized_keys without it.
 pub(crate) fn remove(
     home: &Home,

@@ -5,12 +5,14 @@
 //! commands and hooks, a remote git client) reads, and the exit code.
 
 mod compile;
+mod completions;
 mod daemon;
 mod delete;
 mod forced;
 mod hook;
 mod init;
 mod keys;
+mod man;
 mod orphans;
 mod promote;
 mod rename;
@@ -172,8 +174,19 @@ enum Cmd {
         action: TrashCmd,
     },
     /// Run the replicator: keeps peer connections open and works the mirror queue. Hooks start
-    /// one on demand; run it under systemd (conf/gitmirror.service) to have it supervised.
+    /// one on demand; run it under systemd (gitmirror@ACCOUNT.service) to have it supervised.
     Daemon,
+    /// Print the shell completion script for SHELL (bash, zsh or fish) to stdout.
+    Completions {
+        /// bash, zsh or fish.
+        shell: String,
+    },
+    /// Write the man pages (gitmirror.1, gitmirror-SUBCOMMAND.1) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them; created if missing.
+        dir: PathBuf,
+    },
     /// The forced command of a user's key (reads SSH_ORIGINAL_COMMAND); not typed by people.
     Shell {
         /// The user the key belongs to.
@@ -222,8 +235,20 @@ enum HookCmd {
 impl Cli {
     /// Runs the parsed command line and returns the process's exit code.
     pub fn run(self) -> ExitCode {
-        crate::fs::private_umask();
         let cmd = &self.command;
+        // Made from the command line alone: no server home, and files for everyone to read.
+        let generated = match cmd {
+            Cmd::Completions { shell } => Some(completions::run(shell)),
+            Cmd::Man { dir } => Some(man::run(dir)),
+            _ => None,
+        };
+        if let Some(result) = generated {
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => fail(cmd, &msg),
+            };
+        }
+        crate::fs::private_umask();
         let is_forced = matches!(cmd, Cmd::Shell { .. } | Cmd::Peer { .. });
         let home = match Home::locate(self.home.as_deref(), !is_forced) {
             Ok(h) => h,
@@ -236,10 +261,10 @@ impl Cli {
 
         let result = match cmd {
             Cmd::Init { hostname, admin } => init::run(&home, hostname, admin.as_deref()),
-            Cmd::AddUser { name, keyfile } => keys::add_user(&home, name, keyfile),
-            Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, keyfile),
-            Cmd::RemoveUser { name } => keys::remove_user(&home, name),
-            Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, name),
+            Cmd::AddUser { name, keyfile } => keys::add_user(&home, config, name, keyfile),
+            Cmd::AddMirroringPeer { keyfile } => keys::add_peer(&home, config, keyfile),
+            Cmd::RemoveUser { name } => keys::remove_user(&home, config, name),
+            Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, config, name),
             Cmd::Compile { accept_config } => compile::run(&home, config, *accept_config),
             Cmd::RequestPush { repo, all } => {
                 request_push::run(&home, config, repo.as_deref(), *all)
@@ -278,6 +303,7 @@ impl Cli {
             }
             Cmd::Peer { name } => return forced::run(cmd, &home, config, name, forced::Side::Peer),
             Cmd::Hook { hook } => hook::run(&home, config, *hook),
+            Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -2,13 +2,14 @@
 //! peer, replication defaults, logging).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::file::{ConfigError, Source};
 use crate::home::Home;
+use crate::invocation::Invocation;
 use crate::names::AccountName;
 
 /// How to reach one peer over ssh. Every field is optional: by default the peer's name is used
@@ -105,6 +106,7 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields)]
 struct RawServerConfig {
     hostname: Spanned<String>,
+    program: Option<Spanned<String>>,
     #[serde(default)]
     peers: BTreeMap<Spanned<String>, PeerConfig>,
     #[serde(default)]
@@ -132,6 +134,9 @@ fn plain_ssh_word(s: &str) -> bool {
 pub(crate) struct ServerConfig {
     /// This server's name among its peers (not its DNS name).
     pub(crate) hostname: AccountName,
+    /// The path authorized_keys lines and hooks run gitmirror by; default: the path the
+    /// running gitmirror was started as (see `invocation`).
+    pub(crate) program: Option<PathBuf>,
     /// How to reach each peer, by the peer's name.
     pub(crate) peers: BTreeMap<AccountName, PeerConfig>,
     /// Replication defaults.
@@ -163,6 +168,16 @@ impl ServerConfig {
             })
         };
         let hostname = name(&raw.hostname, "hostname")?;
+        let program = match &raw.program {
+            None => None,
+            Some(p) => {
+                let path = PathBuf::from(p.get_ref());
+                if let Err(e) = Invocation::new(&path, None) {
+                    return Err(src.error(p.span(), format!("program: {e}")));
+                }
+                Some(path)
+            }
+        };
         let mut peers = BTreeMap::new();
         for (key, peer) in raw.peers {
             let peer_name = name(&key, "peer name")?;
@@ -228,6 +243,7 @@ impl ServerConfig {
         }
         Ok(ServerConfig {
             hostname,
+            program,
             peers,
             mirror: raw.mirror,
             log,
@@ -240,6 +256,10 @@ impl ServerConfig {
             r#"# gitmirror.toml: this server's own settings.
 # hostname is this server's name among its peers (not its DNS name).
 hostname = "{hostname}"
+
+# The path authorized_keys lines and repo hooks run gitmirror by (rewritten by
+# `gitmirror compile`); default: the path gitmirror was run as, symlinks kept.
+# program = "/usr/bin/gitmirror"
 
 # How to reach each peer over ssh. All fields are optional: by default the peer's
 # name is used as an ssh host alias (see ~/.ssh/config).
@@ -323,6 +343,11 @@ mod tests {
             ),
             (
                 "hostname = \"s1\"\n[peers.s2]\nhost = \"-oProxyCommand=x\"\n",
+                2,
+            ),
+            ("hostname = \"s1\"\nprogram = \"bin/gitmirror\"\n", 2),
+            (
+                "hostname = \"s1\"\nprogram = \"/opt/my dir/gitmirror\"\n",
                 2,
             ),
         ] {

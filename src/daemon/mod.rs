@@ -3,7 +3,7 @@
 //! The daemon keeps one multiplexed ssh connection per peer and works the durable queue
 //! (see [`crate::replicate::scheduler`]). It listens on a unix socket in the home; one runs
 //! per home (a lock file sees to it). Hooks start one on demand when none answers, so an
-//! administrator gets the fast path without configuring anything; `conf/gitmirror.service`
+//! administrator gets the fast path without configuring anything; `gitmirror@ACCOUNT.service`
 //! runs it under systemd for those who want it supervised.
 //!
 //! - [`protocol`]: the request and reply lines, parsed and printed in one place.

@@ -342,7 +342,7 @@ impl<'a> PeerShell<'a> {
                 && (r.is_slave(&self.peer) && (r.is_master(self.this()) || r.is_slave(self.this())))
         });
         let staged = if promoted {
-            let invocation = Invocation::current(self.home)
+            let invocation = Invocation::current(self.home, self.config.program.as_deref())
                 .map_err(|e: InvocationError| self.create_err(repo, e.to_string()))?;
             store
                 .stage(repo, &invocation, rule.as_ref())
@@ -420,7 +420,7 @@ impl<'a> PeerShell<'a> {
                 peer: self.peer.clone(),
             });
         }
-        let invocation = Invocation::current(self.home)
+        let invocation = Invocation::current(self.home, self.config.program.as_deref())
             .map_err(|e: InvocationError| self.create_err(repo, e.to_string()))?;
         store
             .stage(repo, &invocation, rule.as_ref())

@@ -24,6 +24,8 @@ pub struct Server {
     pub port: u16,
     pub(crate) sshd: Option<Child>,
     pub sshd_dir: Scratch,
+    /// The gitmirror binary its administrator runs: the sandbox's, or an installed one.
+    pub bin: PathBuf,
     _root: Scratch,
 }
 
@@ -42,6 +44,12 @@ fn next_addr() -> Ipv4Addr {
 impl Server {
     /// Creates the account and home (`gitmirror init` run as that account) and starts sshd.
     pub fn start(hostname: &str) -> Server {
+        Server::start_with(hostname, &sandbox().bin)
+    }
+
+    /// As [`Server::start`], with `bin` as the gitmirror its administrator runs (e.g. the
+    /// package's `/usr/bin/gitmirror`): what `init` and [`Server::gitmirror`] run.
+    pub fn start_with(hostname: &str, bin: &Path) -> Server {
         let root = Scratch::new(hostname);
         let home = root.path().join("home");
         let user = UnixUser::create(&home);
@@ -53,6 +61,7 @@ impl Server {
             port: 0,
             sshd: None,
             sshd_dir,
+            bin: bin.to_path_buf(),
             _root: root,
         };
         server.gitmirror(&["init", "--hostname", hostname]).ok();
@@ -181,7 +190,7 @@ impl Server {
 
     /// Runs `gitmirror ARGS` as the server's account, as its administrator would.
     pub fn gitmirror(&self, args: &[&str]) -> Output {
-        run(self.user.command(&sandbox().bin).args(args))
+        run(self.user.command(&self.bin).args(args))
     }
 
     /// Registers a user's key (the public key file is copied where the account can read it).

@@ -18,6 +18,7 @@ use super::name;
 use super::snapshot::{Snapshot, default_branch};
 use crate::admin::compile::{self, CompileReport};
 use crate::admin::keys::{self, Role};
+use crate::config::ServerConfig;
 use crate::fs::{Context, ensure_dir, lock, write_atomic, write_if_changed};
 use crate::home::Home;
 use crate::invocation::Invocation;
@@ -178,7 +179,8 @@ pub(crate) fn apply(
     snapshot: &Snapshot,
     accept: bool,
 ) -> Result<(Vec<String>, CompileReport), AdminRepoError> {
-    let invocation = Invocation::current(home)?;
+    let config = ServerConfig::of(home)?;
+    let invocation = Invocation::current(home, config.program.as_deref())?;
     let rules_path = home.rules_path();
     let previous = match std::fs::read(&rules_path) {
         Ok(b) => Some(b),

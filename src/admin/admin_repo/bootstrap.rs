@@ -82,7 +82,7 @@ pub(crate) fn bootstrap(
         text
     };
 
-    let invocation = Invocation::current(home)?;
+    let invocation = Invocation::current(home, config.program.as_deref())?;
     keys::add(home, Role::User, admin.as_str(), key_file, &invocation)?;
     write_if_changed(&rules_path, text.as_bytes(), 0o600)?;
     compile::compile(home, false)?;
