@@ -18,7 +18,7 @@ use super::fresh_receive::FreshReceive;
 use super::git::{self, Launch};
 use super::mirror_receive::MirrorReceive;
 use super::user_shell::{ShellError, UserShell};
-use crate::admin::keys;
+use crate::admin::{admin_repo, keys};
 use crate::config::{MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::home::Home;
@@ -183,6 +183,64 @@ impl<'a> PeerShell<'a> {
         }
     }
 
+    /// The mirror settings this server's rules give `repo`, or, for the admin repo on a
+    /// server that has none yet (see [`Self::adopts_admin_repo`]), the peer as its master and
+    /// this server as its slave, until the configuration it brings is applied.
+    fn mirror_rule(&self, repo: &RepoName) -> Option<MirrorRule> {
+        let rule = self.rules.mirror(repo);
+        if rule.is_none() && self.adopts_admin_repo(repo, None) {
+            return Some(MirrorRule {
+                master: self.peer.clone(),
+                slaves: vec![self.this().clone()],
+                sync: None,
+                redirect: None,
+            });
+        }
+        rule
+    }
+
+    /// Whether this server takes `repo` from the peer because it is the admin repo and this
+    /// server has no configuration from it yet: no copy with any history (`path`, when there
+    /// is a copy), and no mirror settings for it in its own rules. Registering the peer
+    /// (`add-mirroring-peer`) was the administrator's act of trust; from the first commit on,
+    /// the applied configuration decides, as for any repo.
+    fn adopts_admin_repo(&self, repo: &RepoName, path: Option<&std::path::Path>) -> bool {
+        if !admin_repo::is_admin_repo(repo) || self.rules.mirror(repo).is_some() {
+            return false;
+        }
+        let Some(path) = path else {
+            return true;
+        };
+        match repo::mirror_config(path) {
+            Ok(None) => {}
+            _ => return false,
+        }
+        git2::Repository::open_bare(path)
+            .and_then(|r| Ok(r.references()?.flatten().next().is_none()))
+            .unwrap_or(false)
+    }
+
+    /// An admin repo that exists here without history or mirror settings (see
+    /// [`Self::adopts_admin_repo`]): records the peer as its master at `epoch`, so that the
+    /// push is taken as any master's.
+    fn adopt_existing(
+        &self,
+        repo: &RepoName,
+        path: &std::path::Path,
+        epoch: u64,
+    ) -> Result<(), PeerShellError> {
+        if self.adopts_admin_repo(repo, Some(path)) {
+            let adopted = Mastership {
+                master: self.peer.clone(),
+                slaves: vec![self.this().clone()],
+                epoch,
+            };
+            mastership::set_mastership(path, &adopted)?;
+            info!(repo = %repo, peer = %self.peer, epoch, "no admin repo here yet: taking it from a registered peer");
+        }
+        Ok(())
+    }
+
     /// A user's push that the peer, a slave of the repo here, carried to this server, its
     /// master: decided by this server's rules for that user, as their own push here would
     /// be, and run as one (the same hooks, queueing, sync wait and lines). Taken only where
@@ -256,6 +314,7 @@ impl<'a> PeerShell<'a> {
                 staged, self.home, &self.peer, repo, head,
             )));
         };
+        self.adopt_existing(repo, &path, epoch)?;
         // The common case (the master known here, at the epoch known here) needs no write and
         // no lock. Anything to record is decided again under the config's lock: two claims
         // arriving together, or a promotion here meanwhile, must not be decided on a read
@@ -324,7 +383,7 @@ impl<'a> PeerShell<'a> {
         repo: &RepoName,
         epoch: u64,
     ) -> Result<Staged, PeerShellError> {
-        let rule = self.rules.mirror(repo);
+        let rule = self.mirror_rule(repo);
         let promoted = rule.as_ref().is_some_and(|r| {
             epoch > 0
                 && !r.is_master(&self.peer)
@@ -359,6 +418,7 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         match store.find(repo) {
             Some(path) => {
+                self.adopt_existing(repo, &path, 0)?;
                 let epoch = mastership::epoch(&path)?;
                 self.peer_masters_at(repo, repo::mirror_config(&path)?.as_ref(), epoch)?;
                 Ok(path)
@@ -401,7 +461,7 @@ impl<'a> PeerShell<'a> {
 
     /// Builds, unplaced, a repo the peer masters by this server's own rules.
     fn stage(&self, store: &Store, repo: &RepoName) -> Result<Staged, PeerShellError> {
-        let rule = self.rules.mirror(repo);
+        let rule = self.mirror_rule(repo);
         if self.peer_masters(repo, rule.as_ref()).is_err() {
             return Err(PeerShellError::NoRule {
                 this: self.this().clone(),
@@ -494,7 +554,7 @@ impl<'a> PeerShell<'a> {
                 Err(e) => Here::Refused(e.to_string()),
             },
             None if self
-                .peer_masters(repo, self.rules.mirror(repo).as_ref())
+                .peer_masters(repo, self.mirror_rule(repo).as_ref())
                 .is_ok() =>
             {
                 Here::Missing
