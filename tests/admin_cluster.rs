@@ -327,6 +327,14 @@ fn a_fourth_server_joins_by_the_readme_steps() {
         .git_in("from-server4", &["push", "-q", "origin", "main"])
         .err();
     assert!(err.contains("mirrored from server1"), "{err}");
+    // Nor does a user's push to its admin repo get through, administrator or not.
+    let err = alice
+        .git_in(
+            "admin",
+            &["push", "-q", &s4.url("gitmirror-admin"), "HEAD:main"],
+        )
+        .err();
+    assert!(err.contains("mirrored from server1"), "{err}");
     let status = s4.gitmirror(&["status"]);
     assert!(!status.text().contains("ADMIN:"), "{}", status.text());
     // Now that it has an admin repo, a peer that does not master it is refused, by either verb.
@@ -361,4 +369,37 @@ fn a_fourth_server_joins_by_the_readme_steps() {
             .status
             .success()
     });
+}
+
+#[test]
+fn a_server_whose_admin_repo_has_no_history_takes_it_from_a_registered_peer() {
+    let cluster = Cluster::new(&["server1", "server2"]);
+    let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
+    // server2's own rules name the admin repo without mirror settings: compile made it there,
+    // empty and local.
+    s2.set_rules("[repos.gitmirror-admin]\nR = [\"alice\"]\n");
+    assert!(s2.repo_path("gitmirror-admin").exists());
+    s1.set_rules("[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n");
+    let alice = Client::new("alice");
+    let key = s1.sshd_dir.path().join("alice.pub");
+    fs::copy(&alice.key.public, &key).unwrap();
+    s1.gitmirror(&[
+        "init",
+        "--hostname",
+        "server1",
+        "--admin",
+        "alice",
+        key.to_str().unwrap(),
+    ])
+    .ok();
+    cluster.wait_in_sync("gitmirror-admin", "server1", &["server2"]);
+    wait_for("server2 configured by the admin repo", REPLICATION, || {
+        fs::read_to_string(s2.home().join("repos.toml")).ok()
+            == fs::read_to_string(s1.home().join("repos.toml")).ok()
+    });
+    // From then on its master is the one the configuration names.
+    let config = s2
+        .git("gitmirror-admin", &["config", "gitolite.mirror.master"])
+        .ok();
+    assert_eq!(config.trim(), "server1");
 }
