@@ -3,6 +3,9 @@
 //! A peer is never a user: it has no entry in the access rules and gets write access only to
 //! the repos this server's own config says it masters, with this server among their slaves.
 //! The master's word alone never creates a repo here; this server's `repos.toml` must agree.
+//! One exception, so that a new server can join a cluster: a server that has no admin repo yet
+//! takes it from a peer it registered (see `adopts_admin_repo`), and the configuration it
+//! brings decides from then on.
 
 use std::ffi::OsStr;
 use std::io::Read;
