@@ -499,7 +499,9 @@ impl<'a> PeerShell<'a> {
         let shared = rule.as_ref().is_some_and(|m| {
             holds(m, &self.peer) && holds(m, self.this()) && self.peer != *self.this()
         });
-        if !shared {
+        // An admin repo this server would take from the peer is empty: a master compares
+        // with it before its first push.
+        if !shared && !self.adopts_admin_repo(repo, Some(&path)) {
             return Err(self.refuse(repo, "it is not mirrored between us".into()));
         }
         Ok(Reply::Git(self.launch(
