@@ -3,7 +3,6 @@
 //! server, new slaves included; a refused push changes nothing anywhere; a slave that was down
 //! takes the configuration when it is back; a new server joins by the README's steps.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -91,28 +90,6 @@ fn main_of(server: &Server, repo: &str) -> String {
         .to_string()
 }
 
-/// What a refused admin push must leave as it was on a server: its configuration files, its
-/// registered keys, every repo (refs, objects, config). The daemon's sockets and the log are
-/// left out: they are not configuration.
-fn configuration(server: &Server) -> BTreeMap<PathBuf, Vec<u8>> {
-    let home = server.home();
-    let mut all = BTreeMap::new();
-    for dir in ["repositories", "keys"] {
-        for (path, content) in snapshot(&home.join(dir)) {
-            all.insert(PathBuf::from(dir).join(path), content);
-        }
-    }
-    for file in [
-        "repos.toml",
-        "gitmirror.toml",
-        ".ssh/authorized_keys",
-        "state/admin.json",
-    ] {
-        all.insert(PathBuf::from(file), fs::read(home.join(file)).unwrap());
-    }
-    all
-}
-
 /// Waits until `master` records every slave of every repo in sync: the slaves' side of each
 /// push (applying the admin repo among it) is over.
 fn wait_settled(master: &Server) {
@@ -180,7 +157,7 @@ fn one_admin_push_configures_three_servers_and_a_refused_one_changes_nothing() {
 
     // Refused pushes: each names its file, and no server changes at all.
     wait_settled(s1);
-    let before = servers.map(configuration);
+    let before = servers.map(|s| snapshot(s.home()));
     edit_rules(&alice, |rules| rules + "\n[repos.broken]\nRW = 3\n");
     let err = commit_and_push(&alice, "broken").err();
     assert!(
@@ -205,7 +182,7 @@ fn one_admin_push_configures_three_servers_and_a_refused_one_changes_nothing() {
         .git_in("admin", &["reset", "-q", "--hard", "HEAD~1"])
         .ok();
     for (s, before) in servers.iter().zip(&before) {
-        assert_unchanged(before, &configuration(s));
+        assert_unchanged(before, &snapshot(s.home()));
     }
     assert!(!s1.repo_path("broken").exists());
 }
