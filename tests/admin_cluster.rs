@@ -247,6 +247,15 @@ fn a_fourth_server_joins_by_the_readme_steps() {
 
     // 1. `gitmirror init --hostname server4` there (with sshd in front).
     let s4 = Server::start("server4");
+    // What init prints (again: it is safe to rerun) names the steps that follow.
+    let said = s4.gitmirror(&["init", "--hostname", "server4"]).ok();
+    for step in [
+        "gitmirror add-mirroring-peer MASTER.pub",
+        "a [peers.server4] table in gitmirror.toml",
+        "as keys/peers/server4.pub and server4 to the",
+    ] {
+        assert!(said.contains(step), "{step}: {said}");
+    }
     // Before step 2 server4 takes nothing from server1.
     let refused = cluster
         .server("server1")
