@@ -32,9 +32,9 @@ mirror.slaves = ["server2"]
 /// `admin/`. `mirror` goes into server1's `[mirror]` table before its daemon starts.
 fn admin_cluster(mirror: &str) -> (Cluster, Client) {
     let cluster = Cluster::new(&["server1", "server2", "server3"]);
-    cluster.set_rules(RULES);
     let s1 = cluster.server("server1");
     s1.mirror_settings(mirror);
+    cluster.set_rules(RULES);
     let alice = Client::new("alice");
     let key = s1.sshd_dir.path().join("alice.pub");
     fs::copy(&alice.key.public, &key).unwrap();
