@@ -359,13 +359,37 @@ fn a_fourth_server_joins_by_the_readme_steps() {
 
 #[test]
 fn a_server_whose_admin_repo_has_no_history_takes_it_from_a_registered_peer() {
-    let cluster = Cluster::new(&["server1", "server2"]);
-    let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
+    let cluster = Cluster::new(&["server1", "server2", "server3"]);
+    let (s1, s2, s3) = (
+        cluster.server("server1"),
+        cluster.server("server2"),
+        cluster.server("server3"),
+    );
     // server2's own rules name the admin repo without mirror settings: compile made it there,
     // empty and local.
     s2.set_rules("[repos.gitmirror-admin]\nR = [\"alice\"]\n");
     assert!(s2.repo_path("gitmirror-admin").exists());
-    s1.set_rules("[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n");
+    let mirrored = "[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n";
+    s1.set_rules(mirrored);
+    // server3's own rules name server1 as the admin repo's master: though its admin repo has
+    // no history yet, another peer it registered is refused, by either verb.
+    s3.set_rules(
+        &(mirrored.replace("[\"server2\"]", "[\"server2\", \"server3\"]")
+            + "[repos.gitmirror-admin]\nR = [\"alice\"]\n"),
+    );
+    assert!(s3.repo_path("gitmirror-admin").exists());
+    for verb in [
+        "mirror-receive-pack 0 'gitmirror-admin'",
+        "git-receive-pack 'gitmirror-admin'",
+    ] {
+        let refused = s2.ssh_as_peer(s3, verb);
+        let err = refused.err();
+        assert!(!refused.status.success(), "{verb}: {err}");
+        assert!(
+            err.contains("server3 refuses gitmirror-admin from server2"),
+            "{verb}: {err}"
+        );
+    }
     let alice = Client::new("alice");
     let key = s1.sshd_dir.path().join("alice.pub");
     fs::copy(&alice.key.public, &key).unwrap();
