@@ -358,7 +358,7 @@ fn a_fourth_server_joins_by_the_readme_steps() {
 }
 
 #[test]
-fn a_server_whose_admin_repo_has_no_history_takes_it_from_a_registered_peer() {
+fn an_admin_repo_without_history_is_taken_from_a_registered_peer_unless_own_rules_name_another() {
     let cluster = Cluster::new(&["server1", "server2", "server3"]);
     let (s1, s2, s3) = (
         cluster.server("server1"),
