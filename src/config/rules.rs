@@ -70,6 +70,16 @@ impl MirrorRule {
     }
 }
 
+/// A server named in a mirror table (see [`Rules::mirror_servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NamedServer {
+    /// `@all` or the repo's name.
+    pub(crate) table: String,
+    pub(crate) server: AccountName,
+    /// Named as the master (else as a slave).
+    pub(crate) master: bool,
+}
+
 /// The mirror table of one `[repos.X]` entry: `master` brings its own `slaves` (replacing
 /// those of `@all`), `sync` and `redirect` override on their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +343,32 @@ impl Rules {
             sync,
             redirect,
         })
+    }
+
+    /// Every server a mirror table names, with the table (`@all` or a repo's name) and
+    /// whether as master, table by table (`@all` first), each server once per table.
+    pub(crate) fn mirror_servers(&self) -> Vec<NamedServer> {
+        let tables = std::iter::once((ALL_REPOS, &self.all))
+            .chain(self.repos.iter().map(|(name, rule)| (name.as_str(), rule)));
+        let mut named = Vec::new();
+        for (table, rule) in tables {
+            let Some((master, slaves)) = &rule.mirror.servers else {
+                continue;
+            };
+            named.push(NamedServer {
+                table: table.to_string(),
+                server: master.clone(),
+                master: true,
+            });
+            for slave in slaves.iter().filter(|s| *s != master) {
+                named.push(NamedServer {
+                    table: table.to_string(),
+                    server: slave.clone(),
+                    master: false,
+                });
+            }
+        }
+        named
     }
 
     /// The repos named in the file (not counting `@all`).

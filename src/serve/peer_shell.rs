@@ -3,6 +3,9 @@
 //! A peer is never a user: it has no entry in the access rules and gets write access only to
 //! the repos this server's own config says it masters, with this server among their slaves.
 //! The master's word alone never creates a repo here; this server's `repos.toml` must agree.
+//! One exception, so that a new server can join a cluster: a server that has no admin repo yet
+//! takes it from a peer it registered (see `adopts_admin_repo`), and the configuration it
+//! brings decides from then on.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -19,7 +22,7 @@ use super::git::{self, Launch};
 use super::mirror_receive::MirrorReceive;
 use super::peer_store_op::{self, StoreOpRefused};
 use super::user_shell::{ShellError, UserShell};
-use crate::admin::keys;
+use crate::admin::{admin_repo, keys};
 use crate::config::{MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::home::Home;
@@ -194,6 +197,64 @@ impl<'a> PeerShell<'a> {
         }
     }
 
+    /// The mirror settings this server's rules give `repo`, or, for the admin repo on a
+    /// server that has none yet (see [`Self::adopts_admin_repo`]), the peer as its master and
+    /// this server as its slave, until the configuration it brings is applied.
+    fn mirror_rule(&self, repo: &RepoName) -> Option<MirrorRule> {
+        let rule = self.rules.mirror(repo);
+        if rule.is_none() && self.adopts_admin_repo(repo, None) {
+            return Some(MirrorRule {
+                master: self.peer.clone(),
+                slaves: vec![self.this().clone()],
+                sync: None,
+                redirect: None,
+            });
+        }
+        rule
+    }
+
+    /// Whether this server takes `repo` from the peer because it is the admin repo and this
+    /// server has no configuration from it yet: no copy with any history (`path`, when there
+    /// is a copy), and no mirror settings for it in its own rules. Registering the peer
+    /// (`add-mirroring-peer`) was the administrator's act of trust; from the first commit on,
+    /// the applied configuration decides, as for any repo.
+    fn adopts_admin_repo(&self, repo: &RepoName, path: Option<&std::path::Path>) -> bool {
+        if !admin_repo::is_admin_repo(repo) || self.rules.mirror(repo).is_some() {
+            return false;
+        }
+        let Some(path) = path else {
+            return true;
+        };
+        match repo::mirror_config(path) {
+            Ok(None) => {}
+            _ => return false,
+        }
+        git2::Repository::open_bare(path)
+            .and_then(|r| Ok(r.references()?.flatten().next().is_none()))
+            .unwrap_or(false)
+    }
+
+    /// An admin repo that exists here without history or mirror settings (see
+    /// [`Self::adopts_admin_repo`]): records the peer as its master at `epoch`, so that the
+    /// push is taken as any master's.
+    fn adopt_existing(
+        &self,
+        repo: &RepoName,
+        path: &std::path::Path,
+        epoch: u64,
+    ) -> Result<(), PeerShellError> {
+        if self.adopts_admin_repo(repo, Some(path)) {
+            let adopted = Mastership {
+                master: self.peer.clone(),
+                slaves: vec![self.this().clone()],
+                epoch,
+            };
+            mastership::set_mastership(path, &adopted)?;
+            info!(repo = %repo, peer = %self.peer, epoch, "no admin repo here yet: taking it from a registered peer");
+        }
+        Ok(())
+    }
+
     /// A user's push that the peer, a slave of the repo here, carried to this server, its
     /// master: decided by this server's rules for that user, as their own push here would
     /// be, and run as one (the same hooks, queueing, sync wait and lines). Taken only where
@@ -267,6 +328,7 @@ impl<'a> PeerShell<'a> {
                 staged, self.home, &self.peer, repo, head,
             )));
         };
+        self.adopt_existing(repo, &path, epoch)?;
         // The common case (the master known here, at the epoch known here) needs no write and
         // no lock. Anything to record is decided again under the config's lock: two claims
         // arriving together, or a promotion here meanwhile, must not be decided on a read
@@ -335,7 +397,7 @@ impl<'a> PeerShell<'a> {
         repo: &RepoName,
         epoch: u64,
     ) -> Result<Staged, PeerShellError> {
-        let rule = self.rules.mirror(repo);
+        let rule = self.mirror_rule(repo);
         let promoted = rule.as_ref().is_some_and(|r| {
             epoch > 0
                 && !r.is_master(&self.peer)
@@ -370,6 +432,7 @@ impl<'a> PeerShell<'a> {
         let store = Store::new(self.home.repositories());
         match store.find(repo) {
             Some(path) => {
+                self.adopt_existing(repo, &path, 0)?;
                 let epoch = mastership::epoch(&path)?;
                 self.peer_masters_at(repo, repo::mirror_config(&path)?.as_ref(), epoch)?;
                 Ok(path)
@@ -412,7 +475,7 @@ impl<'a> PeerShell<'a> {
 
     /// Builds, unplaced, a repo the peer masters by this server's own rules.
     fn stage(&self, store: &Store, repo: &RepoName) -> Result<Staged, PeerShellError> {
-        let rule = self.rules.mirror(repo);
+        let rule = self.mirror_rule(repo);
         if self.peer_masters(repo, rule.as_ref()).is_err() {
             return Err(PeerShellError::NoRule {
                 this: self.this().clone(),
@@ -447,7 +510,9 @@ impl<'a> PeerShell<'a> {
         let shared = rule.as_ref().is_some_and(|m| {
             holds(m, &self.peer) && holds(m, self.this()) && self.peer != *self.this()
         });
-        if !shared {
+        // An admin repo this server would take from the peer is empty: a master compares
+        // with it before its first push.
+        if !shared && !self.adopts_admin_repo(repo, Some(&path)) {
             return Err(self.refuse(repo, "it is not mirrored between us".into()));
         }
         Ok(Reply::Git(self.launch(
@@ -505,7 +570,7 @@ impl<'a> PeerShell<'a> {
                 Err(e) => Here::Refused(e.to_string()),
             },
             None if self
-                .peer_masters(repo, self.rules.mirror(repo).as_ref())
+                .peer_masters(repo, self.mirror_rule(repo).as_ref())
                 .is_ok() =>
             {
                 Here::Missing

@@ -13,7 +13,7 @@ use std::time::Duration;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use thiserror::Error;
 use tokio::sync::{OnceCell, Semaphore};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::fs::FsError;
@@ -196,7 +196,16 @@ impl Pool {
     }
 
     async fn connect(&self, peer: &AccountName) -> Result<Arc<Connection>, PeerError> {
-        let settings = self.config.peers.get(peer).cloned().unwrap_or_default();
+        // How to reach a peer is read afresh at each connection, not only at the daemon's
+        // start: a `[peers.NAME]` table added for a new server is used without a restart.
+        let settings = match ServerConfig::of(&self.home) {
+            Ok(now) => now.peers.get(peer).cloned(),
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot read gitmirror.toml; using the settings read at start");
+                self.config.peers.get(peer).cloned()
+            }
+        }
+        .unwrap_or_default();
         let mut builder = SessionBuilder::default();
         builder
             .keyfile(self.home.private_key())

@@ -24,7 +24,7 @@ impl Cluster {
         let servers: Vec<Server> = names.iter().map(|n| Server::start(n)).collect();
         for a in &servers {
             for b in servers.iter().filter(|b| b.hostname != a.hostname) {
-                a.append_config(&b.peer_entry());
+                a.add_peer_address(b);
                 b.add_peer(a);
             }
         }
@@ -92,6 +92,11 @@ impl Server {
             "\n[peers.{}]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
             self.hostname, self.addr, self.port, self.user.name
         )
+    }
+
+    /// Tells this server how to reach `other`: a `[peers.NAME]` table in its gitmirror.toml.
+    pub fn add_peer_address(&self, other: &Server) {
+        self.append_config(&other.peer_entry());
     }
 
     /// Registers `other` as a mirroring peer, from the `NAME.pub` its init wrote.

@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Every file under `root` with its contents (directories and symlinks recorded too), except
-/// the log file, which the tests expect to grow.
+/// Every file under `root` with its contents (directories, symlinks and sockets recorded too),
+/// except the log file, which the tests expect to grow.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -30,6 +30,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
                         .unwrap()
                         .into_os_string()
                         .into_encoded_bytes(),
+                );
+            } else if !meta.is_file() {
+                // A socket (the daemon's, ssh's control masters) or a fifo: its kind and mode.
+                out.insert(
+                    rel,
+                    format!("{:?} {:o}", meta.file_type(), meta.mode()).into_bytes(),
                 );
             } else {
                 let mut v = fs::read(&p).unwrap();

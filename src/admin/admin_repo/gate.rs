@@ -9,6 +9,7 @@ use super::snapshot::{Snapshot, default_branch};
 use super::{ADMIN_REPO, AdminRepoError, name};
 use crate::admin::keys::Role;
 use crate::config::Access;
+use crate::names::AccountName;
 
 /// Checks a push of `updates` (`(ref, new value)`, zero for a deletion) to the admin repo
 /// `repo` (opened inside git's quarantine, so that the pushed objects are visible).
@@ -26,6 +27,7 @@ pub(crate) fn check_push(repo: &Repository, updates: &[(&str, Oid)]) -> Result<(
         }
         let snapshot = Snapshot::of_commit(repo, *new)?;
         keeps_an_administrator(&snapshot)?;
+        keeps_every_mirror_key(&snapshot)?;
     }
     Ok(())
 }
@@ -45,6 +47,45 @@ fn keeps_an_administrator(snapshot: &Snapshot) -> Result<(), AdminRepoError> {
     } else {
         Err(AdminRepoError::NoAdministrator)
     }
+}
+
+/// With `keys/peers/` in use, refuses a configuration that names a server in a mirror table
+/// without its key there: every server applying it would unregister that server. For the admin
+/// repo's master that is final (its slaves would refuse its pushes, so no fix could reach
+/// them); for any other repo it cuts that repo's replication, and a slave without a key could
+/// not ask its master for a push, carry a user's push there or be promoted. The admin repo's
+/// own servers are checked first, so that the refusal names the worst case.
+fn keeps_every_mirror_key(snapshot: &Snapshot) -> Result<(), AdminRepoError> {
+    if !snapshot.has_peers {
+        return Ok(());
+    }
+    let has_key = |server: &AccountName| {
+        snapshot
+            .keys
+            .iter()
+            .any(|e| e.role == Role::Peer && &e.name == server)
+    };
+    let missing = |server: &AccountName, master: bool, repo: String| AdminRepoError::NoPeerKey {
+        server: server.to_string(),
+        role: if master { "master" } else { "slave" },
+        repo,
+    };
+    let admin = name();
+    if let Some(rule) = snapshot.rules.mirror(&admin) {
+        let servers =
+            std::iter::once((&rule.master, true)).chain(rule.slaves.iter().map(|s| (s, false)));
+        for (server, master) in servers {
+            if !has_key(server) {
+                return Err(missing(server, master, ADMIN_REPO.to_string()));
+            }
+        }
+    }
+    for named in snapshot.rules.mirror_servers() {
+        if !has_key(&named.server) {
+            return Err(missing(&named.server, named.master, named.table));
+        }
+    }
+    Ok(())
 }
 
 /// The message for a push to the admin repo refused by [`check_push`].

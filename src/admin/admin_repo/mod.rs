@@ -87,6 +87,14 @@ pub(crate) enum AdminRepoError {
         "repos.toml: no user with a key in keys/users/ would keep RW+ on {ADMIN_REPO}; nobody could push to it again"
     )]
     NoAdministrator,
+    #[error(
+        "repos.toml names {server} as {role} of {repo}, but keys/peers/{server}.pub is missing: every server applying this commit would stop accepting {server} as a peer"
+    )]
+    NoPeerKey {
+        server: String,
+        role: &'static str,
+        repo: String,
+    },
     #[error("deleting {branch} would leave the servers without a configuration")]
     DeleteDefault { branch: String },
     #[error(transparent)]

@@ -291,4 +291,47 @@ mod tests {
             assert!(e.contains("nobody could push to it again"), "{e}");
         }
     }
+
+    #[test]
+    fn the_gate_refuses_a_mirrored_server_without_its_key_when_peers_are_listed() {
+        const ED2: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFuguHekk9jdkl8HbBnCDZVM6wtvHAj51oLO4m8R0eCT";
+        const ED3: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINMNgL2OpD0aN86HB5xoXhpcdxg/RLyUnDgYOPa0DkLz";
+        let admin = "[repos.gitmirror-admin]\n\"RW+\" = [\"alice\"]\n";
+        let mirrored = format!(
+            "{admin}[repos.\"@all\"]\nmirror.master = \"server1\"\nmirror.slaves = [\"server2\"]\n"
+        );
+        let gate = |files: &[(&str, &str)]| {
+            let (_d, repo, commit) = commit_of(files);
+            repo.set_head("refs/heads/main").unwrap();
+            super::super::gate::check_push(&repo, &[("refs/heads/main", commit)])
+                .map_err(|e| e.to_string())
+        };
+        let alice = ("keys/users/alice.pub", ED);
+        let s1 = ("keys/peers/server1.pub", ED2);
+        let s2 = ("keys/peers/server2.pub", ED3);
+        assert!(gate(&[("repos.toml", &mirrored), alice, s1, s2]).is_ok());
+        // Without keys/peers/ the peers are left alone: nothing to check.
+        assert!(gate(&[("repos.toml", &mirrored), alice]).is_ok());
+        // The admin repo's slave, then its master, without a key.
+        let e = gate(&[("repos.toml", &mirrored), alice, s1]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "repos.toml names server2 as slave of gitmirror-admin, but keys/peers/server2.pub is missing"
+            ),
+            "{e}"
+        );
+        let e = gate(&[("repos.toml", &mirrored), alice, s2]).unwrap_err();
+        assert!(
+            e.contains("names server1 as master of gitmirror-admin"),
+            "{e}"
+        );
+        // Any other repo's servers too: here a slave named in one repo's table only.
+        let other = format!(
+            "{mirrored}[repos.tools]\nmirror.master = \"server1\"\nmirror.slaves = [\"server3\"]\n"
+        );
+        let e = gate(&[("repos.toml", &other), alice, s1, s2]).unwrap_err();
+        assert!(e.contains("names server3 as slave of tools"), "{e}");
+    }
 }
