@@ -118,6 +118,15 @@ fn entry_of(t: &str) -> String {
         .to_string()
 }
 
+/// The first entry of `repo` in a `trash list`.
+fn entry_of_list(list: &str, repo: &str) -> String {
+    list.lines()
+        .filter_map(|l| l.split('\t').next())
+        .find(|e| e.starts_with(&format!("{repo}-")))
+        .unwrap_or_else(|| panic!("no entry of {repo} in: {list}"))
+        .to_string()
+}
+
 fn refs_of(path: &Path) -> String {
     let out = std::process::Command::new("git")
         .arg("--git-dir")
@@ -213,6 +222,31 @@ fn rename_moves_every_copy_and_the_rules_follow_it() {
     w.cluster.set_rules(&fixed);
     let out = done(w.s("server1").gitmirror(&["compile"]));
     assert!(!out.contains("renamed"), "{out}");
+    // Renamed again and then deleted: nothing comes back under any of its names, and the
+    // other repos are untouched.
+    done(w.s("server1").gitmirror(&["rename", "team/tools", "t2"]));
+    let out = done(w.s("server1").gitmirror(&["delete", "t2"]));
+    let entry = entry_of(&out);
+    for s in ALL {
+        w.wait_gone(s, "team/tools");
+        let trashed = w
+            .s(s)
+            .home()
+            .join(format!("repositories/.trash/{entry}.git"));
+        wait_for(&format!("{entry} on {s}"), Duration::from_secs(30), || {
+            trashed.join("HEAD").exists()
+        });
+        done(w.s(s).gitmirror(&["compile"]));
+        for gone in ["tools", "team/tools", "t2"] {
+            assert!(!w.s(s).repo_path(gone).exists(), "{s} recreated {gone}");
+        }
+        assert!(w.s(s).repo_path("testing").exists());
+    }
+    done(
+        w.s("server1")
+            .gitmirror(&["trash", "restore", &entry, "--as", "team/tools"]),
+    );
+    w.cluster.wait_in_sync("team/tools", "server1", &SLAVES);
     // Taking its table out of repos.toml deletes nothing, anywhere.
     let without = fixed.replace("[repos.\"team/tools\"]\n\"RW+\" = [\"alice\"]\n", "");
     assert!(!without.contains("team/tools"), "{without}");
@@ -234,13 +268,17 @@ fn a_slave_that_was_down_gets_the_delete_when_it_returns() {
     wait_for(
         "server1's trash list to show server3's failure",
         Duration::from_secs(30),
-        || w.trash("server1").contains("not yet on server3: "),
+        || {
+            let t = w.trash("server1");
+            t.contains("not yet on server3: ") && !t.contains("not yet on server3: not tried yet")
+        },
     );
     assert!(w.s("server3").repo_path("testing").exists());
     let status = w.s("server1").gitmirror(&["status"]);
     assert!(
-        text(&status).contains("OP: delete testing (into the trash as")
-            && text(&status).contains("not yet applied on server3"),
+        text(&status).contains(": delete testing (into the trash as")
+            && text(&status).contains("not yet applied on server3")
+            && text(&status).contains(" attempts, last: "),
         "{}",
         text(&status)
     );
@@ -303,7 +341,23 @@ fn unsafe_requests_are_refused_and_change_nothing() {
         let after = snapshot(&w.s(s).home().join("repositories"));
         assert_unchanged(&before[i], &after);
     }
+    // Nor bring back a name that left, by naming something it lacks: server2's record of
+    // the deleted testing stays, and its compile does not recreate it.
+    done(w.s("server1").gitmirror(&["delete", "testing"]));
+    w.wait_gone("server2", "testing");
+    let out = w
+        .s("server3")
+        .ssh_as_peer(w.s("server2"), "store-op 0 rename nothing testing");
+    assert!(text(&out).contains("nothing to do here"), "{}", text(&out));
+    done(w.s("server2").gitmirror(&["compile"]));
+    assert!(!w.s("server2").repo_path("testing").exists());
     // An administrator (RW+ on gitmirror-admin) may delete over ssh.
+    done(w.s("server1").gitmirror(&[
+        "trash",
+        "restore",
+        &entry_of_list(&w.trash("server1"), "testing"),
+    ]));
+    w.cluster.wait_in_sync("testing", "server1", &SLAVES);
     let out = w.alice.ssh(s1, "delete testing");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("deleted testing"), "{}", text(&out));
@@ -324,9 +378,91 @@ fn unsafe_requests_are_refused_and_change_nothing() {
         "{words}"
     );
     assert!(w.s("server1").repo_path("tools").exists());
-    // An administrator may delete over ssh, forced or not: here, with --force on the CLI.
-    w.s("server1")
-        .gitmirror(&["delete", "tools", "--force"])
-        .ok();
+    // Forced, the delete goes ahead; server1's trash keeps the commit server3 never got, and
+    // server3 trashes its older copy when it is back.
+    let head = w.s("server1").refs("tools");
+    let out = done(w.s("server1").gitmirror(&["delete", "tools", "--force"]));
+    let entry = entry_of(&out);
+    let kept = w
+        .s("server1")
+        .home()
+        .join(format!("repositories/.trash/{entry}.git"));
+    assert!(
+        head.contains(&refs_of(&kept)),
+        "{head} vs {}",
+        refs_of(&kept)
+    );
     w.wait_gone("server2", "tools");
+    w.heal("server3");
+    w.s("server1")
+        .gitmirror(&["request-push", "gitmirror-admin"]);
+    w.wait_gone("server3", "tools");
+}
+
+#[test]
+fn a_slave_away_for_several_operations_applies_them_in_order_when_it_returns() {
+    let w = world();
+    let before = w.s("server1").refs("tools");
+    w.cut_off("server3");
+    // delete, restore, rename: each depends on the one before.
+    let out = done(w.s("server1").gitmirror(&["delete", "tools"]));
+    let entry = entry_of(&out);
+    done(w.s("server1").gitmirror(&["trash", "restore", &entry]));
+    done(w.s("server1").gitmirror(&["rename", "tools", "team/tools"]));
+    w.cluster
+        .wait_in_sync("team/tools", "server1", &["server2"]);
+    // Meanwhile server3 compiles a repos.toml that names the new name already (an admin push
+    // that reached it first): an empty team/tools appears there.
+    w.s("server3")
+        .set_rules(&RULES.replace("[repos.tools]", "[repos.\"team/tools\"]"));
+    assert!(w.s("server3").repo_path("team/tools").exists());
+    w.heal("server3");
+    w.s("server1").gitmirror(&["request-push", "testing"]).ok();
+    w.wait_gone("server3", "tools");
+    w.cluster
+        .wait_in_sync("team/tools", "server1", &["server3"]);
+    assert_eq!(w.s("server3").refs("team/tools"), before);
+    wait_for("nothing owed", Duration::from_secs(30), || {
+        w.s("server1")
+            .gitmirror(&["ops"])
+            .ok()
+            .contains("no operations owed")
+    });
+}
+
+#[test]
+fn purge_empties_the_trash_everywhere() {
+    let w = world();
+    let out = done(w.s("server1").gitmirror(&["delete", "tools"]));
+    let entry = entry_of(&out);
+    for s in SLAVES {
+        wait_for(&format!("{entry} on {s}"), Duration::from_secs(30), || {
+            w.trash(s).contains(&entry)
+        });
+    }
+    // Not old enough: nothing goes.
+    let out = done(
+        w.s("server1")
+            .gitmirror(&["trash", "purge", "--older-than", "1d"]),
+    );
+    assert!(out.contains("purged 0 trash entries"), "{out}");
+    assert!(w.trash("server1").contains(&entry));
+    let out = done(
+        w.s("server1")
+            .gitmirror(&["trash", "purge", "--older-than", "0s"]),
+    );
+    assert!(out.contains(&format!("purged {entry}")), "{out}");
+    for s in ALL {
+        wait_for(
+            &format!("{entry} purged on {s}"),
+            Duration::from_secs(30),
+            || !w.trash(s).contains(&entry),
+        );
+        assert!(
+            !w.s(s)
+                .home()
+                .join(format!("repositories/.trash/{entry}.git"))
+                .exists()
+        );
+    }
 }

@@ -93,16 +93,36 @@ pub(crate) struct Accepted {
     pub(crate) epoch: u64,
 }
 
+/// The lock one compile at a time holds, and with it the store operations (delete, rename),
+/// so that a compile never reads the record of gone names before a move and recreates what
+/// moved.
+pub(crate) struct CompileLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes [`CompileLock`], waiting for whoever holds it.
+pub(crate) fn lock_compile(home: &Home) -> Result<CompileLock, CompileError> {
+    ensure_dir(&home.state_dir(), 0o700)?;
+    Ok(CompileLock(lock(&home.compile_lock())?))
+}
+
 /// Applies `repos.toml` to the store; with `accept`, also where it would undo a promotion.
 /// See the module doc for the order of steps.
 pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, CompileError> {
+    // Validated before waiting for the lock: a broken file is told at once.
+    Rules::from_source(&Source::read(&home.rules_path())?)?;
+    let held = lock_compile(home)?;
+    compile_locked(home, accept, &held)
+}
+
+/// [`compile`], for a caller holding [`CompileLock`].
+pub(crate) fn compile_locked(
+    home: &Home,
+    accept: bool,
+    _held: &CompileLock,
+) -> Result<CompileReport, CompileError> {
     let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
     let mut rules = Rules::from_source(&source)?;
     let invocation = Invocation::current(home, config.program.as_deref())?;
-
-    ensure_dir(&home.state_dir(), 0o700)?;
-    let _lock = lock(&home.compile_lock())?;
     let mut report = CompileReport {
         gone: follow_gone(home, &mut rules)?,
         ..CompileReport::default()

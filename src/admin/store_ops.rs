@@ -3,9 +3,9 @@
 //! the daemon sends them to in order.
 //!
 //! Each is refused, changing nothing, where it would be unsafe: on a server that is not the
-//! repo's master, onto a name that exists, for the admin repo, or while a mirror push to a
-//! slave is pending (unless forced: this server's trash keeps everything, and the slave's copy
-//! is trashed or renamed as it is).
+//! repo's master, onto a name that exists, for the admin repo, or a delete while a mirror push
+//! to a slave is pending (unless forced: this server's trash keeps everything, and the slave's
+//! copy is trashed as it is).
 //!
 //! The order makes a crash harmless: the operation is queued (not ready), the record of gone
 //! names written, the store changed, the mirror queue record moved or removed, and only then
@@ -57,6 +57,8 @@ pub(crate) enum StoreOpsError {
     },
     #[error("{0} and the new name are the same")]
     SameName(RepoName),
+    #[error("{0}: the name is too long to keep in the trash with its time; rename it first")]
+    TooLong(RepoName),
     #[error("a trash entry {0} exists already; try again in a second")]
     EntryTaken(TrashEntry),
     #[error(transparent)]
@@ -144,7 +146,10 @@ impl<'a> Here<'a> {
         op: StoreOp,
         m: Option<&Mastership>,
         apply: impl FnOnce() -> Result<(), StoreOpsError>,
-    ) -> Result<Vec<AccountName>, StoreOpsError> {
+    ) -> Result<(Vec<AccountName>, String), StoreOpsError> {
+        // Held from the record to the compile: a compile meanwhile (an admin push, say) must
+        // not read the record of gone names before the move and recreate what moved.
+        let held = compile::lock_compile(self.home)?;
         let slaves = m.map(|m| m.slaves.clone()).unwrap_or_default();
         let mut record: Option<OpRecord> = if slaves.is_empty() {
             None
@@ -163,25 +168,35 @@ impl<'a> Here<'a> {
         if let Some(r) = record.as_mut() {
             self.ops.ready(r)?;
         }
-        // The rules the shells read, the record of gone names and the mirror settings, as
-        // `gitmirror compile` leaves them (it reads the record: nothing moved comes back).
-        compile::compile(self.home, false)?;
         info!(op = %op.describe(), slaves = slaves.len(), "store operation done here");
         if !slaves.is_empty()
             && let Err(e) = client::notify_ops(self.home)
         {
             tracing::warn!(error = %e, "cannot reach the daemon; the operation stays queued");
         }
-        Ok(slaves)
+        // The rules the shells read, the record of gone names and the mirror settings, as
+        // `gitmirror compile` leaves them (it reads the record: nothing moved comes back).
+        // The operation is done and queued whatever the compile says.
+        let note = match compile::compile_locked(self.home, false, &held) {
+            Ok(_) => String::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "compile after a store operation failed");
+                format!("\nbut the compile after it failed: {e}; run gitmirror compile once fixed")
+            }
+        };
+        Ok((slaves, note))
     }
 }
 
-fn names(slaves: &[AccountName]) -> String {
-    if slaves.is_empty() {
-        return String::new();
-    }
-    let s: Vec<&str> = slaves.iter().map(AccountName::as_str).collect();
-    format!("; queued for {}", s.join(", "))
+/// `; queued for server2, server3` (nothing without slaves), then the compile's note.
+fn names((slaves, note): &(Vec<AccountName>, String)) -> String {
+    let queued = if slaves.is_empty() {
+        String::new()
+    } else {
+        let s: Vec<&str> = slaves.iter().map(AccountName::as_str).collect();
+        format!("; queued for {}", s.join(", "))
+    };
+    format!("{queued}{note}")
 }
 
 /// Moves `repo` into the trash here and on its slaves.
@@ -202,6 +217,9 @@ pub(crate) fn delete(
     let m = here.mastered(repo, &path)?;
     here.idle(repo, force, "trashed")?;
     let entry = TrashEntry::new(repo, SystemTime::now());
+    if TrashEntry::parse(&entry.to_string()).is_err() {
+        return Err(StoreOpsError::TooLong(repo.clone()));
+    }
     if here.store.find_trashed(&entry).is_some() {
         return Err(StoreOpsError::EntryTaken(entry));
     }
@@ -230,7 +248,6 @@ pub(crate) fn rename(
     config: &ServerConfig,
     from: &RepoName,
     to: &RepoName,
-    force: bool,
 ) -> Result<Done, StoreOpsError> {
     let here = Here::new(home, config);
     for name in [from, to] {
@@ -251,8 +268,9 @@ pub(crate) fn rename(
             what: "renaming onto it",
         });
     }
+    // Pending pushes are not in the way: they move with the repo (its queue record), and go
+    // to each slave under the new name once it has renamed its copy.
     let m = here.mastered(from, &path)?;
-    here.idle(from, force, "renamed")?;
     here.gone.writable()?;
     let op = StoreOp::Rename {
         from: from.clone(),

@@ -13,6 +13,7 @@ mod hook;
 mod init;
 mod keys;
 mod man;
+mod ops;
 mod orphans;
 mod promote;
 mod rename;
@@ -164,9 +165,19 @@ enum Cmd {
         old: String,
         /// Its new name (must not exist).
         new: String,
-        /// Even while mirror pushes to a slave are pending.
-        #[arg(long)]
-        force: bool,
+    },
+    /// The deletes, renames, restores and purges this server still owes its slaves, with each
+    /// slave's last answer; --drop gives one up for a slave that will never apply it.
+    Ops {
+        /// With --drop: the operation's number, as listed.
+        #[arg(requires = "drop")]
+        seq: Option<u64>,
+        /// With --drop: the slave.
+        #[arg(requires = "drop")]
+        slave: Option<String>,
+        /// Stop sending operation SEQ to SLAVE.
+        #[arg(long, requires_all = ["seq", "slave"])]
+        drop: bool,
     },
     /// The deleted repos this server keeps: list, restore, purge.
     Trash {
@@ -289,7 +300,11 @@ impl Cli {
                 };
             }
             Cmd::Delete { repo, force } => delete::run(&home, config, repo, *force),
-            Cmd::Rename { old, new, force } => rename::run(&home, config, old, new, *force),
+            Cmd::Rename { old, new } => rename::run(&home, config, old, new),
+            Cmd::Ops { seq, slave, drop } => match (drop, seq, slave) {
+                (true, Some(seq), Some(slave)) => ops::drop(&home, config, *seq, slave),
+                _ => ops::list(&home, config),
+            },
             Cmd::Trash { action } => match action {
                 TrashCmd::List => trash::list(&home, config),
                 TrashCmd::Restore { entry, as_name } => {

@@ -99,7 +99,8 @@ fn ops_lines(ops: &[OpRecord]) -> String {
                 None => "not tried yet".to_string(),
             };
             out.push_str(&format!(
-                "OP: {} not yet applied on {slave} (queued {} ago; {why})\n",
+                "OP {}: {} not yet applied on {slave} (queued {} ago; {why})\n",
+                r.seq,
                 r.op.describe(),
                 status::age(r.created)
             ));

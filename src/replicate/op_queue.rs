@@ -78,7 +78,15 @@ impl OpQueue {
     ) -> Result<OpRecord, QueueError> {
         ensure_dir(&self.dir, 0o700)?;
         let _lock = lock(&self.dir.join("ops.lock"))?;
-        let seq = self.seqs()?.last().map_or(1, |s| s + 1);
+        // Never a number used before, even one whose operation is gone: a command that was
+        // slow to mark its operation ready must find it missing, not overwrite another.
+        let counter = self.dir.join("last-seq");
+        let last = std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let seq = self.seqs()?.last().copied().unwrap_or(0).max(last) + 1;
+        write_atomic(&counter, format!("{seq}\n").as_bytes(), 0o600)?;
         let t = now();
         let record = OpRecord {
             seq,
@@ -101,8 +109,17 @@ impl OpQueue {
         Ok(record)
     }
 
-    /// Marks an operation as standing here: from now on it is sent.
+    /// Marks an operation as standing here: from now on it is sent. Fails if the queue gave
+    /// up on it meanwhile (its command took longer than [`SETTLE_SECS`]).
     pub(crate) fn ready(&self, record: &mut OpRecord) -> Result<(), QueueError> {
+        let _lock = lock(&self.dir.join("ops.lock"))?;
+        let file = self.file(record.seq);
+        if !file.exists() {
+            return Err(QueueError::Corrupt {
+                file,
+                message: "the operation was dropped while its command was still at work".into(),
+            });
+        }
         record.ready = true;
         self.write(record)
     }
@@ -175,7 +192,7 @@ impl OpQueue {
                     out.push(record);
                     continue;
                 }
-                if record.op.done_in(store) {
+                if record.op.stands_in(store) {
                     self.ready(&mut record)?;
                 } else {
                     warn!(op = %record.op.describe(), "a store operation that never happened here was dropped");
@@ -217,6 +234,25 @@ impl OpQueue {
             }
         }
         self.write(&record)
+    }
+
+    /// Gives up sending operation `seq` to `slave` (an administrator's decision: the slave
+    /// will never apply it, say it was rebuilt); `false` if it was not owed.
+    pub(crate) fn drop_for(&self, seq: u64, slave: &str) -> Result<bool, QueueError> {
+        let _lock = lock(&self.dir.join("ops.lock"))?;
+        let Some(mut record) = self.load_all()?.into_iter().find(|r| r.seq == seq) else {
+            return Ok(false);
+        };
+        if record.slaves.remove(slave).is_none() {
+            return Ok(false);
+        }
+        warn!(seq, %slave, op = %record.op.describe(), "store operation dropped for a slave by an administrator");
+        if record.slaves.is_empty() {
+            self.abandon(&record)?;
+        } else {
+            self.write(&record)?;
+        }
+        Ok(true)
     }
 
     /// Whether a mirror push of `repo` to `slave` must wait: an operation on that name is

@@ -1,15 +1,14 @@
 //! The daemon's sender of store operations: works [`OpQueue`] down, sending each slave its
-//! operations in order over the pool's connection (the `store-op` verb), retried with the
-//! mirror backoff, forever, until the slave applies them.
+//! operations over the pool's connection (the `store-op` verb), those about the same names in
+//! order, retried with the mirror backoff (capped), forever, until the slave applies them.
 //!
 //! Once a slave has applied an operation whose result holds content (a restore, a rename),
 //! the repo is submitted for a mirror push to it, which the operation held back until then.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -39,6 +38,8 @@ pub(crate) struct OpSender {
     backoff: Backoff,
     scheduler: Arc<Scheduler>,
     kick: Notify,
+    /// Slaves a task is sending operations to now.
+    busy: Mutex<HashSet<AccountName>>,
 }
 
 impl OpSender {
@@ -56,6 +57,7 @@ impl OpSender {
             backoff,
             scheduler,
             kick: Notify::new(),
+            busy: Mutex::new(HashSet::new()),
         })
     }
 
@@ -64,7 +66,11 @@ impl OpSender {
         self.kick.notify_one();
     }
 
-    /// Runs forever: each round sends every slave its first due operation.
+    /// Runs forever: each round starts, for every slave not already being worked on, a task
+    /// that sends it its due operations. An operation waits for earlier ones to the same
+    /// slave about the same names (a rename after a restore of that name); others do not, so
+    /// one refused operation never holds up the rest, and one slow slave never holds up the
+    /// others.
     pub(crate) async fn run(self: Arc<Self>) {
         loop {
             let (queue, store) = (self.queue.clone(), self.store.clone());
@@ -77,40 +83,57 @@ impl OpSender {
                 Err(_) => Vec::new(),
             };
             let t = now();
-            let mut seen: BTreeSet<String> = BTreeSet::new();
-            let mut due = Vec::new();
             let mut wake = t + IDLE.as_secs_f64();
+            // Per slave: the keys of earlier operations still owed to it, and what is due.
+            let mut owed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut due: BTreeMap<String, Vec<(OpRecord, u32)>> = BTreeMap::new();
             for record in &records {
+                let keys = record.op.keys();
                 for (slave, pending) in &record.slaves {
-                    // Each slave's first operation only: they go in order.
-                    if !seen.insert(slave.clone()) {
+                    let earlier = owed.entry(slave.clone()).or_default();
+                    let waits = keys.iter().any(|k| earlier.contains(k));
+                    earlier.extend(keys.iter().cloned());
+                    if waits {
                         continue;
                     }
                     if !record.ready {
                         wake = wake.min(t + 1.0);
                     } else if pending.next_attempt <= t {
-                        if let Ok(s) = AccountName::parse(slave) {
-                            due.push((record.clone(), s, pending.attempts));
-                        }
+                        due.entry(slave.clone())
+                            .or_default()
+                            .push((record.clone(), pending.attempts));
                     } else {
                         wake = wake.min(pending.next_attempt);
                     }
                 }
             }
-            if due.is_empty() {
-                let pause = Duration::from_secs_f64((wake - t).clamp(0.05, IDLE.as_secs_f64()));
-                tokio::select! {
-                    _ = self.kick.notified() => {}
-                    _ = tokio::time::sleep(pause) => {}
+            for (slave, ops) in due {
+                let Ok(slave) = AccountName::parse(&slave) else {
+                    continue;
+                };
+                if !self.lock_busy().insert(slave.clone()) {
+                    continue;
                 }
-                continue;
+                let sender = self.clone();
+                tokio::spawn(async move {
+                    for (record, attempts) in ops {
+                        sender.send(record, slave.clone(), attempts).await;
+                    }
+                    sender.lock_busy().remove(&slave);
+                    // What it did may have made more due (the next of this slave's own).
+                    sender.kick();
+                });
             }
-            join_all(
-                due.into_iter()
-                    .map(|(record, slave, attempts)| self.send(record, slave, attempts)),
-            )
-            .await;
+            let pause = Duration::from_secs_f64((wake - now()).clamp(0.05, IDLE.as_secs_f64()));
+            tokio::select! {
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<AccountName>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends one operation to one slave and records the outcome.
@@ -120,7 +143,16 @@ impl OpSender {
         let result = match self.pool.get(&slave).await {
             Ok(conn) => {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                match conn.run(&args).await {
+                // A slave that hangs must not keep its operations (and this task) forever.
+                let ran = tokio::time::timeout(self.pool.io_timeout(), conn.run(&args))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::ssh::PeerError::Connect {
+                            peer: slave.clone(),
+                            message: "no answer in time".into(),
+                        })
+                    });
+                match ran {
                     Ok(out) if out.status.success() => Ok(()),
                     Ok(out) => {
                         let words = String::from_utf8_lossy(&out.stderr);

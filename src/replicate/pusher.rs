@@ -180,6 +180,11 @@ impl SshPusher {
         if let Some(d) = &done.diverged {
             warn!(%repo, %slave, diverged = %d, "slave had diverged; its refs were kept there");
         }
+        // Deleted or renamed here while the push was under way: what it confirmed belongs to
+        // a name that is gone, and recording it would bring back a queue record for it.
+        if !path.exists() {
+            return Ok(None);
+        }
         // Pushed, but not whole: a failure in status and to pushers until someone removes or
         // fixes the refs, retried on the backoff.
         if let Some(words) = skipped {

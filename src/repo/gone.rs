@@ -84,9 +84,33 @@ impl GoneRecord {
 
     /// Records that a repo left: a newer entry for the same name replaces an older one, and a
     /// repo that comes back (restored, or renamed onto the name) is no longer gone.
+    ///
+    /// Chains are followed: after `a` was renamed to `b`, renaming `b` to `c` makes `a`'s
+    /// entry point at `c` (the table of `a` follows the repo, not a name it no longer has),
+    /// and deleting `b` records `a` as deleted too (its table must not bring `b` back).
     pub(crate) fn record(&self, gone: Gone) -> Result<(), StoreError> {
         self.update(|all| {
             all.retain(|g| g.repo() != gone.repo());
+            for g in all.iter_mut() {
+                let Gone::Renamed { repo, to } = g else {
+                    continue;
+                };
+                if to != gone.repo() {
+                    continue;
+                }
+                *g = match &gone {
+                    Gone::Renamed { to: next, .. } => Gone::Renamed {
+                        repo: repo.clone(),
+                        to: next.clone(),
+                    },
+                    Gone::Trashed { entry, .. } => Gone::Trashed {
+                        repo: repo.clone(),
+                        entry: entry.clone(),
+                    },
+                };
+            }
+            // A rename back onto an earlier name (a to b, then b to a) leaves nothing gone.
+            all.retain(|g| !matches!(g, Gone::Renamed { repo, to } if repo == to));
             all.push(gone);
         })
     }
@@ -109,5 +133,49 @@ impl GoneRecord {
             .map(drop)
             .at("cannot write", &self.file)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    fn renamed(a: &str, b: &str) -> Gone {
+        Gone::Renamed {
+            repo: name(a),
+            to: name(b),
+        }
+    }
+
+    #[test]
+    fn chains_follow_the_repo() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = GoneRecord::in_state(dir.path());
+        record.record(renamed("a", "b")).unwrap();
+        record.record(renamed("b", "c")).unwrap();
+        assert_eq!(record.load(), [renamed("a", "c"), renamed("b", "c")]);
+        record
+            .record(Gone::Trashed {
+                repo: name("c"),
+                entry: "c-20261202T101500Z".into(),
+            })
+            .unwrap();
+        let all = record.load();
+        assert!(
+            all.iter().all(|g| matches!(g, Gone::Trashed { .. })),
+            "{all:?}"
+        );
+        assert_eq!(all.len(), 3);
+        // Back and forth: nothing is gone.
+        let dir = tempfile::tempdir().unwrap();
+        let record = GoneRecord::in_state(dir.path());
+        record.record(renamed("a", "b")).unwrap();
+        record.record(renamed("b", "a")).unwrap();
+        record.back(&name("a")).unwrap();
+        assert_eq!(record.load(), [renamed("b", "a")]);
     }
 }

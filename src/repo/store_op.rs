@@ -65,6 +65,8 @@ pub(crate) enum BadOp {
     Name(#[from] NameError),
     #[error("{0}")]
     Entry(#[from] BadEntry),
+    #[error("trash entry {entry} does not hold {repo}")]
+    Mismatch { repo: RepoName, entry: String },
 }
 
 /// Why an operation was not applied here.
@@ -107,10 +109,16 @@ impl StoreOp {
         let repo = |s: &str| RepoName::parse(s);
         let entry = |s: &str| TrashEntry::parse(s);
         match words {
-            ["trash", r, e] => Ok(StoreOp::Trash {
-                repo: repo(r)?,
-                entry: entry(e)?,
-            }),
+            ["trash", r, e] => {
+                let (repo, entry) = (repo(r)?, entry(e)?);
+                if entry.repo() != &repo {
+                    return Err(BadOp::Mismatch {
+                        repo,
+                        entry: entry.to_string(),
+                    });
+                }
+                Ok(StoreOp::Trash { repo, entry })
+            }
             ["trash", ..] => Err(BadOp::Arity {
                 op: "trash",
                 expected: "a repo and a trash entry",
@@ -151,6 +159,18 @@ impl StoreOp {
         }
     }
 
+    /// What the operation is about, for ordering: a slave applies operations that share any
+    /// of these in the order they were made; others do not wait for each other.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        match self {
+            StoreOp::Trash { repo, entry } | StoreOp::Restore { entry, repo } => {
+                vec![repo.to_string(), entry.to_string()]
+            }
+            StoreOp::Rename { from, to } => vec![from.to_string(), to.to_string()],
+            StoreOp::Purge { entry } => vec![entry.to_string()],
+        }
+    }
+
     /// The repo that holds the content afterwards, which its master pushes to a slave once
     /// the slave has applied the operation.
     pub(crate) fn result(&self) -> Option<&RepoName> {
@@ -186,9 +206,14 @@ impl StoreOp {
     }
 
     /// Applies the operation a peer, `sender`, sent at `epoch`, on this server, `this`: only
-    /// where this server's own settings for the repo make `sender` its master (or a claim
-    /// that beats the master known here), and never over anything. `before` runs once the
-    /// operation is admitted, before anything moves (to record what is about to happen).
+    /// where this server's own settings for the repo make `sender` its master, and never over
+    /// anything. A claim that beats the master known here (a promotion this server has not
+    /// heard of) is recorded first, as a mirror push from it would be; a purge, which cannot
+    /// be undone, is taken only from the master known here. `before` runs once the operation
+    /// is admitted, before anything moves (to record what is about to happen).
+    ///
+    /// `Nothing` when the repo (or entry) is not here: whether that name's record may change
+    /// is for the caller to decide, from this server's own rules.
     pub(crate) fn apply_from(
         &self,
         store: &Store,
@@ -203,45 +228,82 @@ impl StoreOp {
                 Some(p) => (p, repo.to_string()),
                 None => return Ok(Applied::Nothing),
             },
-            StoreOp::Rename { from, to } => match (store.find(from), store.find(to)) {
-                (Some(_), Some(_)) => {
-                    return Err(OpError::Unsafe(format!(
-                        "{this} has both {from} and {to}; renaming would replace {to}"
-                    )));
-                }
-                (Some(p), None) => (p, from.to_string()),
-                (None, _) => return Ok(Applied::Nothing),
-            },
-            StoreOp::Restore { entry, repo } => {
-                match (store.find_trashed(entry), store.find(repo)) {
-                    (Some(_), Some(_)) => {
-                        return Err(OpError::Unsafe(format!(
-                            "{this} has a repo {repo} already; restoring {entry} would replace it"
-                        )));
-                    }
-                    (Some(p), None) => (p, entry.to_string()),
-                    (None, _) => return Ok(Applied::Nothing),
-                }
-            }
-            StoreOp::Purge { entry } => match store.find_trashed(entry) {
-                Some(p) => (p, entry.to_string()),
+            StoreOp::Rename { from, .. } => match store.find(from) {
+                Some(p) => (p, from.to_string()),
                 None => return Ok(Applied::Nothing),
             },
+            StoreOp::Restore { entry, .. } | StoreOp::Purge { entry } => {
+                match store.find_trashed(entry) {
+                    Some(p) => (p, entry.to_string()),
+                    None => return Ok(Applied::Nothing),
+                }
+            }
         };
-        let Some(here) = mastership::mastership(&path)? else {
-            return Err(OpError::NotYours(format!(
-                "{this} refuses to {}: {what} is not mirrored here",
-                self.describe()
-            )));
-        };
-        if let Admission::Refused(words) = here.admit(sender, this, epoch) {
-            return Err(OpError::NotYours(format!(
+        let refuse = |words: String| {
+            OpError::NotYours(format!(
                 "{this} refuses to {} from {sender}: {words}",
                 self.describe()
-            )));
+            ))
+        };
+        let Some(here) = mastership::mastership(&path)? else {
+            return Err(refuse(format!("{what} is not mirrored here")));
+        };
+        match here.admit(sender, this, epoch) {
+            Admission::Master { .. } => {}
+            Admission::Refused(words) => return Err(refuse(words)),
+            Admission::Handover(_) if matches!(self, StoreOp::Purge { .. }) => {
+                return Err(refuse(crate::proto::claim_words(&here.master, here.epoch)));
+            }
+            Admission::Handover(_) => {
+                // Decided again under the config's lock, as a mirror push's handover is.
+                let mut refused = None;
+                mastership::update_mastership(&path, |now| {
+                    let now = now?;
+                    match now.admit(sender, this, epoch) {
+                        Admission::Handover(new) => Some(new),
+                        Admission::Master { .. } => None,
+                        Admission::Refused(words) => {
+                            refused = Some(words);
+                            None
+                        }
+                    }
+                })?;
+                if let Some(words) = refused {
+                    return Err(refuse(words));
+                }
+            }
         }
+        self.make_room(store, this)?;
         before()?;
         self.apply_here(store)
+    }
+
+    /// On a slave, the name a rename or restore lands on may hold an empty repo that this
+    /// server's own compile created from a `repos.toml` that already names it (an admin push
+    /// that arrived before the operation): that one goes to the trash. Any repo with refs
+    /// stays, and the operation is refused.
+    fn make_room(&self, store: &Store, this: &AccountName) -> Result<(), OpError> {
+        let (target, what) = match self {
+            StoreOp::Rename { to, .. } => (to, "renaming"),
+            StoreOp::Restore { repo, .. } => (repo, "restoring"),
+            _ => return Ok(()),
+        };
+        let Some(path) = store.find(target) else {
+            return Ok(());
+        };
+        let empty = git2::Repository::open_bare(&path)
+            .and_then(|r| Ok(r.references()?.next().is_none()))
+            .unwrap_or(false);
+        if !empty {
+            return Err(OpError::Unsafe(format!(
+                "{this} has a repo {target} with refs already; {what} onto it would replace it"
+            )));
+        }
+        store.move_to_trash(
+            target,
+            &TrashEntry::new(target, std::time::SystemTime::now()),
+        )?;
+        Ok(())
     }
 
     /// Applies the operation to this server's own store (its master's side; checks made).
@@ -254,8 +316,24 @@ impl StoreOp {
             StoreOp::Restore { entry, repo } => store.restore(entry, repo).map(drop),
             StoreOp::Rename { from, to } => store.rename(from, to).map(drop),
             StoreOp::Purge { entry } => store.purge(entry).map(drop),
-        }?;
+        }
+        .map_err(|e| match e {
+            StoreError::Exists { what, name } => OpError::Unsafe(format!(
+                "{what} {name} exists already; it would be replaced"
+            )),
+            e => OpError::Store(e),
+        })?;
         Ok(Applied::Done)
+    }
+
+    /// Whether the operation's effect stands in `store` (for a command killed before it
+    /// marked its operation ready): stricter than [`Self::done_in`], since a delete counts
+    /// only once the entry is in the trash, not merely when the repo is missing.
+    pub(crate) fn stands_in(&self, store: &Store) -> bool {
+        match self {
+            StoreOp::Trash { entry, .. } => store.find_trashed(entry).is_some(),
+            _ => self.done_in(store),
+        }
     }
 }
 
@@ -352,15 +430,43 @@ mod tests {
             rename.apply_from(&store, &one, &two, 0, ok).unwrap(),
             Applied::Done
         );
-        // Restoring over the repo now named a is refused, and changes nothing.
+        // Restoring over the repo now named a, which has a ref, is refused, and changes
+        // nothing.
+        let a = git2::Repository::open_bare(store.find(&name("a")).unwrap()).unwrap();
+        let tree = a.treebuilder(None).unwrap().write().unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = a.find_tree(tree).unwrap();
+        a.commit(Some("refs/heads/main"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
         let restore = StoreOp::Restore {
             entry: entry.clone(),
             repo: name("a"),
         };
-        assert!(matches!(
-            restore.apply_from(&store, &one, &two, 0, ok),
-            Err(OpError::Unsafe(_))
-        ));
+        let r = restore.apply_from(&store, &one, &two, 0, ok);
+        assert!(matches!(r, Err(OpError::Unsafe(_))), "{r:?}");
         assert!(store.find_trashed(&entry).is_some());
+        // An empty repo in the way (compiled here from a repos.toml that names it already)
+        // goes to the trash, and the restore lands.
+        store
+            .create(
+                &name("c"),
+                &Invocation::new(Path::new("/usr/bin/gitmirror"), None).unwrap(),
+                None,
+            )
+            .unwrap();
+        let onto_empty = StoreOp::Restore {
+            entry: entry.clone(),
+            repo: name("c"),
+        };
+        assert_eq!(
+            onto_empty.apply_from(&store, &one, &two, 0, ok).unwrap(),
+            Applied::Done
+        );
+        assert!(store.find_trashed(&entry).is_none());
+        assert_eq!(
+            store.trash_list().unwrap().len(),
+            1,
+            "the empty c is in the trash"
+        );
     }
 }

@@ -113,10 +113,16 @@ impl std::fmt::Display for TrashEntry {
 }
 
 impl Store {
-    /// The path of a trash entry, if it is there.
+    /// The path of a trash entry, if it is there (and, like a repo, inside the store: a
+    /// symlink planted in the trash never makes a purge remove anything outside it).
     pub(crate) fn find_trashed(&self, entry: &TrashEntry) -> Option<PathBuf> {
         let path = self.root.join(entry.relative_dir());
-        (path.join("HEAD").is_file() && path.join("objects").is_dir()).then_some(path)
+        let real = fs::canonicalize(&path).ok()?;
+        let root = fs::canonicalize(&self.root).ok()?;
+        if !real.starts_with(&root) || fs::symlink_metadata(&path).ok()?.file_type().is_symlink() {
+            return None;
+        }
+        (real.join("HEAD").is_file() && real.join("objects").is_dir()).then_some(path)
     }
 
     /// Moves the repo `repo` into the trash as `entry`.
@@ -125,10 +131,12 @@ impl Store {
         repo: &RepoName,
         entry: &TrashEntry,
     ) -> Result<PathBuf, StoreError> {
-        let from = self.find(repo).ok_or_else(|| StoreError::Missing {
+        self.find(repo).ok_or_else(|| StoreError::Missing {
             what: "repo",
             name: repo.to_string(),
         })?;
+        // The name itself moves (a symlink planted for it, too), never what it points to.
+        let from = self.root.join(repo.relative_dir());
         self.move_dir(&from, &entry.relative_dir(), || entry.to_string())
     }
 
@@ -149,10 +157,11 @@ impl Store {
 
     /// Renames the repo `from` to `to`.
     pub(crate) fn rename(&self, from: &RepoName, to: &RepoName) -> Result<PathBuf, StoreError> {
-        let path = self.find(from).ok_or_else(|| StoreError::Missing {
+        self.find(from).ok_or_else(|| StoreError::Missing {
             what: "repo",
             name: from.to_string(),
         })?;
+        let path = self.root.join(from.relative_dir());
         self.move_dir(&path, &to.relative_dir(), || to.to_string())
     }
 

@@ -4,14 +4,20 @@
 //!
 //! What moved is recorded first (`repo::gone`), so that a `compile` here neither recreates a
 //! deleted repo nor leaves a renamed one's rules behind; then this server compiles, so that
-//! the rules the shells read follow at once.
+//! the rules the shells read follow at once. All of it under the compile lock: a compile
+//! running meanwhile (an admin push) must not read the record before the move.
+//!
+//! Where this server has nothing of the repo (it never received it, or the operation was
+//! applied before), only the record of the name may change, and only where this server's own
+//! rules make the sender that name's master: no other peer can make a name come back or go.
 
 use thiserror::Error;
 use tracing::info;
 
-use crate::admin::compile;
+use crate::admin::compile::{self, CompileError};
+use crate::config::Rules;
 use crate::home::Home;
-use crate::names::AccountName;
+use crate::names::{AccountName, RepoName};
 use crate::repo::gone::{Gone, GoneRecord};
 use crate::repo::store_op::{Applied, OpError, StoreOp};
 use crate::repo::{Store, StoreError};
@@ -23,6 +29,8 @@ pub(crate) enum StoreOpRefused {
     Op(#[from] OpError),
     #[error(transparent)]
     Record(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] CompileError),
 }
 
 /// Applies `op` from `peer` at `epoch` on this server, `this`; returns the line to answer.
@@ -36,6 +44,7 @@ pub(crate) fn apply(
     let store = Store::new(home.repositories());
     let gone = GoneRecord::in_state(&home.state_dir());
     gone.writable()?;
+    let held = compile::lock_compile(home)?;
     let record = || match op {
         StoreOp::Trash { entry, .. } => gone.record(Gone::trashed(entry)),
         StoreOp::Rename { from, to } => gone.record(Gone::Renamed {
@@ -45,26 +54,53 @@ pub(crate) fn apply(
         StoreOp::Restore { .. } | StoreOp::Purge { .. } => Ok(()),
     };
     let applied = op.apply_from(&store, peer, this, epoch, record)?;
-    // A name that comes back is no longer gone; a name that left is gone even where this
-    // server never had the repo, so that its compile does not create it empty.
-    match op {
-        StoreOp::Rename { to, .. } => gone.back(to)?,
-        StoreOp::Restore { repo, .. } => gone.back(repo)?,
-        StoreOp::Trash { .. } | StoreOp::Purge { .. } if applied == Applied::Nothing => record()?,
-        _ => {}
+    // A name that comes back is no longer gone, one that left is gone, even where this
+    // server never had the repo, so that its compile does not create it empty: by the
+    // sender's word only where it masters the name here.
+    let admitted = applied == Applied::Done
+        || match op {
+            StoreOp::Trash { repo, .. } | StoreOp::Restore { repo, .. } => {
+                masters_by_rules(home, repo, peer, this)
+            }
+            StoreOp::Rename { from, to } => {
+                masters_by_rules(home, from, peer, this) || masters_by_rules(home, to, peer, this)
+            }
+            StoreOp::Purge { .. } => false,
+        };
+    if admitted {
+        match op {
+            StoreOp::Rename { to, .. } => {
+                if applied == Applied::Nothing {
+                    record()?;
+                }
+                gone.back(to)?;
+            }
+            StoreOp::Restore { repo, .. } => gone.back(repo)?,
+            StoreOp::Trash { .. } if applied == Applied::Nothing => record()?,
+            _ => {}
+        }
     }
     // As on the master: the rules the shells read follow what moved. A compile that fails
     // here (a broken hand edit) does not undo the operation; the next one completes it.
     let what = op.describe();
-    if let Err(e) = compile::compile(home, false) {
+    info!(%peer, op = %what, done = applied == Applied::Done, "store operation from the master");
+    if let Err(e) = compile::compile_locked(home, false, &held) {
         tracing::warn!(op = %what, error = %e, "compile after a store operation failed");
         return Ok(format!(
             "{this}: {what}: done, but its compile failed: {e}; run gitmirror compile there once fixed\n"
         ));
     }
-    info!(%peer, op = %what, done = applied == Applied::Done, "store operation from the master");
     Ok(match applied {
         Applied::Done => format!("{this}: {what}: done\n"),
         Applied::Nothing => format!("{this}: {what}: nothing to do here\n"),
     })
+}
+
+/// Whether this server's compiled rules make `peer` the master of `repo`, with this server
+/// among its slaves.
+fn masters_by_rules(home: &Home, repo: &RepoName, peer: &AccountName, this: &AccountName) -> bool {
+    Rules::compiled_for(home, repo)
+        .ok()
+        .and_then(|rules| rules.mirror(repo))
+        .is_some_and(|m| m.is_master(peer) && m.is_slave(this))
 }

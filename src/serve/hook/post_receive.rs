@@ -40,12 +40,16 @@ pub(crate) fn post_receive(
         lines.extend(admin::apply_mirrored(home, pusher, &path, updates));
         return Ok(lines);
     }
-    let repo = match RepoName::parse(&pusher.repo) {
-        Ok(r) => r,
-        Err(_) => match Store::new(home.repositories()).name_of(&path) {
-            Some(r) => r,
-            None => return Ok(Vec::new()),
-        },
+    // The repo's name now: the one the push came in for, unless a rename or delete moved the
+    // repo while the push was under way (then its directory's name says where it is; a repo
+    // moved into the trash has no name, and nothing is queued for it).
+    let store = Store::new(home.repositories());
+    let named = RepoName::parse(&pusher.repo)
+        .ok()
+        .filter(|r| store.find(r).is_some());
+    let repo = match named.or_else(|| store.name_of(&path)) {
+        Some(r) => r,
+        None => return Ok(Vec::new()),
     };
     // Applied before the slaves are queued: the compile may change the admin repo's own
     // mirror settings, and the push must go where the new configuration says.
