@@ -108,6 +108,14 @@ impl Home {
     pub(crate) fn queue_dir(&self) -> PathBuf {
         self.state_dir().join("queue")
     }
+    /// External mirrors' state: each upstream's and downstream's record and last log.
+    pub(crate) fn external_dir(&self) -> PathBuf {
+        self.state_dir().join("external")
+    }
+    /// The host keys of external remotes, pinned (an OpenSSH known_hosts file).
+    pub(crate) fn external_known_hosts(&self) -> PathBuf {
+        self.ssh_dir().join("external_known_hosts")
+    }
     /// The store operations (delete, rename, ...) owed to slaves, one file each.
     pub(crate) fn ops_dir(&self) -> PathBuf {
         self.state_dir().join("ops")

@@ -12,6 +12,7 @@ const LEVELS: &[&[&str]] = &[
     &["serve"],
     &["admin"],
     &["daemon"],
+    &["external"],
     &["replicate"],
     &["repo", "ssh"],
     &["config"],

@@ -18,6 +18,8 @@
 //!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
+//! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to
+//!   downstream ones, and `repo` manifests; how git runs against such remotes.
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
 //!   seam), one `mirror_push` (git's push protocol in `send_pack`, the pack from `pack`:
 //!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
@@ -45,6 +47,7 @@ pub mod cli;
 mod admin;
 mod config;
 mod daemon;
+mod external;
 mod fs;
 mod home;
 mod invocation;

@@ -5,7 +5,9 @@
 //! - [`server`]: `gitmirror.toml`, this server's own settings.
 //! - [`rules`]: `repos.toml`, access rules and mirror settings per repo; `rules_index` is the
 //!   compiled form the shells read one repo at a time.
+//! - [`external`]: a repo's `upstream` (pull mirror) and `downstream`s (push mirrors).
 
+pub(crate) mod external;
 pub(crate) mod file;
 pub(crate) mod rules;
 mod rules_index;

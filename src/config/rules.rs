@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::external::{self, Downstream, RawDownstream, RawUpstream, Upstream};
 use super::file::{ConfigError, Source};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -110,6 +111,9 @@ struct RawRepo {
     #[serde(rename = "R", default)]
     read: Vec<Spanned<String>>,
     mirror: Option<Spanned<RawMirror>>,
+    upstream: Option<Spanned<RawUpstream>>,
+    #[serde(default)]
+    downstream: Vec<Spanned<RawDownstream>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +137,11 @@ enum Member {
 pub(super) struct RepoRule {
     grants: Vec<(Access, Member)>,
     mirror: MirrorPart,
+    // Absent in an index compiled before external mirrors existed: read as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream: Option<Upstream>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    downstream: Vec<Downstream>,
 }
 
 /// A validated `repos.toml`.
@@ -269,7 +278,33 @@ impl Rules {
             None => MirrorPart::default(),
             Some(m) => mirror_part(src, repo, m)?,
         };
-        Ok(RepoRule { grants, mirror })
+        let upstream = raw
+            .upstream
+            .as_ref()
+            .map(|u| external::upstream(src, repo, u))
+            .transpose()?;
+        let downstream = external::downstreams(src, repo, &raw.downstream)?;
+        if repo == ALL_REPOS {
+            // One URL cannot serve every repo.
+            if let Some(u) = &raw.upstream {
+                return Err(src.error(
+                    u.span(),
+                    "@all: upstream is set per repo, never for every repo".to_string(),
+                ));
+            }
+            if let Some(d) = raw.downstream.first() {
+                return Err(src.error(
+                    d.span(),
+                    "@all: downstream is set per repo, never for every repo".to_string(),
+                ));
+            }
+        }
+        Ok(RepoRule {
+            grants,
+            mirror,
+            upstream,
+            downstream,
+        })
     }
 
     fn member(
@@ -369,6 +404,18 @@ impl Rules {
             }
         }
         named
+    }
+
+    /// The repo's upstream, when it is a pull mirror.
+    pub(crate) fn upstream(&self, repo: &RepoName) -> Option<&Upstream> {
+        self.repos.get(repo).and_then(|r| r.upstream.as_ref())
+    }
+
+    /// The repo's push mirrors.
+    pub(crate) fn downstreams(&self, repo: &RepoName) -> &[Downstream] {
+        self.repos
+            .get(repo)
+            .map_or(&[], |r| r.downstream.as_slice())
     }
 
     /// The repos named in the file (not counting `@all`).

@@ -1,0 +1,8 @@
+//! External mirrors: repos whose master pulls from a git URL elsewhere (an upstream), or pushes
+//! every accepted push to one (a downstream). Only a repo's master talks to them; its slaves
+//! get the result through normal replication.
+//!
+//! - [`remote`]: how git runs against an external remote (cleared environment, credentials,
+//!   pinned host keys).
+
+pub(crate) mod remote;
