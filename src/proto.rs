@@ -94,6 +94,9 @@ pub(crate) const STORE_OP_VERB: &str = "store-op";
 /// the repo's master and every slave.
 pub(crate) const DELETE_VERB: &str = "delete";
 
+/// The verb a user has a pull mirror fetched from its upstream now with (`fetch REPO`).
+pub(crate) const FETCH_VERB: &str = "fetch";
+
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";

@@ -8,6 +8,7 @@ mod compile;
 mod completions;
 mod daemon;
 mod delete;
+mod fetch;
 mod forced;
 mod hook;
 mod init;
@@ -20,6 +21,7 @@ mod rename;
 mod request_push;
 mod status;
 mod trash;
+mod trust_host;
 mod verify;
 
 use std::io::{self, Write};
@@ -134,6 +136,9 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The full log of the pull mirror REPO's last fetch.
+        #[arg(long, requires = "repo")]
+        log: bool,
     },
     /// List the refs this server kept when a change of master overwrote them: repo, ref,
     /// object id, and the commit's date, author and subject, a line each. Exits 2 when there
@@ -165,6 +170,21 @@ enum Cmd {
         old: String,
         /// Its new name (must not exist).
         new: String,
+    },
+    /// Fetch pull mirrors (repos with an upstream) from their upstreams now, and report each.
+    Fetch {
+        /// The repo.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        repo: Option<String>,
+        /// Every pull mirror this server fetches (those it masters).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Pin the host key of REPO's ssh upstream (and downstreams) as their hosts answer now:
+    /// trust on first use, said explicitly. A changed key then fails every fetch.
+    TrustHost {
+        /// The repo.
+        repo: String,
     },
     /// The deletes, renames, restores and purges this server still owes its slaves, with each
     /// slave's last answer; --drop gives one up for a slave that will never apply it.
@@ -284,8 +304,8 @@ impl Cli {
             Cmd::Verify { repo, all, repair } => {
                 verify::run(&home, config, repo.as_deref(), *all, *repair)
             }
-            Cmd::Status { repo, json } => {
-                return status::run(cmd, &home, config, repo.as_deref(), *json);
+            Cmd::Status { repo, json, log } => {
+                return status::run(cmd, &home, config, repo.as_deref(), *json, *log);
             }
             Cmd::Orphans {
                 repo,
@@ -301,6 +321,8 @@ impl Cli {
             }
             Cmd::Delete { repo, force } => delete::run(&home, config, repo, *force),
             Cmd::Rename { old, new } => rename::run(&home, config, old, new),
+            Cmd::Fetch { repo, all: _ } => fetch::run(&home, config, repo.as_deref()),
+            Cmd::TrustHost { repo } => trust_host::run(&home, config, repo),
             Cmd::Ops { seq, slave, drop } => match (drop, seq, slave) {
                 (true, Some(seq), Some(slave)) => ops::drop(&home, config, *seq, slave),
                 _ => ops::list(&home, config),

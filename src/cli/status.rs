@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use super::{Cmd, Config, fail, print};
 use crate::admin::admin_repo::ADMIN_REPO;
 use crate::admin::admin_repo::apply::AppliedRecord;
+use crate::external::upstream_record::{UpstreamRecord, UpstreamRecords};
+use crate::external::upstream_scheduler::pull_mirrors;
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::op_queue::{OpQueue, OpRecord};
@@ -22,6 +24,7 @@ pub(super) fn run(
     config: Config,
     repo: Option<&str>,
     json: bool,
+    log: bool,
 ) -> ExitCode {
     let run = || -> Result<Vec<&'static str>, String> {
         let config = config.map_err(|e| e.to_string())?;
@@ -35,6 +38,25 @@ pub(super) fn run(
             record::Verified::default()
         });
         let admin = AppliedRecord::load(home);
+        if log {
+            let Some(repo) = &repo else {
+                return Err("--log needs a repo: gitmirror status REPO --log".into());
+            };
+            let text = UpstreamRecords::of(home).log(repo).ok_or_else(|| {
+                format!("{repo}: no fetch log (not a pull mirror fetched here, or not fetched yet)")
+            })?;
+            print(&text)?;
+            return Ok(Vec::new());
+        }
+        let upstreams: Vec<(RepoName, String, UpstreamRecord)> =
+            pull_mirrors(home, &config.hostname)
+                .into_iter()
+                .filter(|(r, _)| repo.as_ref().is_none_or(|only| only == r))
+                .map(|(r, u)| {
+                    let record = UpstreamRecords::of(home).load(&r);
+                    (r, u.url.url, record)
+                })
+                .collect();
         let ops = OpQueue::new(home.ops_dir()).load_all().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the store operations queue");
             Vec::new()
@@ -45,6 +67,12 @@ pub(super) fn run(
                 Ok(mut value) => {
                     value["admin"] = serde_json::to_value(&admin).unwrap_or_default();
                     value["ops"] = serde_json::to_value(&ops).unwrap_or_default();
+                    value["upstreams"] = upstreams
+                        .iter()
+                        .map(|(r, url, rec)| {
+                            serde_json::json!({"repo": r.as_str(), "url": url, "state": rec})
+                        })
+                        .collect();
                     value.to_string() + "\n"
                 }
                 Err(_) => text + "\n",
@@ -56,6 +84,7 @@ pub(super) fn run(
                 + &status::attention_lines(&report.repos)
                 + &admin_line(&admin)
                 + &ops_lines(&ops)
+                + &upstream_lines(&upstreams)
         };
         print(&text)?;
         let mut alerts = Vec::new();
@@ -72,6 +101,14 @@ pub(super) fn run(
         {
             alerts.push("a delete, rename or restore has waited for a slave longer than mirror.alert_after_secs");
         }
+        if upstreams.iter().any(|(_, _, r)| {
+            r.failures > 0
+                && now - r.last_success.or(r.last_attempt).unwrap_or(now)
+                    > config.mirror.alert_after_secs
+        }) {
+            alerts
+                .push("a pull mirror has failed to fetch for longer than mirror.alert_after_secs");
+        }
         if admin.failed.is_some() {
             alerts.push("the admin repo's last accepted commit is not applied here");
         }
@@ -87,6 +124,44 @@ pub(super) fn run(
         }
         Err(e) => fail(cmd, &e),
     }
+}
+
+/// An `UPSTREAM` line per pull mirror fetched here: when it last fetched, or why it fails;
+/// then what the last fetch left for a person (diverged refs, deletions held back).
+fn upstream_lines(upstreams: &[(RepoName, String, UpstreamRecord)]) -> String {
+    let mut out = String::new();
+    for (repo, url, r) in upstreams {
+        let when =
+            |t: Option<f64>| t.map_or("never".to_string(), |t| format!("{} ago", status::age(t)));
+        let state = match (&r.last_error, r.failures) {
+            (Some(e), n) if n > 0 => format!(
+                "FAILING ({n} attempts since the last success, {}): {e}",
+                when(r.last_success)
+            ),
+            _ => format!(
+                "fetched {}{}",
+                when(r.last_success),
+                r.millis.map(|m| format!(" in {m} ms")).unwrap_or_default()
+            ),
+        };
+        out.push_str(&format!("UPSTREAM {repo} <- {url}: {state}\n"));
+        if let Some(last) = &r.last {
+            for d in &last.diverged {
+                let how = match &d.kept_as {
+                    Some(k) => format!("overwritten, ours kept as {k}"),
+                    None => "ours kept".to_string(),
+                };
+                out.push_str(&format!(
+                    "    diverged {}: ours {}, upstream {} ({how})\n",
+                    d.name, d.ours, d.theirs
+                ));
+            }
+            if let Some(g) = &last.guarded {
+                out.push_str(&format!("    deletions held back: {g}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// An `OP:` line per store operation (delete, rename, ...) a slave has not applied yet.

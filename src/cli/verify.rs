@@ -65,7 +65,7 @@ fn render(replies: &[Reply]) -> (String, bool) {
                 ok = false;
                 out.push_str(&format!("repair of {repo} on {slave} failed: {words}\n"));
             }
-            Reply::Ok | Reply::End | Reply::Error(_) => {}
+            Reply::Ok | Reply::End | Reply::Error(_) | Reply::Fetched { .. } => {}
         }
     }
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();

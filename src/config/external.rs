@@ -315,7 +315,7 @@ fn credentials(
             let ok = matches!(
                 (parts.next(), parts.next(), parts.next()),
                 (Some(kind), Some(body), None)
-                    if kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")
+                    if (kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
                     && !body.is_empty()
             ) && text
                 .chars()
@@ -342,10 +342,26 @@ fn remote_url(src: &Source, what: &str, raw: &Spanned<String>) -> Result<RemoteU
             raw.span(),
             format!(
                 "{what}: url {:?}: {why}; expected ssh://, git://, https:// (or http://), or an absolute path",
-                raw.get_ref().chars().take(80).collect::<String>()
+                redacted(raw.get_ref())
             ),
         )
     })
+}
+
+/// The URL as an error may show it: never what stands before an `@` in its authority (a
+/// password, a token).
+fn redacted(url: &str) -> String {
+    let shown: String = url.chars().take(80).collect();
+    match shown.split_once("://") {
+        Some((scheme, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
+            Some((_, host)) => {
+                let path = rest.split_once('/').map_or("", |(_, p)| p);
+                format!("{scheme}://***@{host}/{path}")
+            }
+            None => shown,
+        },
+        None => shown,
+    }
 }
 
 /// Validates a remote URL as git would take it, refusing what could run a program, carry a

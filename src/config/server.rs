@@ -56,6 +56,9 @@ pub(crate) struct MirrorConfig {
     /// How often the daemon asks every slave what its copies hold and repairs what drifted
     /// behind its back, in seconds (each time give or take a tenth).
     pub(crate) verify_interval: f64,
+    /// The shortest interval a pull mirror is fetched at, whatever its `upstream.interval`
+    /// says (a guard for the upstreams' sake).
+    pub(crate) upstream_min_interval_secs: f64,
 }
 
 impl Default for MirrorConfig {
@@ -72,6 +75,7 @@ impl Default for MirrorConfig {
             io_timeout_secs: 600.0,
             rescan_secs: 30.0,
             verify_interval: 3600.0,
+            upstream_min_interval_secs: 60.0,
         }
     }
 }
@@ -217,6 +221,12 @@ impl ServerConfig {
             ("rescan_secs", m.rescan_secs, 0.1, DAY),
             ("verify_interval", m.verify_interval, 0.1, 30.0 * DAY),
             ("io_timeout_secs", m.io_timeout_secs, 1.0, DAY),
+            (
+                "upstream_min_interval_secs",
+                m.upstream_min_interval_secs,
+                0.1,
+                DAY,
+            ),
         ] {
             if !(value.is_finite() && value >= min && value <= max) {
                 return Err(src.error_at_key(
@@ -280,6 +290,7 @@ sync = false          # a user's push does not wait for the slaves
 # rescan_secs = 30        # how often the daemon looks for changes no hook announced
 # io_timeout_secs = 600   # a mirror push fails after this long without progress
 # verify_interval = 3600  # how often the daemon verifies every slave and repairs drift
+# upstream_min_interval_secs = 60  # pull mirrors are fetched at most this often
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home

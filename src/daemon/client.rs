@@ -92,7 +92,7 @@ pub(crate) fn ask(
                 (repo, slave, Ok(Delivered::Unchanged { since }))
             }
             Ok(Reply::Fail(repo, slave, words)) => (repo, slave, Err(words)),
-            Ok(Reply::Verified { .. }) => continue,
+            Ok(Reply::Verified { .. } | Reply::Fetched { .. }) => continue,
             // A newer daemon may say more than this client knows; what it knows still counts.
             Err(e) => {
                 debug!(error = %e, "ignoring a reply from the daemon");

@@ -49,6 +49,9 @@ pub(crate) enum Request {
     All,
     /// Store operations were queued: send them now.
     Ops,
+    /// Fetch a pull mirror (or every one this server fetches) from its upstream now, and
+    /// report each.
+    Fetch(Option<RepoName>),
     /// Verify one repo (or every one) on its slaves, and repair what differs if asked.
     Verify {
         repo: Option<RepoName>,
@@ -71,6 +74,12 @@ pub(crate) enum Reply {
     End,
     /// The request cannot be served, and why.
     Error(String),
+    /// What a fetch of a pull mirror did (`ok`), or why it failed.
+    Fetched {
+        repo: RepoName,
+        ok: bool,
+        words: String,
+    },
     /// What verify found for a repo on a slave: its state word and details.
     Verified {
         repo: RepoName,
@@ -102,6 +111,8 @@ impl Request {
             ["request-for", r, s] => Ok(Request::CompareFor(repo(r)?, AccountName::parse(s)?)),
             ["all"] => Ok(Request::All),
             ["ops"] => Ok(Request::Ops),
+            ["fetch", r] => Ok(Request::Fetch(Some(repo(r)?))),
+            ["fetch-all"] => Ok(Request::Fetch(None)),
             ["verify", r] => Ok(Request::Verify {
                 repo: Some(repo(r)?),
                 repair: false,
@@ -134,6 +145,8 @@ impl Request {
             Request::CompareFor(r, s) => format!("request-for {r} {s}\n"),
             Request::All => "all\n".to_string(),
             Request::Ops => "ops\n".to_string(),
+            Request::Fetch(Some(r)) => format!("fetch {r}\n"),
+            Request::Fetch(None) => "fetch-all\n".to_string(),
             Request::Verify { repo, repair } => {
                 let repair = if *repair { " repair" } else { "" };
                 match repo {
@@ -188,6 +201,20 @@ impl Reply {
                 let words = w.next().filter(|w| !w.is_empty()).unwrap_or("failed");
                 Ok(Reply::Fail(repo, slave, words.to_string()))
             }
+            "fetched" => {
+                let mut w = rest.splitn(3, ' ');
+                let repo = RepoName::parse(w.next().ok_or_else(bad)?).map_err(|_| bad())?;
+                let ok = match w.next() {
+                    Some("ok") => true,
+                    Some("failed") => false,
+                    _ => return Err(bad()),
+                };
+                Ok(Reply::Fetched {
+                    repo,
+                    ok,
+                    words: w.next().unwrap_or("").to_string(),
+                })
+            }
             "verified" => {
                 let mut w = rest.splitn(4, ' ');
                 let (repo, slave) = names(w.next(), w.next())?;
@@ -222,6 +249,11 @@ impl Reply {
                 state,
                 words,
             } => format!("verified {repo} {slave} {state} {}\n", one_line(words)),
+            Reply::Fetched { repo, ok, words } => format!(
+                "fetched {repo} {} {}\n",
+                if *ok { "ok" } else { "failed" },
+                one_line(words)
+            ),
         }
     }
 }

@@ -18,6 +18,7 @@ use super::protocol::{ProtocolError, Reply, Request};
 use super::verifier::Verifier;
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
+use crate::external::upstream_scheduler::UpstreamScheduler;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -37,6 +38,7 @@ struct Daemon {
     mastered: Mastered,
     verifier: Arc<Verifier>,
     ops: Arc<OpSender>,
+    upstreams: Arc<UpstreamScheduler>,
 }
 
 /// Why a request cannot be served; its words go back as the `error` reply.
@@ -141,11 +143,15 @@ async fn serve(
         scheduler.clone(),
     );
     tokio::spawn(ops.clone().run());
+    let upstreams =
+        UpstreamScheduler::new(home, &config.hostname, &config.mirror, scheduler.clone());
+    tokio::spawn(upstreams.clone().run());
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,
         verifier,
         ops,
+        upstreams,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     let sweeper = daemon.clone();
@@ -213,6 +219,9 @@ impl Daemon {
         if request == Ok(Request::Ops) {
             self.ops.kick();
             return write.write_all(Reply::Ok.line().as_bytes()).await;
+        }
+        if let Ok(Request::Fetch(repo)) = &request {
+            return self.fetch(&mut write, repo.as_ref()).await;
         }
         let mut answered = Vec::new();
         let mut waiting = FuturesUnordered::new();
@@ -325,6 +334,64 @@ impl Daemon {
         write.write_all(Reply::End.line().as_bytes()).await
     }
 
+    /// Serves `fetch`: each pull mirror asked for (one, or every one this server fetches) is
+    /// fetched now, a `fetched` line each as it ends.
+    async fn fetch(
+        &self,
+        write: &mut tokio::net::unix::OwnedWriteHalf,
+        only: Option<&RepoName>,
+    ) -> io::Result<()> {
+        let upstreams = self.upstreams.clone();
+        let mirrors = tokio::task::spawn_blocking(move || upstreams.mirrors())
+            .await
+            .unwrap_or_default();
+        let chosen: Vec<_> = mirrors
+            .into_iter()
+            .filter(|(r, _)| only.is_none_or(|o| o == r))
+            .collect();
+        if let (Some(repo), true) = (only, chosen.is_empty()) {
+            let reply = Reply::Error(format!(
+                "{repo} is not a pull mirror this server fetches (no upstream in repos.toml, or mastered elsewhere)"
+            ));
+            return write.write_all(reply.line().as_bytes()).await;
+        }
+        let mut running: FuturesUnordered<_> = chosen
+            .into_iter()
+            .map(|(repo, upstream)| {
+                let upstreams = self.upstreams.clone();
+                async move {
+                    let outcome = upstreams.fetch(&repo, &upstream, true).await;
+                    (repo, outcome)
+                }
+            })
+            .collect();
+        while let Some((repo, outcome)) = running.next().await {
+            let reply = match outcome {
+                Ok(f) => Reply::Fetched {
+                    repo,
+                    ok: true,
+                    words: format!(
+                        "{} refs updated, {} diverged{}",
+                        f.updated.len(),
+                        f.diverged.len(),
+                        if f.guarded.is_some() {
+                            ", deletions held back"
+                        } else {
+                            ""
+                        }
+                    ),
+                },
+                Err(words) => Reply::Fetched {
+                    repo,
+                    ok: false,
+                    words,
+                },
+            };
+            write.write_all(reply.line().as_bytes()).await?;
+        }
+        write.write_all(Reply::End.line().as_bytes()).await
+    }
+
     /// The mirror pushes a request stands for, or why it cannot be served.
     fn jobs(&self, request: Request) -> Result<Vec<Job>, JobError> {
         let each = |repo: RepoName, when, wait| -> Result<Vec<Job>, JobError> {
@@ -348,8 +415,8 @@ impl Daemon {
             }
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
-            // Served by `verify` and the operation sender before any job is made.
-            Request::Verify { .. } | Request::Ops => Ok(Vec::new()),
+            // Served by `verify`, the operation sender and `fetch` before any job is made.
+            Request::Verify { .. } | Request::Ops | Request::Fetch(_) => Ok(Vec::new()),
         }
     }
 }

@@ -4,5 +4,12 @@
 //!
 //! - [`remote`]: how git runs against an external remote (cleared environment, credentials,
 //!   pinned host keys).
+//! - [`upstream_fetch`]: one fetch of a pull mirror, a decision per ref (new, fast-forward,
+//!   diverged, gone upstream) applied in one transaction.
+//! - [`upstream_record`]: each pull mirror's last attempt, success, error and log.
+//! - [`upstream_scheduler`]: the daemon's schedule of fetches, and fetches asked for.
 
 pub(crate) mod remote;
+pub(crate) mod upstream_fetch;
+pub(crate) mod upstream_record;
+pub(crate) mod upstream_scheduler;

@@ -30,6 +30,8 @@ pub(crate) enum RemoteError {
     },
     #[error("the token file {0} is empty or holds more than one line")]
     BadToken(PathBuf),
+    #[error("cannot ask {host} for its host key: {words}")]
+    Scan { host: String, words: String },
     #[error("cannot write the pinned host keys {path}: {source}")]
     KnownHosts {
         path: PathBuf,
@@ -160,6 +162,41 @@ pub(crate) fn pin_host_key(
         crate::fs::ensure_dir(dir, 0o700).map_err(|e| err(e.source))?;
     }
     crate::fs::write_atomic(known, kept.as_bytes(), 0o600).map_err(|e| err(e.source))
+}
+
+/// Asks `host` for its host key (`ssh-keyscan`, ed25519 first), as the administrator's
+/// explicit trust on first use (`gitmirror trust-host`); returns `TYPE BASE64`.
+pub(crate) async fn scan_host_key(host: &str, port: Option<u16>) -> Result<String, RemoteError> {
+    let scan = |words: String| RemoteError::Scan {
+        host: host.to_string(),
+        words,
+    };
+    let out = tokio::process::Command::new("ssh-keyscan")
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .args(["-T", "10", "-t", "ed25519,ecdsa,rsa", "-p"])
+        .arg(port.unwrap_or(22).to_string())
+        .arg("--")
+        .arg(host)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| scan(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let keys: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect();
+    let best = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"]
+        .iter()
+        .find_map(|t| keys.iter().find(|(k, _)| k == t))
+        .or(keys.first())
+        .ok_or_else(|| scan("no key in its answer".into()))?;
+    Ok(format!("{} {}", best.0, best.1))
 }
 
 fn read_token(file: &Path) -> Result<String, RemoteError> {

@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto::{
-    DELETE_VERB, MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB, STORE_OP_VERB,
-    VERIFY_VERB,
+    DELETE_VERB, FETCH_VERB, MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB,
+    STORE_OP_VERB, VERIFY_VERB,
 };
 use crate::repo::store_op::{BadOp, StoreOp};
 
@@ -66,6 +66,8 @@ pub(crate) enum Request {
     StoreOp { epoch: u64, op: StoreOp },
     /// Delete a repo into the trash, here and on its slaves (administrators only).
     Delete(RepoName),
+    /// Fetch a pull mirror from its upstream now (users who may write it).
+    Fetch(RepoName),
 }
 
 impl Request {
@@ -84,6 +86,7 @@ impl Request {
             }
             Request::StoreOp { op, .. } => (STORE_OP_VERB.to_string(), op.describe()),
             Request::Delete(repo) => (DELETE_VERB.to_string(), repo.to_string()),
+            Request::Fetch(repo) => (FETCH_VERB.to_string(), repo.to_string()),
         }
     }
 
@@ -95,7 +98,8 @@ impl Request {
             | Request::Mirror(repo)
             | Request::MirrorReceive { repo, .. }
             | Request::RedirectReceive { repo, .. }
-            | Request::Delete(repo) => Some(repo),
+            | Request::Delete(repo)
+            | Request::Fetch(repo) => Some(repo),
         }
     }
 
@@ -122,7 +126,7 @@ pub(crate) enum CommandError {
     #[error("unbalanced or embedded quote in {0:?}")]
     Quoting(String),
     #[error(
-        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push, delete"
+        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push, fetch, delete"
     )]
     Unknown(String),
     #[error("{verb} takes {expected}, got {got} argument(s)")]
@@ -259,6 +263,8 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (STORE_OP_VERB, None, _) => Err(arity(verb, "an epoch and an operation", args.len())),
         (DELETE_VERB, None, [repo]) => Ok(Request::Delete(repo_arg(repo)?)),
         (DELETE_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        (FETCH_VERB, None, [repo]) => Ok(Request::Fetch(repo_arg(repo)?)),
+        (FETCH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }

@@ -154,6 +154,9 @@ impl<'a> PeerShell<'a> {
                 Request::Delete(_) => {
                     Err(CommandError::Unknown(proto::DELETE_VERB.to_string()).into())
                 }
+                Request::Fetch(_) => {
+                    Err(CommandError::Unknown(proto::FETCH_VERB.to_string()).into())
+                }
             },
         )
     }

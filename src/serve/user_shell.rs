@@ -20,6 +20,7 @@ use crate::admin::keys;
 use crate::admin::store_ops::{self, StoreOpsError};
 use crate::config::{Access, MirrorRule, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
+use crate::external::upstream_record::UpstreamRecords;
 use crate::home::Home;
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
@@ -63,7 +64,19 @@ pub(crate) enum ShellError {
     Rules(String),
     #[error("{0}")]
     StoreOp(#[from] StoreOpsError),
+    #[error("{repo} is a mirror of {url}; push there instead")]
+    PullMirror { repo: RepoName, url: String },
+    #[error("{0} is not a pull mirror (it has no upstream)")]
+    NotPullMirror(RepoName),
+    #[error("{repo} was fetched {ago:.0}s ago; try again in {wait:.0}s")]
+    TooSoon { repo: RepoName, ago: f64, wait: f64 },
+    #[error("{0}")]
+    Fetch(String),
 }
+
+/// How often a user may have a pull mirror fetched (`ssh ... fetch REPO`): a webhook storm
+/// must not become a fetch storm against the upstream.
+const FETCH_EVERY: f64 = 10.0;
 
 /// Whether a user's push to a slave may be carried to the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +181,7 @@ impl<'a> UserShell<'a> {
                     Err(CommandError::Unknown(proto::STORE_OP_VERB.to_string()).into())
                 }
                 Request::Delete(repo) => self.delete(repo),
+                Request::Fetch(repo) => self.fetch(repo),
             },
         )
     }
@@ -213,6 +227,14 @@ impl<'a> UserShell<'a> {
     /// this server or carried here from a slave, is decided by this one function.
     fn push(&self, repo: &RepoName, redirects: Redirects) -> Result<Push, ShellError> {
         let (path, access) = self.admit(repo, false)?;
+        // A pull mirror's refs are its upstream's: a push here would be overwritten, or make
+        // it diverge. Refused on every server, naming where pushes belong.
+        if let Some(u) = self.rules.upstream(repo) {
+            return Err(ShellError::PullMirror {
+                repo: repo.clone(),
+                url: u.url.url.clone(),
+            });
+        }
         let mirror = repo::mirror_config(&path);
         if redirects == Redirects::Carried
             && let Ok(Some(m)) = &mirror
@@ -275,6 +297,43 @@ impl<'a> UserShell<'a> {
 
     /// `request-push REPO`, for users who may write the repo: on its master, push to every
     /// slave now; on a slave, ask the master to push here.
+    /// `fetch REPO`: a pull mirror fetched from its upstream now (a CI job's or a webhook
+    /// relay's call), for users who may write it, at most once per [`FETCH_EVERY`].
+    fn fetch(&self, repo: &RepoName) -> Result<Reply, ShellError> {
+        self.admit(repo, true)?;
+        if self.rules.upstream(repo).is_none() {
+            return Err(ShellError::NotPullMirror(repo.clone()));
+        }
+        let record = UpstreamRecords::of(self.home).load(repo);
+        if let Some(t) = record.last_attempt {
+            let ago = crate::replicate::queue::now() - t;
+            if ago < FETCH_EVERY {
+                return Err(ShellError::TooSoon {
+                    repo: repo.clone(),
+                    ago,
+                    wait: FETCH_EVERY - ago,
+                });
+            }
+        }
+        let replies = crate::daemon::client::ask_replies(
+            self.home,
+            &crate::daemon::protocol::Request::Fetch(Some(repo.clone())),
+        )
+        .map_err(|e| ShellError::Fetch(e.to_string()))?;
+        for reply in replies {
+            if let crate::daemon::protocol::Reply::Fetched { repo, ok, words } = reply {
+                return if ok {
+                    Ok(Reply::text(format!("{repo}: fetched: {words}\n"), true))
+                } else {
+                    Err(ShellError::Fetch(format!("{repo}: fetch failed: {words}")))
+                };
+            }
+        }
+        Err(ShellError::Fetch(format!(
+            "{repo}: the daemon did not fetch it"
+        )))
+    }
+
     fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
         self.admit(repo, true)?;
         let report = request::request(self.home, &self.config, repo)?;

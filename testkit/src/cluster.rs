@@ -189,7 +189,9 @@ impl Server {
             .ok()
             .lines()
             .filter(|l| {
-                !l.contains(" refs/gitmirror/diverged/") && !l.contains(" refs/gitmirror/orphaned/")
+                !l.contains(" refs/gitmirror/diverged/")
+                    && !l.contains(" refs/gitmirror/orphaned/")
+                    && !l.contains(" refs/gitmirror/upstream/")
             })
             .map(|l| format!("{l}\n"))
             .collect();
