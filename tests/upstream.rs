@@ -193,6 +193,14 @@ fn a_pull_mirror_takes_its_upstream_and_its_slaves_follow() {
     assert_eq!(head.trim(), "refs/heads/trunk");
     // The slave gets the fetched state by normal replication.
     w.cluster.wait_in_sync("mirror", "server1", &["server2"]);
+    // Only the master fetches.
+    let out = w.s("server2").gitmirror(&["fetch", "mirror"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a pull mirror this server fetches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A user's push is refused, naming the upstream, on the master and on the slave.
     w.alice.clone(w.s("server1"), "mirror", "m").ok();
     w.alice.commit("m", "mine");

@@ -135,8 +135,9 @@ fn upstream_lines(upstreams: &[(RepoName, String, UpstreamRecord)]) -> String {
             |t: Option<f64>| t.map_or("never".to_string(), |t| format!("{} ago", status::age(t)));
         let state = match (&r.last_error, r.failures) {
             (Some(e), n) if n > 0 => format!(
-                "FAILING ({n} attempts since the last success, {}): {e}",
-                when(r.last_success)
+                "FAILING ({n} attempts since the last success, {}; last attempt {}): {e}",
+                when(r.last_success),
+                when(r.last_attempt)
             ),
             _ => format!(
                 "fetched {}{}",

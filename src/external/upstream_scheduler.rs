@@ -46,18 +46,41 @@ pub(crate) struct UpstreamScheduler {
     slots: Semaphore,
     /// One lock per repo: a fetch never overlaps another of the same repo.
     running: Mutex<HashMap<RepoName, Arc<tokio::sync::Mutex<()>>>>,
+    /// The repos with an upstream, and the compiled rules' time they were read at.
+    configured: Mutex<Option<Configured>>,
+    /// Wakes the schedule when a fetch ends (its next one is due at a new time).
+    ended: tokio::sync::Notify,
 }
+
+/// The repos with an upstream in the compiled rules, as of the rules file's time.
+struct Configured(std::time::SystemTime, Vec<(RepoName, Upstream)>);
 
 /// The pull mirrors server `this` fetches: in the compiled rules, in the store, and mastered
 /// there (or local).
 pub(crate) fn pull_mirrors(home: &Home, this: &AccountName) -> Vec<(RepoName, Upstream)> {
+    mastered_here(home, this, configured(home))
+}
+
+/// Every repo with an upstream in the compiled rules.
+fn configured(home: &Home) -> Vec<(RepoName, Upstream)> {
     let Ok(rules) = Rules::compiled(home) else {
         return Vec::new();
     };
-    let store = Store::new(home.repositories());
     rules
         .named_repos()
         .filter_map(|r| rules.upstream(r).map(|u| (r.clone(), u.clone())))
+        .collect()
+}
+
+/// Those of `configured` in the store and mastered by `this` (or local).
+fn mastered_here(
+    home: &Home,
+    this: &AccountName,
+    configured: Vec<(RepoName, Upstream)>,
+) -> Vec<(RepoName, Upstream)> {
+    let store = Store::new(home.repositories());
+    configured
+        .into_iter()
         .filter(|(r, _)| {
             store
                 .find(r)
@@ -86,29 +109,25 @@ impl UpstreamScheduler {
             scheduler,
             slots: Semaphore::new(FETCHES_AT_ONCE),
             running: Mutex::new(HashMap::new()),
+            configured: Mutex::new(None),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
-    /// The pull mirrors this server fetches: in the compiled rules, in the store, and
-    /// mastered here (or local).
+    /// The pull mirrors this server fetches. The compiled rules are read again only when a
+    /// compile has rewritten them: with ten thousand repos, reading them every tick would
+    /// cost more than the schedule itself.
     pub(crate) fn mirrors(&self) -> Vec<(RepoName, Upstream)> {
-        let Ok(rules) = Rules::compiled(&self.home) else {
-            return Vec::new();
-        };
-        let store = Store::new(self.home.repositories());
-        rules
-            .named_repos()
-            .filter_map(|r| rules.upstream(r).map(|u| (r.clone(), u.clone())))
-            .filter(|(r, _)| {
-                store
-                    .find(r)
-                    .is_some_and(|p| match repo::mirror_config(&p) {
-                        Ok(Some(m)) => m.is_master(&self.this),
-                        Ok(None) => true,
-                        Err(_) => false,
-                    })
-            })
-            .collect()
+        let stamp = std::fs::metadata(self.home.compiled_rules_path())
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+        if stamp.is_none() || cache.as_ref().map(|c| c.0) != stamp {
+            *cache = stamp.map(|t| Configured(t, configured(&self.home)));
+        }
+        let list = cache.as_ref().map(|c| c.1.clone()).unwrap_or_default();
+        drop(cache);
+        mastered_here(&self.home, &self.this, list)
     }
 
     /// Runs the schedule forever.
@@ -123,9 +142,12 @@ impl UpstreamScheduler {
             for (repo, upstream) in mirrors {
                 let mut record = self.records.load(&repo);
                 let interval = (upstream.interval_secs as f64).max(self.min_interval);
-                if record.url != upstream.url.url || record.next_attempt.is_none() {
-                    // New (or moved): first fetch soon, spread over a minute so that a
-                    // thousand new mirrors do not start together.
+                // A shorter interval (repos.toml or the minimum changed) takes effect now, not
+                // after the longer one it replaces.
+                let too_far = record.next_attempt.is_some_and(|n| n > t + interval * 1.1);
+                if record.url != upstream.url.url || record.next_attempt.is_none() || too_far {
+                    // New (or moved, or due too late): first fetch soon, spread over a
+                    // minute so that a thousand new mirrors do not start together.
                     let spread = interval.min(60.0) * fastrand::f64();
                     record = UpstreamRecord {
                         url: upstream.url.url.clone(),
@@ -145,7 +167,10 @@ impl UpstreamScheduler {
                 });
             }
             let pause = (wake - now()).clamp(0.05, TICK.as_secs_f64());
-            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(pause)) => {}
+                _ = self.ended.notified() => {}
+            }
         }
     }
 
@@ -231,6 +256,7 @@ impl UpstreamScheduler {
         {
             warn!(%repo, error = %e, "cannot record the upstream fetch");
         }
+        self.ended.notify_one();
         outcome
     }
 
