@@ -13,16 +13,16 @@
 //! - HEAD follows the upstream's default branch.
 //!
 //! All updates land in one transaction, each checked against the value it was decided on.
+//! The upstream's HEAD is asked for (one more round trip) only when something moved.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
 
 use super::remote::{RemoteError, RemoteGit};
-use crate::config::external::{Divergence, Upstream, pattern_matches};
+use crate::config::external::{Divergence, Transport, Upstream, pattern_matches};
 use crate::home::Home;
 use crate::proto::{DIVERGED_NS, OWN_NS};
 use crate::text::one_line;
@@ -93,6 +93,11 @@ pub(crate) async fn fetch(
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
     let git = RemoteGit::new(home, &upstream.url, &upstream.credentials);
+    let local = |e: git2::Error| FetchError::Local(e.message().into());
+    let staged_before = {
+        let repo = git2::Repository::open_bare(path).map_err(local)?;
+        refs_under(&repo, STAGING_NS).map_err(local)?
+    };
     // 1. The upstream's refs, into the staging namespace (pruned there, so it mirrors them).
     let mut cmd = git.command(path)?;
     cmd.args([
@@ -123,22 +128,43 @@ pub(crate) async fn fetch(
     if !out.status.success() {
         return Err(FetchError::Git(git_words(&stderr)));
     }
-    // 2. Its default branch, for HEAD.
-    let mut cmd = git.command(path)?;
-    cmd.args(["ls-remote", "--symref", &upstream.url.url, "HEAD"]);
-    let head = match cmd.output().await {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
-            l.strip_prefix("ref: ")
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string)
-        }),
-        _ => None,
+    // 2. Its default branch, for HEAD: asked only when something moved upstream, or HEAD
+    // here names no branch yet (one round trip less for the common fetch that finds nothing).
+    let repo = git2::Repository::open_bare(path).map_err(local)?;
+    let moved = refs_under(&repo, STAGING_NS).map_err(local)? != staged_before;
+    let head_here = repo
+        .find_reference("HEAD")
+        .ok()
+        .and_then(|r| r.symbolic_target().ok().flatten().map(str::to_string));
+    let head_ok = head_here.is_some_and(|h| repo.find_reference(&h).is_ok());
+    let head = if !moved && head_ok {
+        None
+    } else if upstream.url.transport == Transport::Local {
+        // A path on this machine: its HEAD file says it, without another git process.
+        git2::Repository::open_bare(&upstream.url.url)
+            .ok()
+            .and_then(|r| {
+                r.find_reference("HEAD")
+                    .ok()
+                    .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string))
+            })
+    } else {
+        let mut cmd = git.command(path)?;
+        cmd.args(["ls-remote", "--symref", &upstream.url.url, "HEAD"]);
+        match cmd.output().await {
+            Ok(o) if o.status.success() => {
+                String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                    l.strip_prefix("ref: ")
+                        .and_then(|r| r.split_whitespace().next())
+                        .map(str::to_string)
+                })
+            }
+            _ => None,
+        }
     };
     // 3. Decide, ref by ref, and apply in one transaction.
-    let repo =
-        git2::Repository::open_bare(path).map_err(|e| FetchError::Local(e.message().into()))?;
-    let plan = decide(&repo, upstream, log).map_err(|e| FetchError::Local(e.message().into()))?;
-    apply(path, &plan).await?;
+    let plan = decide(&repo, upstream, log).map_err(local)?;
+    apply(&repo, &plan)?;
     let mut fetched = plan.fetched;
     if let Some(head) = head.filter(|h| upstream.refs.iter().any(|p| pattern_matches(p, h))) {
         let current = repo
@@ -156,10 +182,16 @@ pub(crate) async fn fetch(
     Ok(fetched)
 }
 
+/// One ref update: to `new` (`None`: deleted), if it is still `old` (`None`: absent).
+struct Update {
+    name: String,
+    old: Option<git2::Oid>,
+    new: Option<git2::Oid>,
+}
+
 /// The updates one fetch makes.
 struct Plan {
-    /// `update-ref --stdin` lines.
-    lines: Vec<String>,
+    updates: Vec<Update>,
     fetched: Fetched,
 }
 
@@ -178,12 +210,17 @@ fn decide(
         .filter(|(n, _)| upstream.refs.iter().any(|p| pattern_matches(p, n)))
         .collect();
     let stamp = crate::replicate::queue::now() as u64;
-    let mut lines = Vec::new();
+    let mut lines: Vec<Update> = Vec::new();
+    let up = |name: &str, old: Option<git2::Oid>, new: Option<git2::Oid>| Update {
+        name: name.to_string(),
+        old,
+        new,
+    };
     let mut fetched = Fetched::default();
     for (name, &new) in &theirs {
         match ours.get(name) {
             None => {
-                lines.push(format!("create {name} {new}"));
+                lines.push(up(name, None, Some(new)));
                 log.push(format!("new {name} {new}"));
                 fetched.updated.push(name.clone());
             }
@@ -192,7 +229,7 @@ fn decide(
                 // A tag or a non-commit can only be "the same" or "different".
                 let ff = repo.graph_descendant_of(new, old).unwrap_or(false);
                 if ff {
-                    lines.push(format!("update {name} {new} {old}"));
+                    lines.push(up(name, Some(old), Some(new)));
                     log.push(format!("fast-forward {name} {old}..{new}"));
                     fetched.updated.push(name.clone());
                     continue;
@@ -205,8 +242,8 @@ fn decide(
                 };
                 if upstream.divergence == Divergence::Overwrite {
                     let kept = format!("{DIVERGED_NS}{stamp}/{}", &name["refs/".len()..]);
-                    lines.push(format!("create {kept} {old}"));
-                    lines.push(format!("update {name} {new} {old}"));
+                    lines.push(up(&kept, None, Some(old)));
+                    lines.push(up(name, Some(old), Some(new)));
                     log.push(format!(
                         "overwrote {name} {old} -> {new} (ours kept as {kept})"
                     ));
@@ -244,13 +281,16 @@ fn decide(
             fetched.guarded = Some(why);
         } else {
             for (name, old) in gone {
-                lines.push(format!("delete {name} {old}"));
+                lines.push(up(name, Some(*old), None));
                 log.push(format!("pruned {name} (was {old})"));
                 fetched.updated.push(name.clone());
             }
         }
     }
-    Ok(Plan { lines, fetched })
+    Ok(Plan {
+        updates: lines,
+        fetched,
+    })
 }
 
 fn refs_under(
@@ -267,43 +307,36 @@ fn refs_under(
     Ok(out)
 }
 
-/// Applies the plan in one `git update-ref --stdin` transaction: all or nothing, each update
-/// checked against the value it was decided on.
-async fn apply(path: &Path, plan: &Plan) -> Result<(), FetchError> {
-    if plan.lines.is_empty() {
+/// Applies the plan in one transaction (libgit2's, in this process): every ref locked, each
+/// checked against the value it was decided on (a user's push or a promotion may have moved
+/// it meanwhile), then all written, or none.
+fn apply(repo: &git2::Repository, plan: &Plan) -> Result<(), FetchError> {
+    if plan.updates.is_empty() {
         return Ok(());
     }
-    let mut input = String::from("start\n");
-    for l in &plan.lines {
-        input.push_str(l);
-        input.push('\n');
+    let local =
+        |e: git2::Error| FetchError::Local(format!("updating refs failed: {}", e.message()));
+    let sig = git2::Signature::now("gitmirror", "gitmirror@localhost").map_err(local)?;
+    let mut tx = repo.transaction().map_err(local)?;
+    for u in &plan.updates {
+        tx.lock_ref(&u.name).map_err(local)?;
     }
-    input.push_str("prepare\ncommit\n");
-    let mut child = tokio::process::Command::new("git")
-        .env_clear()
-        .env("PATH", crate::proto::SAFE_PATH)
-        .arg("--git-dir")
-        .arg(path)
-        .args(["update-ref", "--stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(FetchError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .await
-            .map_err(FetchError::Spawn)?;
+    for u in &plan.updates {
+        let now = repo.refname_to_id(&u.name).ok();
+        if now != u.old {
+            return Err(FetchError::Local(format!(
+                "updating refs failed: {} moved during the fetch; the next fetch decides again",
+                u.name
+            )));
+        }
+        match u.new {
+            Some(oid) => tx
+                .set_target(&u.name, oid, Some(&sig), "gitmirror: upstream fetch")
+                .map_err(local)?,
+            None => tx.remove(&u.name).map_err(local)?,
+        }
     }
-    let out = child.wait_with_output().await.map_err(FetchError::Spawn)?;
-    if !out.status.success() {
-        return Err(FetchError::Local(format!(
-            "updating refs failed: {}",
-            one_line(String::from_utf8_lossy(&out.stderr).trim())
-        )));
-    }
-    Ok(())
+    tx.commit().map_err(local)
 }
 
 /// git's error lines (`fatal:`, `error:`), and what ssh or the remote said before them (a

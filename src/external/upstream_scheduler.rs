@@ -26,8 +26,8 @@ use crate::replicate::queue::{Backoff, Queue, now};
 use crate::replicate::scheduler::Scheduler;
 use crate::repo::{self, Store};
 
-/// Fetches under way at once.
-const FETCHES_AT_ONCE: usize = 4;
+/// Fetches under way at once (each mostly waits on the network or on git).
+const FETCHES_AT_ONCE: usize = 8;
 
 /// The longest the schedule sleeps without looking at the configuration again.
 const TICK: Duration = Duration::from_secs(10);
