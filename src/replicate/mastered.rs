@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
+use crate::repo::gone::GoneRecord;
 use crate::repo::{self, Store, StoreError};
 
 /// Why this server does not master a repo it was asked about.
@@ -31,6 +32,7 @@ pub(crate) enum NotMastered {
 pub(crate) struct Mastered {
     store: Store,
     this: AccountName,
+    gone: GoneRecord,
 }
 
 impl Mastered {
@@ -39,6 +41,7 @@ impl Mastered {
         Mastered {
             store: Store::new(home.repositories()),
             this: this.clone(),
+            gone: GoneRecord::in_state(&home.state_dir()),
         }
     }
 
@@ -65,6 +68,17 @@ impl Mastered {
             }),
             None => Err(NotMastered::NotMirrored(repo.clone())),
         }
+    }
+
+    /// Whether `repo`, missing here, was deleted (it is in the trash) or renamed here: the
+    /// work for it ends. A repo merely away for a moment is neither.
+    pub(crate) fn moved_away(&self, repo: &RepoName) -> bool {
+        self.store.find(repo).is_none()
+            && (self
+                .store
+                .trash_list()
+                .is_ok_and(|all| all.iter().any(|e| e.repo() == repo))
+                || self.gone.load().iter().any(|g| g.repo() == repo))
     }
 
     /// Every repo in the store, mastered here or not (a cheap directory walk).

@@ -96,8 +96,20 @@ impl OpSender {
                     if waits {
                         continue;
                     }
-                    if !record.ready {
-                        wake = wake.min(t + 1.0);
+                    // A push of one of its names already under way goes first: it started
+                    // before the operation was queued (later ones are held back), and the
+                    // operation must land after it, or the push would undo it.
+                    let pushing = || {
+                        AccountName::parse(slave).is_ok_and(|s| {
+                            record
+                                .op
+                                .names()
+                                .iter()
+                                .any(|n| self.scheduler.is_attempting(n, &s))
+                        })
+                    };
+                    if !record.ready || pushing() {
+                        wake = wake.min(t + 0.2);
                     } else if pending.next_attempt <= t {
                         due.entry(slave.clone())
                             .or_default()

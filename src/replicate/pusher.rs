@@ -109,8 +109,13 @@ impl SshPusher {
         let (path, slaves) = match self.mastered.slaves_of(repo) {
             Ok(found) => found,
             Err(NotMastered::Elsewhere { .. } | NotMastered::NotMirrored(_)) => return Ok(None),
-            // Deleted or renamed here: `delete` and `rename` take its queue record along.
-            Err(NotMastered::NoRepo(_)) if !self.queue.has_record(repo) => return Ok(None),
+            // Deleted or renamed here: `delete` and `rename` take its queue record along (a
+            // push that failed meanwhile may have written it back).
+            Err(NotMastered::NoRepo(_))
+                if !self.queue.has_record(repo) || self.mastered.moved_away(repo) =>
+            {
+                return Ok(None);
+            }
             Err(e @ (NotMastered::NoRepo(_) | NotMastered::Settings(_))) => {
                 return Err(PushError::Settings(e));
             }

@@ -50,6 +50,8 @@ struct Attempt {
 #[derive(Default)]
 struct Slot {
     running: bool,
+    /// An attempt is under way (not a backoff's wait between two).
+    attempting: bool,
     /// Another push is wanted after the running one (the one queued behind it)...
     again: Option<When>,
     /// ...for the queue generation it was asked at; a run that started from this generation
@@ -275,6 +277,20 @@ impl Scheduler {
             .is_some_and(|s| s.running)
     }
 
+    /// Whether a mirror push of `repo` to `slave` is being attempted now (not waiting out a
+    /// backoff between attempts).
+    pub(crate) fn is_attempting(&self, repo: &RepoName, slave: &AccountName) -> bool {
+        self.lock_slots()
+            .get(&(repo.clone(), slave.clone()))
+            .is_some_and(|s| s.attempting)
+    }
+
+    fn set_attempting(&self, key: &Key, on: bool) {
+        if let Some(slot) = self.lock_slots().get_mut(key) {
+            slot.attempting = on;
+        }
+    }
+
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -362,8 +378,11 @@ impl Scheduler {
                 } else {
                     self.attempts.acquire().await.ok()
                 };
+                self.set_attempting(&key, true);
                 // Allocated once the turn comes, not by every waiting run.
-                Box::pin(self.attempt(repo, slave, when)).await
+                let attempted = Box::pin(self.attempt(repo, slave, when)).await;
+                self.set_attempting(&key, false);
+                attempted
             };
             match attempted {
                 // Not this server's business any more.

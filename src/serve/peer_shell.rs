@@ -30,6 +30,7 @@ use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
 use crate::replicate::verify::{self, Here, wire::MAX_REQUEST, wire::WireError};
+use crate::repo::gone::GoneRecord;
 use crate::repo::mastership::{self, Admission, Mastership};
 use crate::repo::{self, Placed, Staged, Store, StoreError};
 
@@ -400,6 +401,7 @@ impl<'a> PeerShell<'a> {
         repo: &RepoName,
         epoch: u64,
     ) -> Result<Staged, PeerShellError> {
+        self.not_gone(repo)?;
         let rule = self.mirror_rule(repo);
         let promoted = rule.as_ref().is_some_and(|r| {
             epoch > 0
@@ -478,6 +480,7 @@ impl<'a> PeerShell<'a> {
 
     /// Builds, unplaced, a repo the peer masters by this server's own rules.
     fn stage(&self, store: &Store, repo: &RepoName) -> Result<Staged, PeerShellError> {
+        self.not_gone(repo)?;
         let rule = self.mirror_rule(repo);
         if self.peer_masters(repo, rule.as_ref()).is_err() {
             return Err(PeerShellError::NoRule {
@@ -491,6 +494,20 @@ impl<'a> PeerShell<'a> {
         store
             .stage(repo, &invocation, rule.as_ref())
             .map_err(|e| self.create_err(repo, e.to_string()))
+    }
+
+    /// A repo its master deleted or renamed here is not brought back by a push (one already
+    /// under way when the operation came): only a restore, or a new table in repos.toml once
+    /// the old one is gone, makes the name usable again.
+    fn not_gone(&self, repo: &RepoName) -> Result<(), PeerShellError> {
+        let gone = GoneRecord::in_state(&self.home.state_dir()).load();
+        if gone.iter().any(|g| g.repo() == repo) {
+            return Err(self.create_err(
+                repo,
+                "its master deleted or renamed it here; a push does not bring it back".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn create_err(&self, repo: &RepoName, message: String) -> PeerShellError {
