@@ -407,6 +407,7 @@ impl Rules {
     }
 
     /// The repo's upstream, when it is a pull mirror.
+    #[allow(dead_code)] // read by the pull mirrors (issue 13), built on another branch
     pub(crate) fn upstream(&self, repo: &RepoName) -> Option<&Upstream> {
         self.repos.get(repo).and_then(|r| r.upstream.as_ref())
     }

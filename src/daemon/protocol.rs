@@ -13,6 +13,7 @@
 //!   copies with this server's (see `replicate::verify`), answered by `verified REPO SLAVE
 //!   STATE WORDS` per repo and slave (STATE: `ok`, `drifted`, `missing`, `refused`,
 //!   `unreachable`, `error`), then, with `repair`, `done`/`fail` per repair push, then `end`.
+//! - `downstream REPO`: REPO's push mirrors were queued: push to them now; answered `ok`.
 //! - `error WORDS` answers a request that cannot be served.
 //!
 //! `wait` pushes straight away (the caller's refs just changed); `request` compares with each
@@ -49,6 +50,8 @@ pub(crate) enum Request {
     All,
     /// Store operations were queued: send them now.
     Ops,
+    /// A repo's push mirrors were queued: push to them now.
+    Downstream(RepoName),
     /// Verify one repo (or every one) on its slaves, and repair what differs if asked.
     Verify {
         repo: Option<RepoName>,
@@ -102,6 +105,7 @@ impl Request {
             ["request-for", r, s] => Ok(Request::CompareFor(repo(r)?, AccountName::parse(s)?)),
             ["all"] => Ok(Request::All),
             ["ops"] => Ok(Request::Ops),
+            ["downstream", r] => Ok(Request::Downstream(repo(r)?)),
             ["verify", r] => Ok(Request::Verify {
                 repo: Some(repo(r)?),
                 repair: false,
@@ -134,6 +138,7 @@ impl Request {
             Request::CompareFor(r, s) => format!("request-for {r} {s}\n"),
             Request::All => "all\n".to_string(),
             Request::Ops => "ops\n".to_string(),
+            Request::Downstream(r) => format!("downstream {r}\n"),
             Request::Verify { repo, repair } => {
                 let repair = if *repair { " repair" } else { "" };
                 match repo {
@@ -245,6 +250,7 @@ mod tests {
             Request::Compare(repo("a/b/c")),
             Request::CompareFor(repo("testing"), server("server2")),
             Request::All,
+            Request::Downstream(repo("team/app")),
             Request::Verify {
                 repo: Some(repo("testing")),
                 repair: false,

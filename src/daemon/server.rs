@@ -18,6 +18,7 @@ use super::protocol::{ProtocolError, Reply, Request};
 use super::verifier::Verifier;
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
+use crate::external::downstream_sender::DownstreamSender;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -37,6 +38,7 @@ struct Daemon {
     mastered: Mastered,
     verifier: Arc<Verifier>,
     ops: Arc<OpSender>,
+    downstreams: Arc<DownstreamSender>,
 }
 
 /// Why a request cannot be served; its words go back as the `error` reply.
@@ -141,11 +143,14 @@ async fn serve(
         scheduler.clone(),
     );
     tokio::spawn(ops.clone().run());
+    let downstreams = DownstreamSender::new(home, &config.hostname, &config.mirror);
+    tokio::spawn(downstreams.clone().run());
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,
         verifier,
         ops,
+        downstreams,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     let sweeper = daemon.clone();
@@ -212,6 +217,10 @@ impl Daemon {
         }
         if request == Ok(Request::Ops) {
             self.ops.kick();
+            return write.write_all(Reply::Ok.line().as_bytes()).await;
+        }
+        if let Ok(Request::Downstream(_)) = &request {
+            self.downstreams.kick();
             return write.write_all(Reply::Ok.line().as_bytes()).await;
         }
         let mut answered = Vec::new();
@@ -349,7 +358,7 @@ impl Daemon {
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
             // Served by `verify` and the operation sender before any job is made.
-            Request::Verify { .. } | Request::Ops => Ok(Vec::new()),
+            Request::Verify { .. } | Request::Ops | Request::Downstream(_) => Ok(Vec::new()),
         }
     }
 }

@@ -4,5 +4,11 @@
 //!
 //! - [`remote`]: how git runs against an external remote (cleared environment, credentials,
 //!   pinned host keys).
+//! - [`downstream`]: one push to a downstream (push mirror), keeping refs the remote moved or
+//!   alone has; [`downstream_queue`]: the durable record of what each downstream is owed;
+//!   [`downstream_sender`]: the daemon task that works it.
 
+pub(crate) mod downstream;
+pub(crate) mod downstream_queue;
+pub(crate) mod downstream_sender;
 pub(crate) mod remote;
