@@ -313,15 +313,26 @@ fn finish(
     }
 }
 
-/// git's stderr on one line, capped.
+/// git's stderr on one line, without ssh's banners of `@`; when too long, its start and its
+/// end, where git and ssh put the verdict ("Host key verification failed.", "fatal: ...").
 fn words(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let mut w = one_line(text.trim());
+    let kept: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim().trim_matches('@').trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let w = one_line(&kept.join("\n"));
     if w.is_empty() {
-        w = "git failed and said nothing".to_string();
+        return "git failed and said nothing".to_string();
     }
-    truncate(&mut w, MAX_WORDS);
-    w
+    let chars: Vec<char> = w.chars().collect();
+    if chars.len() <= MAX_WORDS {
+        return w;
+    }
+    let head: String = chars[..MAX_WORDS / 4].iter().collect();
+    let tail: String = chars[chars.len() - MAX_WORDS * 3 / 4..].iter().collect();
+    format!("{head} ... {tail}")
 }
 
 async fn spawn_output(
@@ -397,6 +408,25 @@ mod tests {
             .iter()
             .map(|(n, o)| (n.to_string(), o.repeat(40)))
             .collect()
+    }
+
+    #[test]
+    fn long_words_keep_their_verdict() {
+        let banner = "@@@@@@@@\n@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\n@@@@@@@@\n";
+        let noise = "It is also possible that a host key has just been changed.\n".repeat(30);
+        let w = words(format!("{banner}{noise}Host key verification failed.\nfatal: Could not read from remote repository.\n").as_bytes());
+        assert!(
+            w.starts_with("WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!;"),
+            "{w}"
+        );
+        assert!(
+            w.ends_with(
+                "Host key verification failed.; fatal: Could not read from remote repository."
+            ),
+            "{w}"
+        );
+        assert!(w.chars().count() < MAX_WORDS + 10);
+        assert_eq!(words(b""), "git failed and said nothing");
     }
 
     #[test]
