@@ -2,8 +2,9 @@
 //! path, `git daemon` on the server's 127.0.0.x address, and a plain sshd account. Every push
 //! the master accepts reaches them; refs the remote moved are kept (and reported) or
 //! overwritten as configured; a ref the remote alone has is never deleted, one we deleted is;
-//! a downstream that is down gets the push when it is back; a slave never pushes to them; a
-//! wrong pinned host key is refused and reported; bad URLs are refused by compile.
+//! a downstream that is down gets the push when it is back; a slave never pushes to them, and
+//! a slave promoted to master does; a wrong pinned host key is refused and reported; bad URLs
+//! are refused by compile.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -264,6 +265,24 @@ divergence = "overwrite"
             .exists(),
         "the slave queued downstream pushes"
     );
+
+    // After a change of master, the new master pushes to them.
+    let out = s2.gitmirror(&["promote", "app"]);
+    assert!(
+        out.text().contains("downstream(s) queued"),
+        "{}",
+        out.text()
+    );
+    alice.git_in("w", &["checkout", "-q", "main"]).ok();
+    let c5 = alice.commit("w", "m3");
+    alice.git_in("w", &["push", &s2.url("app"), "main"]).ok();
+    wait_for(
+        "the new master's push on the git:// downstream",
+        WAIT,
+        || refs_at(s1, &served).get("refs/heads/main") == Some(&c5),
+    );
+    assert!(row(s2, "app", &git_url).is_some());
+    assert_eq!(refs_at(s1, &served).get("refs/heads/theirs"), Some(&c1));
 }
 
 #[test]
