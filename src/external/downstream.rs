@@ -31,9 +31,12 @@ use crate::home::Home;
 use crate::proto::{OWN_NS, SAFE_PATH};
 use crate::text::{one_line, truncate};
 
-/// How long one git run against a downstream may take (a first push of a big repo over a slow
-/// link is long; a remote that hangs must not hold its slot forever).
-const GIT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long one push to a downstream may take (a first push of a big repo over a slow link is
+/// long; a remote that hangs must not hold its slot forever).
+const PUSH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How long listing a downstream's refs, or a look at our own repo, may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How many refs one `git push` carries (a first push of thousands of tags must stay under the
 /// command line's limit).
@@ -339,12 +342,17 @@ async fn spawn_output(
     mut cmd: Command,
     what: &'static str,
 ) -> Result<std::process::Output, DownstreamError> {
+    let limit = if what == "push" {
+        PUSH_TIMEOUT
+    } else {
+        LIST_TIMEOUT
+    };
     let child = cmd.spawn().map_err(DownstreamError::Spawn)?;
-    tokio::time::timeout(GIT_TIMEOUT, child.wait_with_output())
+    tokio::time::timeout(limit, child.wait_with_output())
         .await
         .map_err(|_| DownstreamError::Timeout {
             what,
-            secs: GIT_TIMEOUT.as_secs(),
+            secs: limit.as_secs(),
         })?
         .map_err(DownstreamError::Spawn)
 }
