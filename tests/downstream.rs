@@ -300,7 +300,20 @@ fn a_downstream_that_is_down_gets_the_push_when_it_is_back() {
         "[repos.app]\n\"RW+\" = [\"alice\"]\n\n[[repos.app.downstream]]\nurl = \"{git_url}\"\n"
     ));
     let c1 = alice.init_repo("w");
-    alice.git_in("w", &["push", &s1.url("app"), "main"]).ok();
+    // Many tags: more than one `git push` carries.
+    let tags: String = (0..450)
+        .map(|i| format!("create refs/tags/t{i:03} {c1}\n"))
+        .collect();
+    let mut cmd = Command::new("git");
+    cmd.current_dir(alice.dir.path().join("w"))
+        .args(["update-ref", "--stdin"])
+        .stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), tags.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    alice
+        .git_in("w", &["push", "-q", &s1.url("app"), "main", "--tags"])
+        .ok();
 
     // Down: failing, retried, in git's own words, and an alert past alert_after_secs.
     wait_for("the downstream reported failing", WAIT, || {
@@ -329,7 +342,8 @@ fn a_downstream_that_is_down_gets_the_push_when_it_is_back() {
     // Back: the push arrives by itself.
     let _gitd = GitDaemon::start(&s1, &base, s1.addr, port);
     wait_for("the push after the downstream came back", WAIT, || {
-        refs_at(&s1, &served).get("refs/heads/main") == Some(&c1)
+        let r = refs_at(&s1, &served);
+        r.get("refs/heads/main") == Some(&c1) && r.len() == 451
     });
     wait_for("status in sync", WAIT, || {
         row(&s1, "app", &git_url).is_some_and(|r| r["state"] == "in sync")
