@@ -1,5 +1,7 @@
 //! The post-receive hook on a repo's master: the accepted push becomes durable work for the
-//! slaves before the pusher hears back, and the daemon is told (or, in sync mode, waited for).
+//! slaves, and for the repo's downstreams (push mirrors), before the pusher hears back, and
+//! the daemon is told (or, in sync mode, waited for by the slaves; downstreams are always
+//! pushed asynchronously).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
