@@ -2,9 +2,9 @@
 //! path, `git daemon` on the server's 127.0.0.x address, and a plain sshd account. Every push
 //! the master accepts reaches them; refs the remote moved are kept (and reported) or
 //! overwritten as configured; a ref the remote alone has is never deleted, one we deleted is;
-//! a downstream that is down gets the push when it is back; a slave never pushes to them, and
-//! a slave promoted to master does; a wrong pinned host key is refused and reported; bad URLs
-//! are refused by compile.
+//! a downstream that is down gets the push when it is back, as does a ref update no hook
+//! announced; a slave never pushes to them, and a slave promoted to master does; a wrong
+//! pinned host key is refused and reported; bad URLs are refused by compile.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -288,7 +288,9 @@ divergence = "overwrite"
 #[test]
 fn a_downstream_that_is_down_gets_the_push_when_it_is_back() {
     let s1 = Server::start("server1");
-    s1.mirror_settings("retry_initial_secs = 0.2\nretry_max_secs = 1\nalert_after_secs = 1");
+    s1.mirror_settings(
+        "retry_initial_secs = 0.2\nretry_max_secs = 1\nalert_after_secs = 1\nrescan_secs = 1",
+    );
     let alice = Client::new("alice");
     s1.add_user("alice", &alice.key);
     let base = s1.home().join("gitd");
@@ -351,6 +353,12 @@ fn a_downstream_that_is_down_gets_the_push_when_it_is_back() {
     let r = row(&s1, "app", &git_url).unwrap();
     assert!(r["last_success"].as_f64().is_some(), "{r}");
     assert!(s1.status().1, "status still alerts");
+
+    // A ref update no hook announced (an administrator's update-ref) goes at the next sweep.
+    s1.git("app", &["update-ref", "refs/heads/side", &c1]).ok();
+    wait_for("an unannounced ref update on the downstream", WAIT, || {
+        refs_at(&s1, &served).get("refs/heads/side") == Some(&c1)
+    });
 }
 
 #[test]

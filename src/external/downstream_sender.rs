@@ -10,9 +10,10 @@
 //! The sweep ([`queue_new_downstreams`], at start, every `mirror.rescan_secs`, and after
 //! `compile`) queues every downstream of a repo mastered here that has no entry yet: a
 //! downstream just added (its first push carries the existing content), or a repo this server
-//! has just become master of.
+//! has just become master of. It also queues a downstream whose refs as last pushed differ
+//! from the repo's own ([`queue_changed`]): a ref update no hook announced.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,10 +23,11 @@ use tracing::{info, warn};
 
 use super::downstream::{self, Outcome};
 use super::downstream_queue::{Attempt, DownstreamQueue};
-use crate::config::external::Downstream;
+use crate::config::external::{Downstream, pattern_matches};
 use crate::config::{MirrorConfig, Rules};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
+use crate::proto::OWN_NS;
 use crate::replicate::queue::{Backoff, now};
 use crate::repo::{self, Store};
 
@@ -97,6 +99,78 @@ pub(crate) fn queue_new_downstreams(
                 queued.push(repo.clone());
             }
             Err(e) => warn!(%repo, error = %e, "cannot queue new downstreams"),
+        }
+    }
+    queued
+}
+
+/// Queues every downstream, in sync by its record, whose refs as last pushed differ from the
+/// repo's now (refs kept as diverged aside): a ref update no hook announced (an
+/// administrator's `git update-ref`, a crash between git's update and the hook). Returns the
+/// repos queued.
+pub(crate) fn queue_changed(home: &Home, this: &AccountName, rules: &Rules) -> Vec<RepoName> {
+    let queue = DownstreamQueue::in_external_dir(home.external_dir());
+    let mut queued = Vec::new();
+    for repo in queue.repos().unwrap_or_default() {
+        let Role::Master(path) = role(home, this, &repo) else {
+            continue;
+        };
+        let Ok(record) = queue.load(&repo) else {
+            continue;
+        };
+        let Ok(git) = git2::Repository::open_bare(&path) else {
+            continue;
+        };
+        let Ok(refs) = git.references() else {
+            continue;
+        };
+        let mut ours: Vec<(String, String)> = Vec::new();
+        for r in refs.flatten() {
+            if let (Ok(name), Some(oid)) = (r.name(), r.target())
+                && !name.starts_with(OWN_NS)
+            {
+                ours.push((name.to_string(), oid.to_string()));
+            }
+        }
+        let mut changed: Vec<&str> = Vec::new();
+        for d in rules.downstreams(&repo) {
+            let Some(entry) = record.remotes.get(&d.url.url) else {
+                continue;
+            };
+            if entry.pending.is_some() {
+                continue;
+            }
+            let diverged: Vec<&str> = entry
+                .diverged
+                .iter()
+                .map(|d| d.split_once(" (").map_or(d.as_str(), |(n, _)| n))
+                .collect();
+            let wanted =
+                |n: &str| d.refs.iter().any(|p| pattern_matches(p, n)) && !diverged.contains(&n);
+            let now: BTreeMap<&str, &str> = ours
+                .iter()
+                .filter(|(n, _)| wanted(n))
+                .map(|(n, o)| (n.as_str(), o.as_str()))
+                .collect();
+            let then: BTreeMap<&str, &str> = entry
+                .pushed
+                .iter()
+                .filter(|(n, _)| wanted(n))
+                .map(|(n, o)| (n.as_str(), o.as_str()))
+                .collect();
+            if now != then {
+                changed.push(d.url.url.as_str());
+            }
+        }
+        if changed.is_empty() {
+            continue;
+        }
+        match queue.enqueue(&repo, &changed) {
+            Ok(_) => {
+                info!(%repo, downstreams = ?changed, "refs changed with no push announcing it: downstreams queued");
+                queued.push(repo);
+            }
+            Err(e) => warn!(%repo, error = %e, "cannot queue downstreams"),
         }
     }
     queued
@@ -193,6 +267,7 @@ impl DownstreamSender {
                     Ok(rules) => {
                         forget_stale(&home, &this, &rules);
                         queue_new_downstreams(&home, &this, &rules);
+                        queue_changed(&home, &this, &rules);
                     }
                     Err(e) => warn!(error = %e, "cannot read the compiled rules for downstreams"),
                 })
@@ -235,7 +310,10 @@ impl DownstreamSender {
                     });
                 }
             }
-            let pause = Duration::from_secs_f64((wake - now()).clamp(0.05, IDLE.as_secs_f64()));
+            let mut pause = Duration::from_secs_f64((wake - now()).clamp(0.05, IDLE.as_secs_f64()));
+            if let Some(t) = swept {
+                pause = pause.min(self.sweep_every.saturating_sub(t.elapsed()));
+            }
             tokio::select! {
                 _ = self.kick.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
@@ -251,7 +329,7 @@ impl DownstreamSender {
         url: &str,
         generation: u64,
         attempts: u32,
-        last: std::collections::BTreeMap<String, String>,
+        last: BTreeMap<String, String>,
     ) {
         let (home, this, r) = (self.home.clone(), self.this.clone(), repo.clone());
         let looked = tokio::task::spawn_blocking(move || {
@@ -338,7 +416,7 @@ impl DownstreamSender {
         url: &str,
         generation: u64,
         attempts: u32,
-        last: std::collections::BTreeMap<String, String>,
+        last: BTreeMap<String, String>,
         words: String,
     ) {
         let next = now() + self.delay(attempts).as_secs_f64();
