@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::admin::keys::{self, KeyError};
 use crate::config::{ConfigError, Rules, ServerConfig, Source};
 use crate::daemon::client;
+use crate::external::downstream_sender::queue_new_downstreams;
 use crate::fs::{FsError, ensure_dir, lock, sync_filesystem, write_if_changed};
 use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
@@ -217,6 +218,14 @@ pub(crate) fn compile_locked(
         && let Err(e) = client::notify_many(home, &queued)
     {
         warn!(error = %e, "cannot reach the daemon; the pushes stay queued");
+    }
+    // A downstream just added (or of a repo just become ours) gets its first push now, not at
+    // the next push to the repo.
+    for repo in queue_new_downstreams(home, &config.hostname, &rules) {
+        if let Err(e) = client::notify_downstream(home, &repo) {
+            warn!(%repo, error = %e, "cannot reach the daemon; the downstream pushes stay queued");
+            break;
+        }
     }
     Ok(report)
 }

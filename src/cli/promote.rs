@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::{Config, Outcome, print};
-use crate::daemon::request;
+use crate::daemon::{client, request};
+use crate::external::downstream_sender;
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::promote::{self, Promoted};
@@ -41,6 +42,15 @@ pub(super) fn run(
         match runtime.block_on(promote::promote(home, &config, &pool, repo, force)) {
             Ok(p) => {
                 out.push_str(&describe(&p));
+                // The downstreams are this server's to push to now.
+                match downstream_sender::queue_all(home, repo) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let _ = client::notify_downstream(home, repo);
+                        out.push_str(&format!("{repo}: {n} downstream(s) queued\n"));
+                    }
+                    Err(e) => out.push_str(&format!("{repo}: downstreams not queued: {e}\n")),
+                }
                 // Push now; a slave that cannot be reached gets it when it is back.
                 match request::request(home, &config, repo) {
                     Ok(report) => {

@@ -3,7 +3,9 @@
 //! behind longer than `mirror.alert_after_secs`, or when a repo holds orphaned refs (or
 //! cannot be read): both wait for a person, and orphaned refs stay until one drops them. A
 //! delete, rename or restore a slave has not applied gets an `OP:` line (and exits 2 past the
-//! same threshold).
+//! same threshold). A push mirror (downstream) that is behind or failing gets a `DOWNSTREAM:`
+//! line, one whose refs diverged a `DIVERGED:` line (and exits 2 when behind past the
+//! threshold); `--json` lists every downstream under `downstreams`.
 
 use std::process::ExitCode;
 
@@ -12,6 +14,7 @@ use crate::admin::admin_repo::ADMIN_REPO;
 use crate::admin::admin_repo::apply::AppliedRecord;
 use crate::external::upstream_record::{UpstreamRecord, UpstreamRecords};
 use crate::external::upstream_scheduler::pull_mirrors;
+use crate::external::downstream_queue::{DownstreamQueue, DownstreamRecord};
 use crate::home::Home;
 use crate::names::RepoName;
 use crate::replicate::op_queue::{OpQueue, OpRecord};
@@ -61,6 +64,16 @@ pub(super) fn run(
             tracing::warn!(error = %e, "cannot read the store operations queue");
             Vec::new()
         });
+        let downstreams: Vec<DownstreamRecord> =
+            DownstreamQueue::in_external_dir(home.external_dir())
+                .load_all()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the downstream queue");
+                    Vec::new()
+                })
+                .into_iter()
+                .filter(|r| repo.as_ref().is_none_or(|want| want.as_str() == r.repo))
+                .collect();
         let text = if json {
             let text = status::json(&report, &verified.slaves);
             match serde_json::from_str::<serde_json::Value>(&text) {
@@ -73,6 +86,7 @@ pub(super) fn run(
                             serde_json::json!({"repo": r.as_str(), "url": url, "state": rec})
                         })
                         .collect();
+                    value["downstreams"] = downstream_json(&downstreams);
                     value.to_string() + "\n"
                 }
                 Err(_) => text + "\n",
@@ -85,6 +99,7 @@ pub(super) fn run(
                 + &admin_line(&admin)
                 + &ops_lines(&ops)
                 + &upstream_lines(&upstreams)
+                + &downstream_lines(&downstreams)
         };
         print(&text)?;
         let mut alerts = Vec::new();
@@ -108,6 +123,15 @@ pub(super) fn run(
         }) {
             alerts
                 .push("a pull mirror has failed to fetch for longer than mirror.alert_after_secs");
+        }
+        if downstreams.iter().any(|r| {
+            r.remotes.values().any(|e| {
+                e.pending
+                    .as_ref()
+                    .is_some_and(|p| now - p.since > config.mirror.alert_after_secs)
+            })
+        }) {
+            alerts.push("a downstream has been behind longer than mirror.alert_after_secs");
         }
         if admin.failed.is_some() {
             alerts.push("the admin repo's last accepted commit is not applied here");
@@ -180,6 +204,70 @@ fn ops_lines(ops: &[OpRecord]) -> String {
                 r.op.describe(),
                 status::age(r.created)
             ));
+        }
+    }
+    out
+}
+
+/// Every downstream of every repo, in sync or not, for `--json`.
+fn downstream_json(records: &[DownstreamRecord]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .flat_map(|r| {
+            r.remotes.iter().map(|(url, e)| {
+                let p = e.pending.as_ref();
+                let state = match p {
+                    None => "in sync",
+                    Some(p) if p.last_error.is_some() => "failing",
+                    Some(_) => "pending",
+                };
+                serde_json::json!({
+                    "repo": r.repo,
+                    "url": url,
+                    "state": state,
+                    "since": p.map(|p| p.since),
+                    "attempts": p.map_or(0, |p| p.attempts),
+                    "last_error": p.and_then(|p| p.last_error.clone()),
+                    "next_attempt": p.map(|p| p.next_attempt),
+                    "last_attempt": e.last_attempt,
+                    "last_success": e.last_success,
+                    "diverged": e.diverged,
+                })
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// A `DOWNSTREAM:` line per push mirror that is behind or failing, a `DIVERGED:` line per one
+/// whose refs went their own way there (left alone, `divergence = "keep"`).
+fn downstream_lines(records: &[DownstreamRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        for (url, e) in &r.remotes {
+            if let Some(p) = &e.pending {
+                let why = match &p.last_error {
+                    Some(err) => format!(
+                        "failing, {} attempts, last {}: {err}",
+                        p.attempts,
+                        status::format_time(e.last_attempt)
+                    ),
+                    None => "not tried yet".to_string(),
+                };
+                out.push_str(&format!(
+                    "DOWNSTREAM: {} -> {url}: behind for {} ({why}); last success: {}\n",
+                    r.repo,
+                    status::age(p.since),
+                    status::format_time(e.last_success)
+                ));
+            }
+            if !e.diverged.is_empty() {
+                out.push_str(&format!(
+                    "DIVERGED: {} -> {url}: changed there, left alone: {}\n",
+                    r.repo,
+                    e.diverged.join(", ")
+                ));
+            }
         }
     }
     out

@@ -342,25 +342,23 @@ fn remote_url(src: &Source, what: &str, raw: &Spanned<String>) -> Result<RemoteU
             raw.span(),
             format!(
                 "{what}: url {:?}: {why}; expected ssh://, git://, https:// (or http://), or an absolute path",
-                redacted(raw.get_ref())
+                redacted(raw.get_ref()).chars().take(80).collect::<String>()
             ),
         )
     })
 }
 
-/// The URL as an error may show it: never what stands before an `@` in its authority (a
-/// password, a token).
+/// `url` with whatever stands before an `@` in its host part (a user, and a password if
+/// someone wrote one) replaced by `***`: what an error may show of a refused URL.
 fn redacted(url: &str) -> String {
-    let shown: String = url.chars().take(80).collect();
-    match shown.split_once("://") {
-        Some((scheme, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
-            Some((_, host)) => {
-                let path = rest.split_once('/').map_or("", |(_, p)| p);
-                format!("{scheme}://***@{host}/{path}")
-            }
-            None => shown,
-        },
-        None => shown,
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let host_part = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match host_part.rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -522,6 +520,16 @@ mod tests {
             (u.host.as_deref(), u.port),
             (Some("example.com"), Some(2222))
         );
+    }
+
+    #[test]
+    fn refused_urls_never_show_a_password() {
+        assert_eq!(
+            redacted("https://bob:secret@example.com/a.git"),
+            "https://***@example.com/a.git"
+        );
+        assert_eq!(redacted("bob:pw@host:path/x"), "***@host:path/x");
+        assert_eq!(redacted("/srv/a@b.git"), "/srv/a@b.git");
     }
 
     #[test]

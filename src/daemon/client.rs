@@ -149,6 +149,11 @@ pub(crate) fn notify_ops(home: &Home) -> Result<(), DaemonError> {
     tell(home, &Request::Ops)
 }
 
+/// Tells the daemon that a repo's push mirrors were queued, as [`notify`] does for pushes.
+pub(crate) fn notify_downstream(home: &Home, repo: &RepoName) -> Result<(), DaemonError> {
+    tell(home, &Request::Downstream(repo.clone()))
+}
+
 /// Sends a request that is answered `ok` at once; starts a daemon when none answers.
 fn tell(home: &Home, request: &Request) -> Result<(), DaemonError> {
     let started = |e: io::Error| DaemonError::Unreachable(format!("cannot start it: {e}"));

@@ -13,6 +13,7 @@
 //!   copies with this server's (see `replicate::verify`), answered by `verified REPO SLAVE
 //!   STATE WORDS` per repo and slave (STATE: `ok`, `drifted`, `missing`, `refused`,
 //!   `unreachable`, `error`), then, with `repair`, `done`/`fail` per repair push, then `end`.
+//! - `downstream REPO`: REPO's push mirrors were queued: push to them now; answered `ok`.
 //! - `error WORDS` answers a request that cannot be served.
 //!
 //! `wait` pushes straight away (the caller's refs just changed); `request` compares with each
@@ -52,6 +53,8 @@ pub(crate) enum Request {
     /// Fetch a pull mirror (or every one this server fetches) from its upstream now, and
     /// report each.
     Fetch(Option<RepoName>),
+    /// A repo's push mirrors were queued: push to them now.
+    Downstream(RepoName),
     /// Verify one repo (or every one) on its slaves, and repair what differs if asked.
     Verify {
         repo: Option<RepoName>,
@@ -113,6 +116,7 @@ impl Request {
             ["ops"] => Ok(Request::Ops),
             ["fetch", r] => Ok(Request::Fetch(Some(repo(r)?))),
             ["fetch-all"] => Ok(Request::Fetch(None)),
+            ["downstream", r] => Ok(Request::Downstream(repo(r)?)),
             ["verify", r] => Ok(Request::Verify {
                 repo: Some(repo(r)?),
                 repair: false,
@@ -147,6 +151,7 @@ impl Request {
             Request::Ops => "ops\n".to_string(),
             Request::Fetch(Some(r)) => format!("fetch {r}\n"),
             Request::Fetch(None) => "fetch-all\n".to_string(),
+            Request::Downstream(r) => format!("downstream {r}\n"),
             Request::Verify { repo, repair } => {
                 let repair = if *repair { " repair" } else { "" };
                 match repo {
@@ -277,6 +282,7 @@ mod tests {
             Request::Compare(repo("a/b/c")),
             Request::CompareFor(repo("testing"), server("server2")),
             Request::All,
+            Request::Downstream(repo("team/app")),
             Request::Verify {
                 repo: Some(repo("testing")),
                 repair: false,

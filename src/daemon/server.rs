@@ -19,6 +19,7 @@ use super::verifier::Verifier;
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
 use crate::external::upstream_scheduler::UpstreamScheduler;
+use crate::external::downstream_sender::DownstreamSender;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -39,6 +40,7 @@ struct Daemon {
     verifier: Arc<Verifier>,
     ops: Arc<OpSender>,
     upstreams: Arc<UpstreamScheduler>,
+    downstreams: Arc<DownstreamSender>,
 }
 
 /// Why a request cannot be served; its words go back as the `error` reply.
@@ -146,12 +148,15 @@ async fn serve(
     let upstreams =
         UpstreamScheduler::new(home, &config.hostname, &config.mirror, scheduler.clone());
     tokio::spawn(upstreams.clone().run());
+    let downstreams = DownstreamSender::new(home, &config.hostname, &config.mirror);
+    tokio::spawn(downstreams.clone().run());
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,
         verifier,
         ops,
         upstreams,
+        downstreams,
     });
     info!(socket = %socket.display(), pid = std::process::id(), "daemon started");
     let sweeper = daemon.clone();
@@ -222,6 +227,10 @@ impl Daemon {
         }
         if let Ok(Request::Fetch(repo)) = &request {
             return self.fetch(&mut write, repo.as_ref()).await;
+        }
+        if let Ok(Request::Downstream(_)) = &request {
+            self.downstreams.kick();
+            return write.write_all(Reply::Ok.line().as_bytes()).await;
         }
         let mut answered = Vec::new();
         let mut waiting = FuturesUnordered::new();
@@ -416,7 +425,10 @@ impl Daemon {
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
             // Served by `verify`, the operation sender and `fetch` before any job is made.
-            Request::Verify { .. } | Request::Ops | Request::Fetch(_) => Ok(Vec::new()),
+            Request::Verify { .. }
+            | Request::Ops
+            | Request::Fetch(_)
+            | Request::Downstream(_) => Ok(Vec::new()),
         }
     }
 }

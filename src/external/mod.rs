@@ -8,7 +8,13 @@
 //!   diverged, gone upstream) applied in one transaction.
 //! - [`upstream_record`]: each pull mirror's last attempt, success, error and log.
 //! - [`upstream_scheduler`]: the daemon's schedule of fetches, and fetches asked for.
+//! - [`downstream`]: one push to a downstream (push mirror), keeping refs the remote moved or
+//!   alone has; [`downstream_queue`]: the durable record of what each downstream is owed;
+//!   [`downstream_sender`]: the daemon task that works it.
 
+pub(crate) mod downstream;
+pub(crate) mod downstream_queue;
+pub(crate) mod downstream_sender;
 pub(crate) mod remote;
 pub(crate) mod upstream_fetch;
 pub(crate) mod upstream_record;

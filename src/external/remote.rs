@@ -110,8 +110,17 @@ impl<'a> RemoteGit<'a> {
     /// known_hosts (the pinned key written there first), and no agent or config of the
     /// account's.
     fn ssh_command(&self) -> Result<String, RemoteError> {
-        let known = self.home.external_known_hosts();
+        let mut known = self.home.external_known_hosts();
         if let (Some(key), Some(host)) = (&self.credentials.host_key, &self.url.host) {
+            // A file of its own per pinned key: two remotes that pin different keys for one
+            // host (one of them wrong) must not overwrite each other's pin between a write
+            // and the ssh that reads it.
+            let line = format!("{} {key}", known_hosts_name(host, self.url.port));
+            let id = git2::Oid::hash_object(git2::ObjectType::Blob, line.as_bytes())
+                .map_or_else(|_| "pinned".to_string(), |o| o.to_string());
+            let mut name = known.as_os_str().to_owned();
+            name.push(format!(".pinned/{id}"));
+            known = PathBuf::from(name);
             pin_host_key(&known, host, self.url.port, key)?;
         }
         let identity = self

@@ -1,15 +1,18 @@
 //! The post-receive hook on a repo's master: the accepted push becomes durable work for the
-//! slaves before the pusher hears back, and the daemon is told (or, in sync mode, waited for).
+//! slaves, and for the repo's downstreams (push mirrors), before the pusher hears back, and
+//! the daemon is told (or, in sync mode, waited for by the slaves; downstreams are always
+//! pushed asynchronously).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{HookError, PushedBy, RefUpdate, admin, slave};
 use crate::admin::admin_repo;
-use crate::config::ServerConfig;
+use crate::config::{Rules, ServerConfig};
 use crate::daemon::{client, request};
+use crate::external::downstream_queue::DownstreamQueue;
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::replicate::queue::{Queue, Record};
@@ -79,6 +82,12 @@ pub(crate) fn post_receive(
             return Err(after(lines, HookError::Settings { repo, source }));
         }
     };
+    let master = settings
+        .as_ref()
+        .is_none_or(|rule| rule.is_master(&config.hostname));
+    if master {
+        lines.extend(queue_downstreams(home, &repo, &config.hostname));
+    }
     let rule = match settings {
         Some(rule) if rule.is_master(&config.hostname) && !rule.slaves.is_empty() => rule,
         _ => return Ok(lines),
@@ -148,6 +157,58 @@ pub(crate) fn post_receive(
             .map(|slave| format!("{} ==== ({repo}) ===> {slave} (async)", config.hostname)),
     );
     Ok(lines)
+}
+
+/// Queues the push for `repo`'s downstreams (push mirrors), durably, and tells the daemon;
+/// returns the lines for the pusher: one per downstream, and a warning for each that has been
+/// failing (or if they could not be queued: the push stands, and the slaves still get it).
+/// Cheap when the repo has none: only its own rules are read.
+fn queue_downstreams(home: &Home, repo: &RepoName, this: &AccountName) -> Vec<String> {
+    let not_queued = |e: String| {
+        error!(%repo, error = %e, "cannot queue the push for the downstreams");
+        vec![format!(
+            "WARNING: {this} ==== ({repo}) =X=> downstreams: not queued: {e}"
+        )]
+    };
+    let rules = match Rules::compiled_for(home, repo) {
+        Ok(r) => r,
+        Err(e) => return not_queued(e.to_string()),
+    };
+    let urls: Vec<&str> = rules
+        .downstreams(repo)
+        .iter()
+        .map(|d| d.url.url.as_str())
+        .collect();
+    if urls.is_empty() {
+        return Vec::new();
+    }
+    let queue = DownstreamQueue::in_external_dir(home.external_dir());
+    let record = queue.enqueue(repo, &urls);
+    // Queued or not, the daemon is told: it retries what its sweep finds missing.
+    if let Err(e) = client::notify_downstream(home, repo) {
+        warn!(%repo, error = %e, "cannot reach the daemon; the downstream pushes stay queued");
+    }
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => return not_queued(e.to_string()),
+    };
+    let mut lines = Vec::new();
+    for url in &urls {
+        let failing = record
+            .remotes
+            .get(*url)
+            .and_then(|e| e.pending.as_ref())
+            .and_then(|p| Some((p, p.last_error.as_ref()?)));
+        match failing {
+            Some((p, error)) => lines.push(format!(
+                "WARNING: {this} ==== ({repo}) =X=> {url} has been failing for {} ({} attempts): {error}",
+                status::age(p.since),
+                p.attempts
+            )),
+            None => lines.push(format!("{this} ==== ({repo}) ===> {url} (downstream, async)")),
+        }
+    }
+    lines
 }
 
 /// `error`, after `lines` when there are any.
