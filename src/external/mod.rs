@@ -4,5 +4,8 @@
 //!
 //! - [`remote`]: how git runs against an external remote (cleared environment, credentials,
 //!   pinned host keys).
+//! - [`manifest`]: `repo` manifests: parsed as `repo` parses them, and imported as one pull
+//!   mirror per project plus the manifest's own repository.
 
+pub(crate) mod manifest;
 pub(crate) mod remote;
