@@ -49,14 +49,16 @@ fn has_scheme(url: &str) -> bool {
 /// an absolute path.
 pub(crate) fn is_relative(fetch: &str) -> bool {
     let n = normalize(fetch);
-    !(n.contains("://") || n.starts_with('/'))
+    !(has_scheme(&n) || n.starts_with('/'))
 }
 
 /// `fetch` resolved against `manifest_url`.
 pub(crate) fn resolve(manifest_url: &str, fetch: &str) -> String {
     let fetch = normalize(fetch);
     let base = normalize(manifest_url);
-    if fetch.contains("://") {
+    // A scheme of its own (urljoin keeps such a URL whole: `https://`, but also `ext::`,
+    // which parse_url refuses later).
+    if has_scheme(&fetch) {
         return fetch;
     }
     // The part before the path ("https://host", "ssh://git@host:29418", "host:x" read as
@@ -195,5 +197,7 @@ mod tests {
         assert!(!is_relative("https://h/"));
         assert!(!is_relative("git@host:x"));
         assert!(!is_relative("/srv/git"));
+        assert!(!is_relative("ext::sh -c x"));
+        assert_eq!(resolve("https://h/m", "ext::sh"), "ext::sh");
     }
 }
