@@ -526,3 +526,140 @@ fn where_the_admin_repo_is_in_charge_the_tables_are_printed_not_written() {
     );
     assert_unchanged(&snap, &snapshot(&home));
 }
+
+/// The real `repo` client (git-repo v2.64, from ../shared/tools/git-repo.bundle) run with
+/// python3, offline, in `dir` with a HOME of its own.
+struct RepoTool {
+    s: Scratch,
+}
+
+impl RepoTool {
+    fn new() -> RepoTool {
+        let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/git-repo.bundle");
+        assert!(
+            bundle.is_file(),
+            "{} is missing: the repo client test needs shared/tools beside the checkout",
+            bundle.display()
+        );
+        let s = Scratch::new("repo-tool");
+        let b = bundle.to_str().unwrap();
+        git(
+            s.path(),
+            &["clone", "-q", "--bare", "-b", "stable", b, "git-repo.git"],
+        );
+        git(s.path(), &["clone", "-q", "-b", "stable", b, "git-repo"]);
+        git(s.path(), &["config", "--global", "user.name", "t"]);
+        git(
+            s.path(),
+            &["config", "--global", "user.email", "t@example.com"],
+        );
+        RepoTool { s }
+    }
+
+    fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        fs::create_dir_all(dir).unwrap();
+        run(Command::new("python3")
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.s.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .arg(self.s.path().join("git-repo/repo"))
+            .args(args))
+    }
+
+    fn init(&self, dir: &Path, manifest_url: &str, extra: &[&str]) -> Output {
+        let repo_url = self.s.path().join("git-repo.git");
+        let mut args = vec![
+            "init".to_string(),
+            format!("--repo-url={}", repo_url.display()),
+            "--repo-rev=stable".into(),
+            "--no-repo-verify".into(),
+            "-u".into(),
+            manifest_url.into(),
+            "-b".into(),
+            "main".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(dir, &args)
+    }
+}
+
+/// Needs the pull mirror's fetch (`gitmirror fetch`, on the upstream branch): until it lands
+/// here, the mirrors are filled with plain `git fetch` ([`World::fetch_mirror`]). Then the
+/// upstream is moved away, so everything `repo` gets comes from the mirrors.
+#[test]
+fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
+    let w = World::new();
+    w.publish(&[
+        ("default.xml", &manifest(&[("a", ""), ("b", "")])),
+        ("extra.xml", EXTRA),
+    ]);
+    let url = w.manifest_url();
+    gm(
+        &w.home,
+        &[
+            "import-manifest",
+            url.to_str().unwrap(),
+            "--groups",
+            "all",
+            "--prefix",
+            "aosp",
+        ],
+    )
+    .ok();
+    let up = w.up();
+    for (repo, from) in [
+        ("aosp/platform/manifest", url.clone()),
+        ("aosp/a", up.join("a.git")),
+        ("aosp/b", up.join("b.git")),
+        ("aosp/tools/c", up.join("tools/c.git")),
+    ] {
+        w.fetch_mirror(repo, &from);
+    }
+    fs::rename(&up, w.s.path().join("up-away")).unwrap();
+
+    let tool = RepoTool::new();
+    let mirror_manifest = w.home.join("repositories/aosp/platform/manifest");
+    let mirror_manifest = mirror_manifest.to_str().unwrap();
+    // A checkout: fetch=".." from the manifest's mirror reaches the projects' mirrors.
+    let checkout = w.s.path().join("checkout");
+    tool.init(&checkout, mirror_manifest, &["-g", "all"]).ok();
+    let out = tool.run(&checkout, &["sync", "-j", "2"]);
+    assert!(
+        out.status.success(),
+        "repo sync: {}{}",
+        out.text(),
+        out.err()
+    );
+    assert_eq!(
+        fs::read_to_string(checkout.join("src/a/README")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        fs::read_to_string(checkout.join("src/b/README")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        fs::read_to_string(checkout.join("tools/c/README")).unwrap(),
+        "tools/c\n"
+    );
+
+    // A mirror of the mirror, laid out NAME.git as `repo init --mirror` does.
+    let second = w.s.path().join("second");
+    tool.init(&second, mirror_manifest, &["--mirror", "-g", "all"])
+        .ok();
+    let out = tool.run(&second, &["sync", "-j", "2"]);
+    assert!(
+        out.status.success(),
+        "repo sync --mirror: {}{}",
+        out.text(),
+        out.err()
+    );
+    for name in ["a", "b", "tools/c"] {
+        let git_dir = second.join(format!("{name}.git"));
+        let log = git(&git_dir, &["log", "--format=%s", "main"]);
+        assert_eq!(log, format!("{name}: first\n"));
+    }
+}
