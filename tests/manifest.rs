@@ -557,6 +557,10 @@ impl RepoTool {
     }
 
     fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        self.run_env(dir, &[], args)
+    }
+
+    fn run_env(&self, dir: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
         fs::create_dir_all(dir).unwrap();
         run(Command::new("python3")
             .current_dir(dir)
@@ -564,11 +568,13 @@ impl RepoTool {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.s.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg(self.s.path().join("git-repo/repo"))
             .args(args))
     }
 
-    fn init(&self, dir: &Path, manifest_url: &str, extra: &[&str]) -> Output {
+    /// `repo init` of `manifest_url`'s main branch, with the repo tool from the bundle.
+    fn init_args(&self, manifest_url: &str, extra: &[&str]) -> Vec<String> {
         let repo_url = self.s.path().join("git-repo.git");
         let mut args = vec![
             "init".to_string(),
@@ -581,6 +587,11 @@ impl RepoTool {
             "main".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn init(&self, dir: &Path, manifest_url: &str, extra: &[&str]) -> Output {
+        let args = self.init_args(manifest_url, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(dir, &args)
     }
@@ -662,4 +673,76 @@ fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
         let log = git(&git_dir, &["log", "--format=%s", "main"]);
         assert_eq!(log, format!("{name}: first\n"));
     }
+}
+
+/// As above, through the server's sshd and alice's key: `repo init -u ssh://.../manifest.git`
+/// and `repo sync` (fetch=".." reaching the projects' mirrors on the same server). The same
+/// dependency on `gitmirror fetch`.
+#[test]
+fn a_real_repo_client_syncs_from_the_server_over_ssh() {
+    let server = Server::start("server1");
+    let alice = Client::new("alice");
+    server.add_user("alice", &alice.key);
+    server.set_rules("[repos.\"@all\"]\nR = [\"alice\"]\n");
+    let w = World::new();
+    w.publish(&[
+        ("default.xml", &manifest(&[("a", ""), ("b", "")])),
+        ("extra.xml", EXTRA),
+    ]);
+    let url = w.manifest_url();
+    // The upstreams belong to the account that fetches them, or git refuses them as dubious.
+    run(Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", server.user.uid, server.user.gid))
+        .arg(w.up()))
+    .ok();
+    let out = server
+        .gitmirror(&["import-manifest", url.to_str().unwrap(), "--prefix", "aosp"])
+        .ok();
+    assert!(out.contains("3 added"), "{out}");
+    let up = w.up();
+    for (repo, from) in [
+        ("aosp/platform/manifest", url.clone()),
+        ("aosp/a", up.join("a.git")),
+        ("aosp/b", up.join("b.git")),
+    ] {
+        let from = from.to_str().unwrap();
+        server
+            .git(repo, &["fetch", "-q", from, "+refs/heads/*:refs/heads/*"])
+            .ok();
+        server
+            .git(repo, &["symbolic-ref", "HEAD", "refs/heads/main"])
+            .ok();
+    }
+    fs::rename(&up, w.s.path().join("up-away")).unwrap();
+
+    let tool = RepoTool::new();
+    let checkout = w.s.path().join("over-ssh");
+    let ssh = [("GIT_SSH_COMMAND", alice.ssh_command())];
+    let args = tool.init_args(&server.url("aosp/platform/manifest"), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let init = tool.run_env(&checkout, &ssh, &args);
+    assert!(
+        init.status.success(),
+        "repo init: {}{}",
+        init.text(),
+        init.err()
+    );
+    let sync = tool.run_env(&checkout, &ssh, &["sync", "-j", "2"]);
+    assert!(
+        sync.status.success(),
+        "repo sync: {}{}",
+        sync.text(),
+        sync.err()
+    );
+    assert_eq!(
+        fs::read_to_string(checkout.join("src/a/README")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        fs::read_to_string(checkout.join("src/b/README")).unwrap(),
+        "b\n"
+    );
+    // tools/c is notdefault, and not imported by default either.
+    assert!(!checkout.join("tools/c").exists());
 }
