@@ -86,7 +86,7 @@ pub(super) fn run(home: &Home, config: Config, a: &Args) -> Outcome {
             )
         })?;
         let file = a.file.unwrap_or(DEFAULT_FILE);
-        let credentials = Credentials::default();
+        let credentials = credentials_for(home, &url.url);
         let files = source::fetch(home, &url, &credentials, a.branch).map_err(|e| e.to_string())?;
         let manifest = parse(&files, file, Some(&url.url)).map_err(|e| e.to_string())?;
         let follow = a.follow.then(|| ManifestFollow {
@@ -126,6 +126,20 @@ fn followed(home: &Home, source: &str) -> Option<RepoName> {
         .upstream(&repo)
         .is_some_and(|u| u.manifest.is_some())
         .then_some(repo)
+}
+
+/// The credentials of a table whose upstream is `url` already (an identity, a pinned host
+/// key, a token file), else none: the server's own key, the known hosts gitmirror keeps.
+fn credentials_for(home: &Home, url: &str) -> Credentials {
+    let Ok(rules) = Rules::load(&home.rules_path()) else {
+        return Credentials::default();
+    };
+    rules
+        .named_repos()
+        .filter_map(|r| rules.upstream(r))
+        .find(|u| u.url.url == url)
+        .map(|u| u.credentials.clone())
+        .unwrap_or_default()
 }
 
 /// Prints the import's lines and, when tables were written, compiles.

@@ -180,8 +180,8 @@ enum Cmd {
         /// Name every mirror PREFIX/NAME.
         #[arg(long, value_name = "P")]
         prefix: Option<String>,
-        /// New tables copy RW+, RW, R and mirror from this repo's table (default: only
-        /// upstream, and @all's rules apply).
+        /// New tables copy RW+, RW, R, mirror and upstream settings but the url from this
+        /// repo's table (default: only upstream.url, and @all's rules apply).
         #[arg(long, value_name = "REPO")]
         like: Option<String>,
         /// Import again whenever a fetch moves the manifest repository (recorded as its

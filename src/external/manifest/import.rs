@@ -6,8 +6,9 @@
 //! - A project whose name `repos.toml` already has a table for, or that exists here, is left
 //!   alone and reported; nothing is ever removed. Projects a previous import of the same
 //!   manifest brought that left it are reported, each time, until they come back.
-//! - New tables copy `RW+`, `RW`, `R` and `mirror` from the table of `like` when given;
-//!   otherwise they hold only `upstream` and `@all`'s rules apply, as to any repo.
+//! - New tables copy `RW+`, `RW`, `R`, `mirror` and the `upstream` settings other than `url`
+//!   and `manifest` (interval, refs, credentials, ...) from the table of `like` when given;
+//!   otherwise they hold only `upstream.url` and `@all`'s rules apply, as to any repo.
 //! - The file is validated whole before it is written; the caller compiles afterwards (compile
 //!   lives above this folder).
 //! - On a server whose configuration comes from the admin repo, repos.toml is never written
@@ -343,6 +344,21 @@ fn like_table(doc: &DocumentMut, plan: &Plan) -> Result<Option<Table>, ManifestE
             out.insert(key, item);
         }
     }
+    // The upstream settings other than where it is: interval, refs, divergence, prune, and
+    // the credentials (identity, host_key, token_file), which compile checks against each
+    // new URL's transport.
+    if let Some(up) = table.get("upstream").and_then(Item::as_table_like) {
+        let mut copy = Table::new();
+        copy.set_dotted(true);
+        for (key, item) in up.iter() {
+            if key != "url" && key != "manifest" {
+                copy.insert(key, item.clone());
+            }
+        }
+        if !copy.is_empty() {
+            out.insert("upstream", Item::Table(copy));
+        }
+    }
     Ok(Some(out))
 }
 
@@ -365,9 +381,15 @@ fn add_tables(
     for t in tables {
         let mut table = like.cloned().unwrap_or_default();
         table.set_implicit(false);
+        let copied = table.remove("upstream");
         let mut up = Table::new();
         up.set_dotted(true);
         up.insert("url", value(t.url.clone()));
+        if let Some(copied) = copied.as_ref().and_then(Item::as_table_like) {
+            for (key, item) in copied.iter() {
+                up.insert(key, item.clone());
+            }
+        }
         if let Some(f) = &t.follow {
             let mut m = InlineTable::new();
             m.insert("file", Value::from(f.file.clone()));
@@ -547,6 +569,50 @@ mod tests {
                 work.to_str().unwrap(),
                 "+refs/heads/main:refs/heads/main",
             ],
+        );
+    }
+
+    #[test]
+    fn the_manifest_repository_is_named_by_its_path_below_the_remotes_base() {
+        let m = |fetch: &str| Manifest {
+            remotes: [(
+                "o".to_string(),
+                super::super::Remote {
+                    name: "o".to_string(),
+                    fetch: fetch.to_string(),
+                    revision: None,
+                },
+            )]
+            .into(),
+            projects: Vec::new(),
+        };
+        let name = |fetch: &str, url: &str, prefix: Option<&str>| {
+            manifest_repo_name(&m(fetch), url, prefix)
+                .unwrap()
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(
+            name(
+                "..",
+                "https://android.googlesource.com/platform/manifest",
+                Some("aosp")
+            ),
+            "aosp/platform/manifest"
+        );
+        assert_eq!(name(".", "/srv/up/manifest.git", None), "manifest");
+        assert_eq!(
+            name("..", "git@host:vendor/manifest.git/", None),
+            "vendor/manifest"
+        );
+        // An absolute fetch elsewhere: the last component.
+        assert_eq!(
+            name(
+                "https://github.com/",
+                "https://example.com/x/manifests.git",
+                Some("p")
+            ),
+            "p/manifests"
         );
     }
 

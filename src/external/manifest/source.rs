@@ -67,6 +67,10 @@ impl TreeFiles {
     }
 }
 
+/// How many symlinks a manifest path may pass through (`default.xml -> release.xml`, as many
+/// manifest repositories have it).
+const MAX_LINKS: usize = 8;
+
 impl Files for TreeFiles {
     fn read(&self, path: &str) -> Result<String, ManifestError> {
         let fail = |what: String| ManifestError::File {
@@ -78,14 +82,41 @@ impl Files for TreeFiles {
             .find_commit(self.commit)
             .map_err(|e| fail(e.message().to_string()))?;
         let tree = commit.tree().map_err(|e| fail(e.message().to_string()))?;
-        let entry = tree
-            .get_path(Path::new(path))
-            .map_err(|_| fail(format!("no such file at {}", self.commit)))?;
-        let blob = entry
-            .to_object(&self.repo)
-            .and_then(|o| o.peel_to_blob())
-            .map_err(|_| fail("not a file".to_string()))?;
-        String::from_utf8(blob.content().to_vec()).map_err(|_| fail("not UTF-8 text".to_string()))
+        let mut at = path.to_string();
+        for _ in 0..=MAX_LINKS {
+            let entry = tree
+                .get_path(Path::new(&at))
+                .map_err(|_| fail(format!("no such file at {}", self.commit)))?;
+            let blob = entry
+                .to_object(&self.repo)
+                .and_then(|o| o.peel_to_blob())
+                .map_err(|_| fail("not a file".to_string()))?;
+            let text = String::from_utf8(blob.content().to_vec())
+                .map_err(|_| fail("not UTF-8 text".to_string()))?;
+            if entry.filemode() != i32::from(git2::FileMode::Link) {
+                return Ok(text);
+            }
+            // A symlink within the repository: its target, relative to its directory.
+            let dir = at.rfind('/').map_or("", |i| &at[..=i]);
+            let target = format!("{dir}{text}");
+            let mut parts: Vec<&str> = Vec::new();
+            for part in target.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." => {
+                        if parts.pop().is_none() {
+                            return Err(fail(format!("a symlink out of the repository ({text})")));
+                        }
+                    }
+                    p => parts.push(p),
+                }
+            }
+            if text.starts_with('/') {
+                return Err(fail(format!("a symlink out of the repository ({text})")));
+            }
+            at = parts.join("/");
+        }
+        Err(fail(format!("more than {MAX_LINKS} symlinks")))
     }
 
     fn label(&self, path: &str) -> String {
