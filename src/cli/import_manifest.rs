@@ -61,7 +61,9 @@ pub(super) fn run(home: &Home, config: Config, a: &Args) -> Outcome {
                     .to_string(),
             );
         }
-        let (manifest, label) = import::read_file(as_file).map_err(|e| e.to_string())?;
+        // Absolute, so that imports of the same file are recorded as one manifest.
+        let file = std::fs::canonicalize(as_file).map_err(|e| format!("{}: {e}", a.source))?;
+        let (manifest, label) = import::read_file(&file).map_err(|e| e.to_string())?;
         import::plan(home, &manifest, &label, None, &options).map_err(|e| e.to_string())?
     } else if let Some(repo) = followed(home, a.source) {
         if a.groups.is_some()

@@ -607,6 +607,36 @@ mod tests {
     }
 
     #[test]
+    fn a_followed_manifest_is_validated() {
+        use crate::config::Rules;
+        let rules = |m: &str| {
+            Rules::from_source(&Source::from_text(
+                "repos.toml",
+                format!("[repos.m]\nupstream.url = \"https://h/m\"\nupstream.manifest = {m}\n"),
+            ))
+        };
+        let r = rules("{ branch = \"main\", groups = [\"default\", \"-x\"], prefix = \"aosp\" }")
+            .unwrap();
+        let m = r
+            .upstream(&crate::names::RepoName::parse("m").unwrap())
+            .and_then(|u| u.manifest.clone())
+            .unwrap();
+        assert_eq!(m.file, "default.xml");
+        assert_eq!(m.groups, vec!["default", "-x"]);
+        for (bad, needle) in [
+            ("{ file = \"../x.xml\" }", "file \"../x.xml\""),
+            ("{ branch = \"a..b\" }", "branch"),
+            ("{ prefix = \"../x\" }", "prefix"),
+            ("{ groups = [\"a,b\"] }", "groups"),
+            ("{ nope = 1 }", "unknown field"),
+        ] {
+            let err = rules(bad).unwrap_err().to_string();
+            assert!(err.starts_with("repos.toml:3: "), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
     fn patterns() {
         assert!(check_pattern("refs/heads/*").is_ok());
         assert!(check_pattern("refs/tags/v1.0").is_ok());

@@ -424,8 +424,16 @@ pub(crate) fn write(home: &Home, plan: &mut Plan) -> Result<(), ManifestError> {
     ensure_dir(&home.external_dir(), 0o700).map_err(|e| ManifestError::Import(e.to_string()))?;
     let _lock = lock(&home.external_dir().join("manifests.lock"))
         .map_err(|e| ManifestError::Import(e.to_string()))?;
+    // A table the administrator added since the plan was made is theirs: left alone.
+    let doc = read_rules_doc(home)?;
+    let named = |r: &RepoName| doc.get("repos").and_then(|t| t.get(r.as_str())).is_some();
+    let (late, added): (Vec<NewTable>, Vec<NewTable>) = std::mem::take(&mut plan.report.added)
+        .into_iter()
+        .partition(|t| named(&t.repo));
+    plan.report.added = added;
+    plan.report.kept.extend(late.into_iter().map(|t| t.repo));
     if !plan.report.added.is_empty() {
-        let mut doc = read_rules_doc(home)?;
+        let mut doc = doc;
         let like = like_table(&doc, plan)?;
         add_tables(&mut doc, &plan.report.added, like.as_ref())?;
         let text = doc.to_string();
