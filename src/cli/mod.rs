@@ -171,10 +171,10 @@ enum Cmd {
     /// `repo init --mirror` lays them out), plus the manifest repository; then compile.
     /// Projects already here are left alone; nothing is ever removed.
     ImportManifest {
-        /// A manifest file, or the URL of the manifest repository (relative fetches resolve
-        /// against it).
+        /// A manifest file; the URL of the manifest repository (relative fetches resolve
+        /// against it); or a repo here that follows a manifest (--follow), to import it again.
         source: String,
-        /// Only projects in these groups, as `repo init -g` (e.g. "default,-notdefault").
+        /// Only projects in these groups, as `repo init -g` (e.g. "default,-darwin").
         #[arg(long, value_name = "G")]
         groups: Option<String>,
         /// Name every mirror PREFIX/NAME.
@@ -194,7 +194,7 @@ enum Cmd {
         /// The manifest repository's branch (default: its HEAD).
         #[arg(long, value_name = "B")]
         manifest_branch: Option<String>,
-        /// The manifest file in the repository.
+        /// The manifest file in the repository (default: default.xml).
         #[arg(long, value_name = "FILE")]
         manifest_file: Option<String>,
     },

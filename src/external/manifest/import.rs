@@ -251,6 +251,11 @@ pub(crate) fn plan(
     let key = match repo {
         Some(r) => {
             let name = manifest_repo_name(manifest, &r.url, prefix)?;
+            if selected.contains(&name) {
+                return Err(ManifestError::Import(format!(
+                    "{label}: a project and the manifest repository itself would both be mirrored as {name}"
+                )));
+            }
             if present(&name) {
                 report.kept.push(name.clone());
             } else {
