@@ -11,6 +11,7 @@ mod delete;
 mod fetch;
 mod forced;
 mod hook;
+mod import_manifest;
 mod init;
 mod keys;
 mod man;
@@ -186,6 +187,37 @@ enum Cmd {
         /// The repo.
         repo: String,
     },
+    /// Mirror the projects of a `repo` manifest: a pull mirror per project (named NAME as
+    /// `repo init --mirror` lays them out), plus the manifest repository; then compile.
+    /// Projects already here are left alone; nothing is ever removed.
+    ImportManifest {
+        /// A manifest file; the URL of the manifest repository (relative fetches resolve
+        /// against it); or a repo here that follows a manifest (--follow), to import it again.
+        source: String,
+        /// Only projects in these groups, as `repo init -g` (e.g. "default,-darwin").
+        #[arg(long, value_name = "G")]
+        groups: Option<String>,
+        /// Name every mirror PREFIX/NAME.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// New tables copy RW+, RW, R, mirror and upstream settings but the url from this
+        /// repo's table (default: only upstream.url, and @all's rules apply).
+        #[arg(long, value_name = "REPO")]
+        like: Option<String>,
+        /// Import again whenever a fetch moves the manifest repository (recorded as its
+        /// upstream.manifest).
+        #[arg(long)]
+        follow: bool,
+        /// Print the tables instead of writing repos.toml (to commit them to the admin repo).
+        #[arg(long)]
+        print: bool,
+        /// The manifest repository's branch (default: its HEAD).
+        #[arg(long, value_name = "B")]
+        manifest_branch: Option<String>,
+        /// The manifest file in the repository (default: default.xml).
+        #[arg(long, value_name = "FILE")]
+        manifest_file: Option<String>,
+    },
     /// The deletes, renames, restores and purges this server still owes its slaves, with each
     /// slave's last answer; --drop gives one up for a slave that will never apply it.
     Ops {
@@ -319,6 +351,29 @@ impl Cli {
                     _ => orphans::list(cmd, &home, config, repo.as_deref()),
                 };
             }
+            Cmd::ImportManifest {
+                source,
+                groups,
+                prefix,
+                like,
+                follow,
+                print,
+                manifest_branch,
+                manifest_file,
+            } => import_manifest::run(
+                &home,
+                config,
+                &import_manifest::Args {
+                    source,
+                    groups: groups.as_deref(),
+                    prefix: prefix.as_deref(),
+                    like: like.as_deref(),
+                    follow: *follow,
+                    print: *print,
+                    branch: manifest_branch.as_deref(),
+                    file: manifest_file.as_deref(),
+                },
+            ),
             Cmd::Delete { repo, force } => delete::run(&home, config, repo, *force),
             Cmd::Rename { old, new } => rename::run(&home, config, old, new),
             Cmd::Fetch { repo, all: _ } => fetch::run(&home, config, repo.as_deref()),

@@ -88,6 +88,30 @@ pub(crate) struct Upstream {
     pub(crate) divergence: Divergence,
     pub(crate) prune: bool,
     pub(crate) credentials: Credentials,
+    /// Set on a `repo` manifest's repository imported with `--follow`: the import runs again
+    /// whenever a fetch moves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) manifest: Option<ManifestFollow>,
+}
+
+/// How a followed manifest is imported again (`upstream.manifest` of the manifest's
+/// repository), as `gitmirror import-manifest --follow` first imported it.
+///
+/// ```toml
+/// upstream.manifest = { file = "default.xml", branch = "main", groups = ["default"], prefix = "aosp" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManifestFollow {
+    /// The manifest file in the repository (`default.xml`).
+    pub(crate) file: String,
+    /// The branch read; the repository's HEAD when not set.
+    pub(crate) branch: Option<String>,
+    /// The groups imported (`repo init -g`); `default` when empty.
+    pub(crate) groups: Vec<String>,
+    /// Prepended (with `/`) to every project's name.
+    pub(crate) prefix: Option<String>,
+    /// The repo whose access and mirror settings new projects' tables copy.
+    pub(crate) like: Option<String>,
 }
 
 /// One push mirror of a repo.
@@ -110,6 +134,18 @@ pub(super) struct RawUpstream {
     identity: Option<Spanned<String>>,
     host_key: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    manifest: Option<Spanned<RawManifestFollow>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManifestFollow {
+    file: Option<String>,
+    branch: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    prefix: Option<String>,
+    like: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,7 +199,67 @@ pub(super) fn upstream(
             u.host_key.as_ref(),
             u.token_file.as_ref(),
         )?,
+        manifest: u
+            .manifest
+            .as_ref()
+            .map(|m| manifest_follow(src, repo, m))
+            .transpose()?,
         url,
+    })
+}
+
+/// Validates `upstream.manifest`: a relative file path, a branch name, repo names.
+fn manifest_follow(
+    src: &Source,
+    repo: &str,
+    raw: &Spanned<RawManifestFollow>,
+) -> Result<ManifestFollow, ConfigError> {
+    let m = raw.get_ref();
+    let bad = |what: String| {
+        src.error(
+            raw.span(),
+            format!("upstream.manifest of repo {repo}: {what}"),
+        )
+    };
+    let file = m.file.clone().unwrap_or_else(|| "default.xml".to_string());
+    if file.is_empty()
+        || file.starts_with('/')
+        || file
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        || file.chars().any(char::is_control)
+    {
+        return Err(bad(format!(
+            "file {file:?}: expected a path in the manifest repository such as \"default.xml\""
+        )));
+    }
+    if let Some(b) = &m.branch
+        && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+    {
+        return Err(bad(format!("branch {b:?}: expected a branch name")));
+    }
+    if let Some(g) = m
+        .groups
+        .iter()
+        .find(|g| g.is_empty() || g.contains([',', ' ']) || g.chars().any(char::is_control))
+    {
+        return Err(bad(format!("groups: {g:?}: expected one group per string")));
+    }
+    for (key, name) in [("prefix", &m.prefix), ("like", &m.like)] {
+        if let Some(n) = name
+            && (crate::names::RepoName::parse(n).is_err() || n.ends_with(".git"))
+        {
+            return Err(bad(format!(
+                "{key} {n:?}: expected a repo name such as \"aosp\""
+            )));
+        }
+    }
+    Ok(ManifestFollow {
+        file,
+        branch: m.branch.clone(),
+        groups: m.groups.clone(),
+        prefix: m.prefix.clone(),
+        like: m.like.clone(),
     })
 }
 
@@ -260,6 +356,8 @@ pub(crate) fn check_pattern(p: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+// Used by the fetch engine, which is being built on another branch.
+#[allow(dead_code)]
 /// Whether `name` matches `pattern` (one `*` matching any run of characters, `/` included,
 /// as git's refspecs do).
 pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
@@ -530,6 +628,36 @@ mod tests {
         );
         assert_eq!(redacted("bob:pw@host:path/x"), "***@host:path/x");
         assert_eq!(redacted("/srv/a@b.git"), "/srv/a@b.git");
+    }
+
+    #[test]
+    fn a_followed_manifest_is_validated() {
+        use crate::config::Rules;
+        let rules = |m: &str| {
+            Rules::from_source(&Source::from_text(
+                "repos.toml",
+                format!("[repos.m]\nupstream.url = \"https://h/m\"\nupstream.manifest = {m}\n"),
+            ))
+        };
+        let r = rules("{ branch = \"main\", groups = [\"default\", \"-x\"], prefix = \"aosp\" }")
+            .unwrap();
+        let m = r
+            .upstream(&crate::names::RepoName::parse("m").unwrap())
+            .and_then(|u| u.manifest.clone())
+            .unwrap();
+        assert_eq!(m.file, "default.xml");
+        assert_eq!(m.groups, vec!["default", "-x"]);
+        for (bad, needle) in [
+            ("{ file = \"../x.xml\" }", "file \"../x.xml\""),
+            ("{ branch = \"a..b\" }", "branch"),
+            ("{ prefix = \"../x\" }", "prefix"),
+            ("{ groups = [\"a,b\"] }", "groups"),
+            ("{ nope = 1 }", "unknown field"),
+        ] {
+            let err = rules(bad).unwrap_err().to_string();
+            assert!(err.starts_with("repos.toml:3: "), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

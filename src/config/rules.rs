@@ -412,6 +412,8 @@ impl Rules {
     }
 
     /// The repo's push mirrors.
+    // Used by the push-mirror engine, which is being built on another branch.
+    #[allow(dead_code)]
     pub(crate) fn downstreams(&self, repo: &RepoName) -> &[Downstream] {
         self.repos
             .get(repo)

@@ -18,8 +18,8 @@ use super::protocol::{ProtocolError, Reply, Request};
 use super::verifier::Verifier;
 use super::{DaemonError, socket_path};
 use crate::config::ServerConfig;
-use crate::external::upstream_scheduler::UpstreamScheduler;
 use crate::external::downstream_sender::DownstreamSender;
+use crate::external::upstream_scheduler::UpstreamScheduler;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
@@ -425,10 +425,9 @@ impl Daemon {
             // Checked in bulk by `handle`, which never brings it here.
             Request::All => Ok(Vec::new()),
             // Served by `verify`, the operation sender and `fetch` before any job is made.
-            Request::Verify { .. }
-            | Request::Ops
-            | Request::Fetch(_)
-            | Request::Downstream(_) => Ok(Vec::new()),
+            Request::Verify { .. } | Request::Ops | Request::Fetch(_) | Request::Downstream(_) => {
+                Ok(Vec::new())
+            }
         }
     }
 }

@@ -11,10 +11,13 @@
 //! - [`downstream`]: one push to a downstream (push mirror), keeping refs the remote moved or
 //!   alone has; [`downstream_queue`]: the durable record of what each downstream is owed;
 //!   [`downstream_sender`]: the daemon task that works it.
+//! - [`manifest`]: `repo` manifests: parsed as `repo` parses them, and imported as one pull
+//!   mirror per project plus the manifest's own repository.
 
 pub(crate) mod downstream;
 pub(crate) mod downstream_queue;
 pub(crate) mod downstream_sender;
+pub(crate) mod manifest;
 pub(crate) mod remote;
 pub(crate) mod upstream_fetch;
 pub(crate) mod upstream_record;

@@ -230,6 +230,9 @@ impl UpstreamScheduler {
                 info!(%repo, updated = fetched.updated.len(), diverged = fetched.diverged.len(), guarded = fetched.guarded.is_some(), millis = fetched.millis, "upstream fetched");
                 if fetched.changed() {
                     self.tell_slaves(repo, &path);
+                    if upstream.manifest.is_some() {
+                        log.extend(self.follow_manifest(repo).await);
+                    }
                 }
                 record.last = Some(fetched.clone());
                 Ok(fetched)
@@ -258,6 +261,53 @@ impl UpstreamScheduler {
         }
         self.ended.notify_one();
         outcome
+    }
+
+    /// The manifest this pull mirror carries moved: imported again (new projects get their
+    /// tables; projects that left are reported and kept), then compiled by the gitmirror
+    /// program itself (compiling is an administrator's command, above this module), which
+    /// creates the new mirrors; the schedule fetches them. Returns lines for the fetch's log.
+    async fn follow_manifest(&self, repo: &RepoName) -> Vec<String> {
+        let (home, r) = (self.home.clone(), repo.clone());
+        let report =
+            tokio::task::spawn_blocking(move || super::manifest::import::reimport(&home, &r)).await;
+        let report = match report {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                warn!(%repo, error = %e, "the followed manifest could not be imported again");
+                return vec![format!("manifest not imported again: {e}")];
+            }
+            Err(_) => return vec!["manifest import stopped".into()],
+        };
+        let mut lines = report.lines();
+        info!(%repo, added = report.added.len(), left = report.left.len(), "followed manifest imported again");
+        if report.written {
+            let exe = std::env::current_exe();
+            let out = match exe {
+                Ok(exe) => tokio::process::Command::new(exe)
+                    .arg("--home")
+                    .arg(self.home.root())
+                    .arg("compile")
+                    .env_clear()
+                    .env("PATH", crate::proto::SAFE_PATH)
+                    .env("HOME", self.home.root())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match out {
+                Ok(o) if o.status.success() => lines.push("compiled".into()),
+                Ok(o) => {
+                    let words = crate::text::one_line(String::from_utf8_lossy(&o.stderr).trim());
+                    warn!(%repo, error = %words, "compile after a manifest import failed");
+                    lines.push(format!("compile failed: {words}"));
+                }
+                Err(e) => lines.push(format!("cannot run compile: {e}")),
+            }
+        }
+        lines
     }
 
     /// Queues the repo for each of its slaves, durably, and has the scheduler push it: what
