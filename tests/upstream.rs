@@ -450,3 +450,99 @@ fn credentials_in_a_url_are_refused_with_file_and_line() {
     );
     assert!(!err.contains("secret"), "the secret is echoed: {err}");
 }
+
+/// The test's HTTPS git server (tests/support/https_git.py), killed by pid.
+struct HttpsGit {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for HttpsGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_upstream_takes_a_token_from_a_file_and_trusts_only_the_given_ca() {
+    let w = world("");
+    let tls = w.s("server1").home().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    run(std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert))
+    .ok();
+    let (served, given) = (tls.join("server-token"), tls.join("token"));
+    std::fs::write(&served, "s3cret-token\n").unwrap();
+    std::fs::write(&given, "wrong-token\n").unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/https_git.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(w.up.parent().unwrap())
+        .arg(&cert)
+        .arg(&key)
+        .arg(&served)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let port: u16 = first
+        .trim()
+        .trim_start_matches("listening ")
+        .parse()
+        .unwrap();
+    let server = HttpsGit { child, port };
+    let url = format!("https://127.0.0.1:{}/proj.git", server.port);
+    let with = |extra: &str| w.cluster.set_rules(&rules(&url, extra));
+    let creds = format!(
+        "upstream.token_file = \"{}\"\nupstream.ca_file = \"{}\"",
+        given.display(),
+        cert.display()
+    );
+    // A wrong token: refused by the server, and the token is in nothing we print.
+    with(&creds);
+    let out = w.fetch();
+    assert!(out.contains("fetch failed"), "{out}");
+    let log = w
+        .s("server1")
+        .gitmirror(&["status", "mirror", "--log"])
+        .ok();
+    for text in [&out, &log, &w.status(), &w.s("server1").log()] {
+        assert!(
+            !text.contains("wrong-token") && !text.contains("s3cret"),
+            "{text}"
+        );
+    }
+    // Without the CA, the certificate is not trusted.
+    std::fs::write(&given, "s3cret-token\n").unwrap();
+    with(&format!("upstream.token_file = \"{}\"", given.display()));
+    let out = w.fetch();
+    assert!(out.contains("fetch failed"), "{out}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    // The right token, the right CA.
+    with(&creds);
+    let out = w.fetch();
+    assert!(out.contains("mirror: fetched"), "{out}");
+    assert_eq!(w.mirror_refs("server1"), w.up_refs());
+    assert!(!w.s("server1").log().contains("s3cret"));
+}

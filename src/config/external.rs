@@ -76,6 +76,10 @@ pub(crate) struct Credentials {
     pub(crate) host_key: Option<String>,
     /// https: a file holding the token.
     pub(crate) token_file: Option<PathBuf>,
+    /// https: the certificate authority to trust for the remote's certificate (a private
+    /// CA), instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 /// A repo's pull mirror settings.
@@ -134,6 +138,7 @@ pub(super) struct RawUpstream {
     identity: Option<Spanned<String>>,
     host_key: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     manifest: Option<Spanned<RawManifestFollow>>,
 }
 
@@ -157,6 +162,7 @@ pub(super) struct RawDownstream {
     identity: Option<Spanned<String>>,
     host_key: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// Validates a repo's `upstream` table.
@@ -198,6 +204,7 @@ pub(super) fn upstream(
             u.identity.as_ref(),
             u.host_key.as_ref(),
             u.token_file.as_ref(),
+            u.ca_file.as_ref(),
         )?,
         manifest: u
             .manifest
@@ -287,6 +294,7 @@ pub(super) fn downstreams(
                 r.identity.as_ref(),
                 r.host_key.as_ref(),
                 r.token_file.as_ref(),
+                r.ca_file.as_ref(),
             )?,
             url,
         });
@@ -376,6 +384,7 @@ fn credentials(
     identity: Option<&Spanned<String>>,
     host_key: Option<&Spanned<String>>,
     token_file: Option<&Spanned<String>>,
+    ca_file: Option<&Spanned<String>>,
 ) -> Result<Credentials, ConfigError> {
     let path = |raw: &Spanned<String>, key: &str| {
         let p = PathBuf::from(raw.get_ref());
@@ -405,6 +414,7 @@ fn credentials(
     only(host_key, "host_key", Transport::Ssh, "ssh://")?;
     // A token over plain http would cross the network in clear.
     only(token_file, "token_file", Transport::Https, "https://")?;
+    only(ca_file, "ca_file", Transport::Https, "https://")?;
     let host_key = match host_key {
         None => None,
         Some(k) => {
@@ -431,6 +441,7 @@ fn credentials(
         identity: identity.map(|i| path(i, "identity")).transpose()?,
         host_key,
         token_file: token_file.map(|t| path(t, "token_file")).transpose()?,
+        ca_file: ca_file.map(|c| path(c, "ca_file")).transpose()?,
     })
 }
 

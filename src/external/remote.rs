@@ -73,6 +73,11 @@ impl<'a> RemoteGit<'a> {
             ("http.followRedirects".into(), "initial".into()),
         ];
         if self.url.transport == Transport::Https
+            && let Some(ca) = &self.credentials.ca_file
+        {
+            config.push(("http.sslCAInfo".into(), ca.display().to_string()));
+        }
+        if self.url.transport == Transport::Https
             && let Some(file) = &self.credentials.token_file
         {
             let token = read_token(file)?;
