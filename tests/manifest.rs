@@ -131,23 +131,6 @@ impl World {
     fn repo(&self, name: &str) -> PathBuf {
         self.home.join("repositories").join(format!("{name}.git"))
     }
-
-    /// What `gitmirror fetch` will do (on the upstream branch): the mirror takes its
-    /// upstream's branches, tags and HEAD. Plain git here until that lands.
-    fn fetch_mirror(&self, name: &str, url: &Path) {
-        let mirror = self.repo(name);
-        git(
-            &mirror,
-            &[
-                "fetch",
-                "-q",
-                url.to_str().unwrap(),
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        );
-        git(&mirror, &["symbolic-ref", "HEAD", "refs/heads/main"]);
-    }
 }
 
 /// A manifest whose remote fetches from ".." (the manifest repository's parent's parent, as
@@ -602,8 +585,7 @@ impl RepoTool {
     }
 }
 
-/// Needs the pull mirror's fetch (`gitmirror fetch`, on the upstream branch): until it lands
-/// here, the mirrors are filled with plain `git fetch` ([`World::fetch_mirror`]). Then the
+/// The mirrors are filled by `gitmirror fetch`. Then the
 /// upstream is moved away, so everything `repo` gets comes from the mirrors.
 #[test]
 fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
@@ -626,13 +608,11 @@ fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
     )
     .ok();
     let up = w.up();
-    for (repo, from) in [
-        ("aosp/platform/manifest", url.clone()),
-        ("aosp/a", up.join("a.git")),
-        ("aosp/b", up.join("b.git")),
-        ("aosp/tools/c", up.join("tools/c.git")),
-    ] {
-        w.fetch_mirror(repo, &from);
+    // The pull mirrors take their upstreams (branches, tags, HEAD), as the schedule would
+    // (one by one: the world's `template` has an upstream that does not exist).
+    for repo in ["aosp/platform/manifest", "aosp/a", "aosp/b", "aosp/tools/c"] {
+        let out = gm(&w.home, &["fetch", repo]).ok();
+        assert!(out.contains(": fetched"), "{out}");
     }
     fs::rename(&up, w.s.path().join("up-away")).unwrap();
 
@@ -681,8 +661,8 @@ fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
 }
 
 /// As above, through the server's sshd and alice's key: `repo init -u ssh://.../manifest.git`
-/// and `repo sync` (fetch=".." reaching the projects' mirrors on the same server). The same
-/// dependency on `gitmirror fetch`.
+/// and `repo sync` (fetch=".." reaching the projects' mirrors on the same server), the
+/// mirrors filled by `gitmirror fetch --all` as server1's account.
 #[test]
 fn a_real_repo_client_syncs_from_the_server_over_ssh() {
     let server = Server::start("server1");
@@ -706,19 +686,8 @@ fn a_real_repo_client_syncs_from_the_server_over_ssh() {
         .ok();
     assert!(out.contains("3 added"), "{out}");
     let up = w.up();
-    for (repo, from) in [
-        ("aosp/platform/manifest", url.clone()),
-        ("aosp/a", up.join("a.git")),
-        ("aosp/b", up.join("b.git")),
-    ] {
-        let from = from.to_str().unwrap();
-        server
-            .git(repo, &["fetch", "-q", from, "+refs/heads/*:refs/heads/*"])
-            .ok();
-        server
-            .git(repo, &["symbolic-ref", "HEAD", "refs/heads/main"])
-            .ok();
-    }
+    let out = server.gitmirror(&["fetch", "--all"]).ok();
+    assert_eq!(out.matches(": fetched").count(), 3, "{out}");
     fs::rename(&up, w.s.path().join("up-away")).unwrap();
 
     let tool = RepoTool::new();
