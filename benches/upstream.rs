@@ -33,8 +33,8 @@ fn main() {
     eprintln!("setting up: 2 servers, {n} upstreams");
     let cluster = Cluster::new(&["server1", "server2"]);
     let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
-    let ups = s1.home().join("ups");
-    let work = s1.home().join("ups-work");
+    let ups = s1.outside_dir("ups");
+    let work = s1.outside_dir("ups-work");
     as_account(
         s1,
         &format!(

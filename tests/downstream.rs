@@ -141,7 +141,7 @@ fn pushes_reach_downstreams_keeping_or_overwriting_what_diverged_and_the_slave_n
     let alice = Client::new("alice");
     cluster.add_user(&alice);
     let (s1, s2) = (cluster.server("server1"), cluster.server("server2"));
-    let local = s1.home().join("down/local.git");
+    let local = s1.outside_dir("down").join("local.git");
     init_bare(s1, &local);
     let base = s1.home().join("gitd");
     let served = base.join("app.git");

@@ -38,7 +38,7 @@ fn world(extra: &str) -> World {
     let alice = Client::new("alice");
     cluster.add_user(&alice);
     let s1 = cluster.server("server1");
-    let up = s1.home().join("up/proj.git");
+    let up = s1.outside_dir("up").join("proj.git");
     let w = World { cluster, alice, up };
     w.up_git(&[
         "init",
@@ -89,7 +89,7 @@ impl World {
     }
 
     fn work(&self) -> PathBuf {
-        self.s("server1").home().join("up/work")
+        self.s("server1").outside_dir("up").join("work")
     }
 
     /// git as server1's account (which owns the upstream).
@@ -264,7 +264,10 @@ fn the_schedule_fetches_by_itself_and_failures_are_reported_in_the_upstreams_wor
     // Back: the next retry succeeds by itself.
     std::fs::rename(w.up.with_extension("away"), &w.up).unwrap();
     wait_for("recovery", Duration::from_secs(30), || {
-        !w.status().contains("FAILING")
+        let status = w.status();
+        status.contains("UPSTREAM mirror <- ")
+            && status.contains(": fetched ")
+            && !status.contains("FAILING")
     });
 }
 
@@ -357,7 +360,7 @@ fn git_and_ssh_upstreams_with_a_pinned_host_key() {
         .local_addr()
         .unwrap()
         .port();
-    let base = w.s("server1").home().join("up");
+    let base = w.s("server1").outside_dir("up");
     let child = w
         .s("server1")
         .user
@@ -545,4 +548,61 @@ fn an_https_upstream_takes_a_token_from_a_file_and_trusts_only_the_given_ca() {
     assert!(out.contains("mirror: fetched"), "{out}");
     assert_eq!(w.mirror_refs("server1"), w.up_refs());
     assert!(!w.s("server1").log().contains("s3cret"));
+}
+
+#[test]
+fn patterns_that_narrow_or_reach_into_gitmirrors_namespace_and_paths_into_the_home() {
+    let w = world("upstream.prune = true");
+    w.fetch();
+    // Four more branches upstream, so that deleting them is no longer "most refs".
+    for b in ["c1", "c2", "c3", "c4", "c5"] {
+        w.up_in(&["push", "-q", "origin", &format!("HEAD:refs/heads/{b}")]);
+    }
+    w.fetch();
+    // Five of nine mirrored refs vanish upstream at once: more than half and more than three,
+    // so nothing is deleted, and status says so.
+    for b in ["c1", "c2", "c3", "c4", "c5"] {
+        w.up_in(&["push", "-q", "origin", &format!(":refs/heads/{b}")]);
+    }
+    let before = w.mirror_refs("server1");
+    let out = w.fetch();
+    assert!(out.contains("deletions held back"), "{out}");
+    assert_eq!(w.mirror_refs("server1"), before);
+    // Three of them back: now the two gone are a minority, and are pruned.
+    for b in ["c1", "c2", "c3"] {
+        w.up_in(&["push", "-q", "origin", &format!("HEAD:refs/heads/{b}")]);
+    }
+    let out = w.fetch();
+    assert!(!out.contains("deletions held back"), "{out}");
+    assert!(!w.mirror_refs("server1").contains("refs/heads/c4"));
+    // Narrowed to branches: tags are left as they are, and fetches still succeed.
+    w.set_rules("upstream.prune = true\nupstream.refs = [\"refs/heads/*\"]");
+    let out = w.fetch();
+    assert!(out.contains("mirror: fetched"), "{out}");
+    assert!(w.mirror_refs("server1").contains("refs/tags/v1"));
+    w.up_in(&["tag", "v2"]);
+    w.up_in(&["push", "-q", "origin", "v2"]);
+    w.fetch();
+    assert!(!w.mirror_refs("server1").contains("refs/tags/v2"));
+    // An upstream holding refs/gitmirror/...: a pattern as wide as refs/* does not bring them.
+    w.up_in(&[
+        "push",
+        "-q",
+        "origin",
+        "HEAD:refs/gitmirror/diverged/planted",
+    ]);
+    w.set_rules("upstream.refs = [\"refs/*\"]");
+    let out = w.fetch();
+    assert!(out.contains("mirror: fetched"), "{out}");
+    let own = w
+        .s("server1")
+        .git("mirror", &["for-each-ref", "refs/gitmirror/diverged/"])
+        .ok();
+    assert!(!own.contains("planted"), "{own}");
+    assert!(w.fetch().contains("mirror: fetched"), "the next fetch too");
+    // A local path into this server's home (another repo here) is refused.
+    let other = w.s("server1").repo_path("mirror");
+    w.cluster.set_rules(&rules(other.to_str().unwrap(), ""));
+    let out = w.fetch();
+    assert!(out.contains("inside this server's home"), "{out}");
 }

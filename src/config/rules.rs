@@ -284,6 +284,15 @@ impl Rules {
             .map(|u| external::upstream(src, repo, u))
             .transpose()?;
         let downstream = external::downstreams(src, repo, &raw.downstream)?;
+        if repo == crate::proto::ADMIN_REPO
+            && let Some(u) = &raw.upstream
+        {
+            // Every server's configuration would come from elsewhere, unchecked.
+            return Err(src.error(
+                u.span(),
+                format!("{repo}: the admin repo cannot be a pull mirror (no upstream)"),
+            ));
+        }
         if repo == ALL_REPOS {
             // One URL cannot serve every repo.
             if let Some(u) = &raw.upstream {

@@ -123,7 +123,11 @@ pub(crate) fn plan(
             }),
             Some(t) => {
                 let ours_to_move = last.get(name) == Some(t) || is_ancestor(t, o);
-                if ours_to_move || overwrite {
+                // A remote ahead of us (a new master that is behind, after a failover) is
+                // never rewound, even with overwrite: what it has beyond ours would be lost
+                // from the only other copy.
+                let remote_ahead = !ours_to_move && is_ancestor(o, t);
+                if ours_to_move || (overwrite && !remote_ahead) {
                     if !ours_to_move {
                         p.forced.push(name.clone());
                     }

@@ -153,7 +153,13 @@ impl DownstreamQueue {
     pub(crate) fn load_all(&self) -> Result<Vec<DownstreamRecord>, QueueError> {
         let mut out = Vec::new();
         for repo in self.repos()? {
-            out.push(self.load(&repo)?);
+            // One record that cannot be read does not stop every other downstream.
+            match self.load(&repo) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::warn!(%repo, error = %e, "cannot read a downstream record; skipped")
+                }
+            }
         }
         Ok(out)
     }

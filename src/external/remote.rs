@@ -30,6 +30,10 @@ pub(crate) enum RemoteError {
     },
     #[error("the token file {0} is empty or holds more than one line")]
     BadToken(PathBuf),
+    #[error(
+        "{0} is inside this server's home: a mirror never reads or writes this server's own repos or state by path"
+    )]
+    InsideHome(String),
     #[error("cannot ask {host} for its host key: {words}")]
     Scan { host: String, words: String },
     #[error("cannot write the pinned host keys {path}: {source}")]
@@ -59,6 +63,17 @@ impl<'a> RemoteGit<'a> {
     /// `git --git-dir GIT_DIR` with everything a run against the remote needs, and its
     /// standard streams closed or piped (stdout and stderr piped).
     pub(crate) fn command(&self, git_dir: &Path) -> Result<tokio::process::Command, RemoteError> {
+        if self.url.transport == Transport::Local {
+            // A path into the home would read (or, pushed to, write) another repo here around
+            // its access rules, or the admin repo, or the state.
+            let target = std::fs::canonicalize(&self.url.url)
+                .unwrap_or_else(|_| PathBuf::from(&self.url.url));
+            let home = std::fs::canonicalize(self.home.root())
+                .unwrap_or_else(|_| self.home.root().to_path_buf());
+            if target.starts_with(&home) {
+                return Err(RemoteError::InsideHome(self.url.url.clone()));
+            }
+        }
         let mut config: Vec<(String, String)> = vec![
             // Only the transports a remote may use; never ext:: or fd::, whatever a redirect
             // or a submodule says.
@@ -70,7 +85,22 @@ impl<'a> RemoteGit<'a> {
             ("protocol.https.allow".into(), "always".into()),
             ("credential.helper".into(), String::new()),
             ("core.askPass".into(), String::new()),
-            ("http.followRedirects".into(), "initial".into()),
+            // A token is never sent anywhere but the URL's own host.
+            (
+                "http.followRedirects".into(),
+                if self.credentials.token_file.is_some() {
+                    "false"
+                } else {
+                    "initial"
+                }
+                .into(),
+            ),
+            // A remote that stops sending is given up on, not waited for forever.
+            ("http.lowSpeedLimit".into(), "1000".into()),
+            ("http.lowSpeedTime".into(), "120".into()),
+            // What an upstream sends is checked as a push is (a slave would refuse a broken
+            // object, and replication of the repo would stop).
+            ("fetch.fsckObjects".into(), "true".into()),
         ];
         if self.url.transport == Transport::Https
             && let Some(ca) = &self.credentials.ca_file
@@ -134,7 +164,7 @@ impl<'a> RemoteGit<'a> {
             .clone()
             .unwrap_or_else(|| self.home.private_key());
         Ok(format!(
-            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=30 -i {}",
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -i {}",
             quote(&known),
             quote(&identity)
         ))

@@ -89,6 +89,7 @@ pub(crate) async fn fetch(
     home: &Home,
     path: &Path,
     upstream: &Upstream,
+    timeout: std::time::Duration,
     log: &mut Vec<String>,
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
@@ -96,6 +97,16 @@ pub(crate) async fn fetch(
     let local = |e: git2::Error| FetchError::Local(e.message().into());
     let staged_before = {
         let repo = git2::Repository::open_bare(path).map_err(local)?;
+        // Staging refs the patterns no longer take (they were narrowed) go first: git's
+        // --prune only looks at this fetch's own destinations.
+        for (name, _) in refs_under(&repo, STAGING_NS).map_err(local)? {
+            let theirs = format!("refs/{}", &name[STAGING_NS.len()..]);
+            if !upstream.refs.iter().any(|p| pattern_matches(p, &theirs))
+                && let Ok(mut r) = repo.find_reference(&name)
+            {
+                r.delete().map_err(local)?;
+            }
+        }
         refs_under(&repo, STAGING_NS).map_err(local)?
     };
     // 1. The upstream's refs, into the staging namespace (pruned there, so it mirrors them).
@@ -118,7 +129,17 @@ pub(crate) async fn fetch(
         upstream.url.url,
         upstream.refs.join(" ")
     ));
-    let out = cmd.output().await.map_err(FetchError::Spawn)?;
+    // Never into this server's own namespace, whatever a wide pattern (refs/*) would take.
+    cmd.arg(format!("^{OWN_NS}*"));
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| {
+            FetchError::Git(format!(
+                "no end in {} s; the fetch was stopped",
+                timeout.as_secs()
+            ))
+        })?
+        .map_err(FetchError::Spawn)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     log.extend(
         stderr
@@ -151,7 +172,10 @@ pub(crate) async fn fetch(
     } else {
         let mut cmd = git.command(path)?;
         cmd.args(["ls-remote", "--symref", &upstream.url.url, "HEAD"]);
-        match cmd.output().await {
+        match tokio::time::timeout(timeout, cmd.output())
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+        {
             Ok(o) if o.status.success() => {
                 String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
                     l.strip_prefix("ref: ")
@@ -200,9 +224,13 @@ fn decide(
     upstream: &Upstream,
     log: &mut Vec<String>,
 ) -> Result<Plan, git2::Error> {
+    // Only what the patterns take now (a staging ref left by wider patterns is not theirs any
+    // more), and never this server's own namespace, whatever the upstream holds.
     let theirs = refs_under(repo, STAGING_NS)?
         .into_iter()
         .map(|(n, o)| (format!("refs/{}", &n[STAGING_NS.len()..]), o))
+        .filter(|(n, _)| !n.starts_with(OWN_NS))
+        .filter(|(n, _)| upstream.refs.iter().any(|p| pattern_matches(p, n)))
         .collect::<BTreeMap<_, _>>();
     let ours: BTreeMap<String, git2::Oid> = refs_under(repo, "refs/")?
         .into_iter()

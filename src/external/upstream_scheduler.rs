@@ -41,6 +41,8 @@ pub(crate) struct UpstreamScheduler {
     this: AccountName,
     min_interval: f64,
     backoff: Backoff,
+    /// How long one fetch may take in all (`mirror.io_timeout_secs`).
+    timeout: Duration,
     records: UpstreamRecords,
     scheduler: Arc<Scheduler>,
     slots: Semaphore,
@@ -105,6 +107,7 @@ impl UpstreamScheduler {
             this: this.clone(),
             min_interval: mirror.upstream_min_interval_secs,
             backoff: Backoff::from_config(mirror),
+            timeout: Duration::from_secs_f64(mirror.io_timeout_secs),
             records: UpstreamRecords::of(home),
             scheduler,
             slots: Semaphore::new(FETCHES_AT_ONCE),
@@ -208,7 +211,12 @@ impl UpstreamScheduler {
             upstream.url.url,
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         )];
-        let result = upstream_fetch::fetch(&self.home, &path, upstream, &mut log).await;
+        // Counted from its start: calls that come while it runs are rate-limited by it too.
+        let mut started_record = self.records.load(repo);
+        started_record.last_attempt = Some(started);
+        let _ = self.records.save(repo, &started_record);
+        let result =
+            upstream_fetch::fetch(&self.home, &path, upstream, self.timeout, &mut log).await;
         let mut record = self.records.load(repo);
         record.url = upstream.url.url.clone();
         record.last_attempt = Some(started);

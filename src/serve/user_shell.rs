@@ -295,8 +295,6 @@ impl<'a> UserShell<'a> {
         Ok((path, access))
     }
 
-    /// `request-push REPO`, for users who may write the repo: on its master, push to every
-    /// slave now; on a slave, ask the master to push here.
     /// `fetch REPO`: a pull mirror fetched from its upstream now (a CI job's or a webhook
     /// relay's call), for users who may write it, at most once per [`FETCH_EVERY`].
     fn fetch(&self, repo: &RepoName) -> Result<Reply, ShellError> {
@@ -334,6 +332,8 @@ impl<'a> UserShell<'a> {
         )))
     }
 
+    /// `request-push REPO`, for users who may write the repo: on its master, push to every
+    /// slave now; on a slave, ask the master to push here.
     fn request_push(&self, repo: &RepoName) -> Result<Reply, ShellError> {
         self.admit(repo, true)?;
         let report = request::request(self.home, &self.config, repo)?;

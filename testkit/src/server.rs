@@ -188,6 +188,15 @@ impl Server {
         writeln!(f, "[{}]:{} {kind} {body}", self.addr, self.port).unwrap();
     }
 
+    /// A directory beside the server's home (not in it), owned by its account: for what the
+    /// account keeps outside gitmirror's reach, such as an upstream a mirror pulls from.
+    pub fn outside_dir(&self, name: &str) -> PathBuf {
+        let dir = self._root.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(self.user.uid), Some(self.user.gid)).unwrap();
+        dir
+    }
+
     /// Runs `gitmirror ARGS` as the server's account, as its administrator would.
     pub fn gitmirror(&self, args: &[&str]) -> Output {
         run(self.user.command(&self.bin).args(args))

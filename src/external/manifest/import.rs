@@ -25,7 +25,7 @@ use tracing::info;
 
 use super::source::TreeFiles;
 use super::{Files, Manifest, ManifestError, matches_groups, parse};
-use crate::config::external::{ManifestFollow, parse_url};
+use crate::config::external::{ManifestFollow, Transport, parse_url};
 use crate::config::{Rules, Source};
 use crate::fs::{ensure_dir, lock, write_atomic};
 use crate::home::Home;
@@ -234,9 +234,19 @@ pub(crate) fn plan(
                 p.name, p.remote
             )));
         };
-        parse_url(url).map_err(|why| {
+        let parsed = parse_url(url).map_err(|why| {
             ManifestError::Import(format!("{label}: project {}: url {url:?}: {why}", p.name))
         })?;
+        // A manifest from elsewhere names hosts, never paths on this machine: it could
+        // otherwise have this server mirror (and serve) whatever its account can read.
+        let from_elsewhere =
+            repo.is_some_and(|r| parse_url(&r.url).is_ok_and(|u| u.transport != Transport::Local));
+        if from_elsewhere && parsed.transport == Transport::Local {
+            return Err(ManifestError::Import(format!(
+                "{label}: project {}: url {url:?} is a path on this machine, and the manifest came from elsewhere; refused",
+                p.name
+            )));
+        }
         selected.push(repo_name.clone());
         if present(&repo_name) {
             report.kept.push(repo_name);
@@ -356,7 +366,8 @@ fn like_table(doc: &DocumentMut, plan: &Plan) -> Result<Option<Table>, ManifestE
         let mut copy = Table::new();
         copy.set_dotted(true);
         for (key, item) in up.iter() {
-            if key != "url" && key != "manifest" {
+            // The url stays for add_tables to compare origins; it is never copied.
+            if key != "manifest" {
                 copy.insert(key, item.clone());
             }
         }
@@ -391,7 +402,21 @@ fn add_tables(
         up.set_dotted(true);
         up.insert("url", value(t.url.clone()));
         if let Some(copied) = copied.as_ref().and_then(Item::as_table_like) {
+            // Credentials go only where the template's own upstream goes (same transport,
+            // host and port): a manifest names its projects' hosts, and a token or key must
+            // never follow it somewhere else.
+            let origin = |u: &str| {
+                crate::config::external::parse_url(u)
+                    .ok()
+                    .map(|r| (r.transport, r.host, r.port))
+            };
+            let like_origin = copied.get("url").and_then(Item::as_str).and_then(origin);
+            let same_origin = like_origin.is_some() && like_origin == origin(&t.url);
             for (key, item) in copied.iter() {
+                let credential = matches!(key, "identity" | "host_key" | "token_file" | "ca_file");
+                if key == "url" || (credential && !same_origin) {
+                    continue;
+                }
                 up.insert(key, item.clone());
             }
         }
