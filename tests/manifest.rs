@@ -523,12 +523,21 @@ struct RepoTool {
 
 impl RepoTool {
     fn new() -> RepoTool {
-        let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/git-repo.bundle");
-        assert!(
-            bundle.is_file(),
-            "{} is missing: the repo client test needs shared/tools beside the checkout",
-            bundle.display()
-        );
+        // Beside the checkout, as the workplace lays it out; or where GITMIRROR_REPO_BUNDLE
+        // says; or the workplace's own copy, for a clone made elsewhere (CI's).
+        let candidates: Vec<PathBuf> = std::env::var_os("GITMIRROR_REPO_BUNDLE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/git-repo.bundle"),
+                PathBuf::from("/work/shared/tools/git-repo.bundle"),
+            ])
+            .collect();
+        let Some(bundle) = candidates.iter().find(|b| b.is_file()).cloned() else {
+            panic!(
+                "the repo client's bundle is in none of {candidates:?}: the test needs ../shared/tools beside the checkout (or GITMIRROR_REPO_BUNDLE)"
+            );
+        };
         let s = Scratch::new("repo-tool");
         let b = bundle.to_str().unwrap();
         git(
