@@ -52,6 +52,8 @@ pub(crate) struct UpstreamScheduler {
     configured: Mutex<Option<Configured>>,
     /// Wakes the schedule when a fetch ends (its next one is due at a new time).
     ended: tokio::sync::Notify,
+    /// Mirrors the schedule has started a fetch task for, not yet ended.
+    started: Mutex<std::collections::HashSet<RepoName>>,
 }
 
 /// The repos with an upstream in the compiled rules, as of the rules file's time.
@@ -114,6 +116,7 @@ impl UpstreamScheduler {
             running: Mutex::new(HashMap::new()),
             configured: Mutex::new(None),
             ended: tokio::sync::Notify::new(),
+            started: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -131,6 +134,10 @@ impl UpstreamScheduler {
         let list = cache.as_ref().map(|c| c.1.clone()).unwrap_or_default();
         drop(cache);
         mastered_here(&self.home, &self.this, list)
+    }
+
+    fn lock_started(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RepoName>> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs the schedule forever.
@@ -164,9 +171,15 @@ impl UpstreamScheduler {
                     wake = wake.min(due);
                     continue;
                 }
+                // One task per due mirror: one already started (waiting for a slot, or
+                // fetching) is not started again at every wake.
+                if !self.lock_started().insert(repo.clone()) {
+                    continue;
+                }
                 let me = self.clone();
                 tokio::spawn(async move {
                     let _ = me.fetch(&repo, &upstream, false).await;
+                    me.lock_started().remove(&repo);
                 });
             }
             let pause = (wake - now()).clamp(0.05, TICK.as_secs_f64());
