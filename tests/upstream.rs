@@ -422,6 +422,38 @@ fn git_and_ssh_upstreams_with_a_pinned_host_key() {
         .git("mirror", &["rev-parse", "refs/heads/over-ssh"])
         .ok();
     assert_eq!(here.trim(), sha);
+    // A key of its own for this upstream, which knows only that key now.
+    let id = w.s("server1").outside_dir("keys").join("upstream_ed25519");
+    run(w
+        .s("server1")
+        .user
+        .command("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&id))
+    .ok();
+    up.add_user(
+        "idbot",
+        &Key {
+            private: id.clone(),
+            public: id.with_extension("pub"),
+        },
+    );
+    up.set_rules("[repos.proj]\nR = [\"idbot\"]\n\"RW+\" = [\"alice\"]\n");
+    let out = w.fetch();
+    assert!(
+        out.contains("fetch failed"),
+        "the server's own key still reads it: {out}"
+    );
+    w.cluster.set_rules(&rules(
+        &ssh_url,
+        &format!(
+            "upstream.host_key = \"{}\"\nupstream.identity = \"{}\"",
+            host_key.join(" "),
+            id.display()
+        ),
+    ));
+    let out = w.fetch();
+    assert!(out.contains("mirror: fetched"), "{out}");
 }
 
 #[test]
