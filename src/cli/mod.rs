@@ -418,6 +418,7 @@ fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
     log::init(&log::LogTarget {
         file: home.root().is_dir().then_some(path.as_path()),
         level: &config.level,
+        format: config.format,
         stderr: verbose || config.stderr,
         complain: verbose,
     });
