@@ -33,13 +33,15 @@ impl Progress {
         let shown = if quiet {
             Shown::Nothing
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // Hidden until set up, so that the first frame is already the right one.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+                .with_prefix(what)
+                .with_message("starting");
             if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
             {
                 bar.set_style(style);
             }
-            bar.set_prefix(what);
-            bar.set_message("starting");
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(200));
             Shown::Bar(bar)
         } else {
