@@ -16,7 +16,7 @@ const LEVELS: &[&[&str]] = &[
     &["replicate"],
     &["repo", "ssh"],
     &["config"],
-    &["invocation", "log"],
+    &["invocation", "log", "progress"],
     &["home"],
     &["proto"],
     &["names", "fs", "text"],

@@ -53,6 +53,7 @@ mod home;
 mod invocation;
 mod log;
 mod names;
+mod progress;
 mod proto;
 mod replicate;
 mod repo;

@@ -1,14 +1,58 @@
 //! Logging: every process writes through `tracing` to the home's `gitmirror.log` (one line per
 //! event, appended, so concurrent processes interleave whole lines) and, when asked, to stderr.
+//! Each line is either text for people or, with `[log] format = "json"`, one JSON object (from
+//! tracing's own JSON layer) for a log pipeline; both carry the same fields.
 
+use std::fmt;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use thiserror::Error;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A `[log] format` that is neither `text` nor `json`.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("log.format {0:?}: expected \"text\" or \"json\"")]
+pub(crate) struct UnknownLogFormat(String);
+
+impl FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(UnknownLogFormat(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
 
 /// Where the logs of one process go.
 pub(crate) struct LogTarget<'a> {
@@ -16,11 +60,31 @@ pub(crate) struct LogTarget<'a> {
     pub(crate) file: Option<&'a Path>,
     /// A `tracing` filter such as `info`.
     pub(crate) level: &'a str,
+    /// How each line is written, in the file and on stderr alike.
+    pub(crate) format: LogFormat,
     /// Also write to stderr.
     pub(crate) stderr: bool,
     /// Say on stderr when the log file cannot be opened. Off for the forced commands unless
     /// asked: their stderr is the remote client.
     pub(crate) complain: bool,
+}
+
+/// One output's layer in the given format. `ansi` only matters to text.
+fn layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .boxed(),
+    }
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is reported once on
@@ -44,18 +108,99 @@ pub(crate) fn init(target: &LogTarget<'_>) {
             }
         }
     });
-    let file_layer = file.map(|f| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .with_writer(Mutex::new(f))
-    });
-    let stderr_layer = target
-        .stderr
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let mut layers = Vec::new();
+    if let Some(f) = file {
+        layers.push(layer(target.format, Mutex::new(f), false));
+    }
+    if target.stderr {
+        layers.push(layer(target.format, std::io::stderr, true));
+    }
     // A second init (tests) keeps the first subscriber; that is fine.
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(file_layer)
-        .with(stderr_layer)
+        .with(layers)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::Arc;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    fn logged(format: LogFormat) -> String {
+        let buf = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(layer(format, buf.clone(), false));
+        tracing::subscriber::with_default(subscriber, || {
+            let _span = tracing::info_span!("gitmirror", pid = 42).entered();
+            tracing::warn!(repo = "r1", error = "boom", "cannot push");
+            tracing::info!("second");
+        });
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn formats_parse_and_print() {
+        assert_eq!("text".parse(), Ok(LogFormat::Text));
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::default(), LogFormat::Text);
+        let err = "JSON".parse::<LogFormat>().unwrap_err().to_string();
+        assert_eq!(err, "log.format \"JSON\": expected \"text\" or \"json\"");
+        assert_eq!(LogFormat::Json.to_string(), "json");
+    }
+
+    #[test]
+    fn json_is_one_object_a_line_with_the_text_fields() {
+        let text = logged(LogFormat::Text);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let first = text.lines().next().unwrap();
+        for part in [
+            "WARN",
+            "gitmirror{pid=42}",
+            "cannot push",
+            "repo=\"r1\"",
+            "error=\"boom\"",
+        ] {
+            assert!(first.contains(part), "{part} not in {first}");
+        }
+
+        let json = logged(LogFormat::Json);
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{json}");
+        let v = &lines[0];
+        assert!(v["timestamp"].is_string(), "{v}");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "gitmirror::log::tests");
+        assert_eq!(v["fields"]["message"], "cannot push");
+        assert_eq!(v["fields"]["repo"], "r1");
+        assert_eq!(v["fields"]["error"], "boom");
+        assert_eq!(v["span"]["name"], "gitmirror");
+        assert_eq!(v["span"]["pid"], 42);
+        assert_eq!(lines[1]["fields"]["message"], "second");
+    }
 }

@@ -719,3 +719,87 @@ fn completions_and_man_pages_need_no_server_home() {
     let err = generate(&["man", blocked.join("man1").to_str().unwrap()]).fails_with("cannot write");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_usual_fields() {
+    let server = Server::start("server1");
+    let config = server.home().join("gitmirror.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\nstderr = false\n"), "{text}");
+    fs::write(
+        &config,
+        text.replacen(
+            "\nstderr = false\n",
+            "\nformat = \"json\"\nstderr = false\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let alice = Client::new("alice");
+    server.add_user("alice", &alice.key);
+    server.set_rules("[repos.testing]\n\"RW+\" = [\"alice\"]\n");
+    alice.init_repo("w");
+    alice
+        .git_in("w", &["push", &server.url("testing"), "main"])
+        .ok();
+    // A refusal and a failed command are logged too.
+    alice
+        .git_in("w", &["push", &server.url("elsewhere"), "main"])
+        .fails_with("");
+    server
+        .gitmirror(&["rename", "nope", "nope2"])
+        .fails_with("nope");
+
+    let log = server.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for v in &lines {
+        assert!(v["timestamp"].is_string(), "{v}");
+        assert!(v["level"].is_string(), "{v}");
+        assert!(
+            v["target"].as_str().unwrap_or("").starts_with("gitmirror"),
+            "{v}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{v}");
+        assert!(v["span"]["pid"].is_u64(), "{v}");
+        assert_eq!(v["spans"][0]["name"], "gitmirror", "{v}");
+    }
+    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| lines.iter().any(pred);
+    assert!(
+        has(&|v| v["fields"]["message"] == "access"
+            && v["fields"]["decision"] == "allow"
+            && v["fields"]["repo"] == "testing"
+            && v["fields"]["actor"] == "alice"),
+        "{log}"
+    );
+    assert!(
+        has(&|v| v["fields"]["message"] == "ref updated"
+            && v["fields"]["reference"] == "refs/heads/main"),
+        "{log}"
+    );
+    assert!(
+        has(&|v| v["fields"]["message"] == "access" && v["fields"]["decision"] == "deny"),
+        "{log}"
+    );
+    assert!(
+        has(&|v| v["level"] == "ERROR"
+            && v["fields"]["message"] == "command failed"
+            && v["fields"]["error"] == "no repo nope here"),
+        "{log}"
+    );
+
+    // A bad value is a one-line startup error naming the file and line.
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replacen("format = \"json\"", "format = \"yaml\"", 1),
+    )
+    .unwrap();
+    let err = server
+        .gitmirror(&["compile"])
+        .fails_with("log.format \"yaml\"");
+    assert!(err.contains("gitmirror.toml:"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

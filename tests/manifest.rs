@@ -695,8 +695,15 @@ fn a_real_repo_client_syncs_from_the_server_over_ssh() {
         .ok();
     assert!(out.contains("3 added"), "{out}");
     let up = w.up();
-    let out = server.gitmirror(&["fetch", "--all"]).ok();
+    let fetched = server.gitmirror(&["fetch", "--all"]);
+    let out = fetched.ok();
     assert_eq!(out.matches(": fetched").count(), 3, "{out}");
+    assert!(out.ends_with("fetch: 3 succeeded, 0 failed\n"), "{out}");
+    let err = fetched.err();
+    assert!(
+        err.starts_with("fetch: 1 succeeded, 0 failed so far\n"),
+        "{err}"
+    );
     fs::rename(&up, w.s.path().join("up-away")).unwrap();
 
     let tool = RepoTool::new();

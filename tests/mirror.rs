@@ -302,6 +302,26 @@ fn request_push_from_master_and_from_slave() {
     );
     assert!(!out.contains("===>"), "{out}");
     assert!(!out.contains("site-b/tools"), "{out}");
+    // The summary counts what succeeded and failed; progress went to stderr as plain lines
+    // (not a terminal), and --quiet silences it.
+    assert!(
+        out.ends_with("request-push: 2 succeeded, 0 failed\n"),
+        "{out}"
+    );
+    let all = s1.gitmirror(&["request-push", "--all"]);
+    assert!(
+        all.err()
+            .starts_with("request-push: 1 succeeded, 0 failed so far\n"),
+        "{}",
+        all.err()
+    );
+    let quiet = s1.gitmirror(&["request-push", "--all", "--quiet"]);
+    assert!(
+        quiet
+            .ok()
+            .ends_with("request-push: 2 succeeded, 0 failed\n")
+    );
+    assert_eq!(quiet.err(), "");
 }
 
 #[test]

@@ -163,6 +163,19 @@ fn verify_finds_drift_and_repair_fixes_it_without_touching_the_master() {
 
     let out = w.verify(&["--all"]);
     assert_finds_the_drift(&out, &new_main);
+    // The summary counts what was ok and what not; stderr, not a terminal here, had plain
+    // progress lines (the first one at once).
+    assert!(
+        out.text().ends_with("verify: 1 succeeded, 3 failed\n"),
+        "{}",
+        out.text()
+    );
+    let err = out.err();
+    assert!(
+        err.contains("verify: 1 succeeded, 0 failed so far\n")
+            || err.contains("verify: 0 succeeded, 1 failed so far\n"),
+        "{err}"
+    );
     // Looking repairs nothing.
     assert!(!w.s2().repo_path("gone").exists());
     let (v, _) = w.s1().status();
@@ -184,8 +197,10 @@ fn verify_finds_drift_and_repair_fixes_it_without_touching_the_master() {
     }
     assert!(!text.contains("repaired fine"), "{text}");
     w.all_in_sync();
-    let again = w.verify(&["--all"]);
+    let again = w.verify(&["--all", "--quiet"]);
     assert!(again.ok().contains("verified: 4 ok\n"), "{}", again.text());
+    assert!(again.text().ends_with("verify: 4 succeeded, 0 failed\n"));
+    assert_eq!(again.err(), "", "--quiet shows no progress");
     let (v, _) = w.s1().status();
     let s2 = &v["verified"]["server2"];
     assert_eq!(s2["counts"]["ok"], 4, "{v}");

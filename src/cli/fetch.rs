@@ -7,13 +7,26 @@ use crate::daemon::client;
 use crate::daemon::protocol::{Reply, Request};
 use crate::home::Home;
 use crate::names::RepoName;
+use crate::progress::Progress;
 
-pub(super) fn run(home: &Home, config: Config, repo: Option<&str>) -> Outcome {
+pub(super) fn run(home: &Home, config: Config, repo: Option<&str>, quiet: bool) -> Outcome {
     config.map_err(|e| e.to_string())?;
     let repo = repo
         .map(|r| RepoName::parse(r).map_err(|e| format!("bad repo name: {e}")))
         .transpose()?;
-    let (text, failed) = fetch_lines(home, repo)?;
+    let all = repo.is_none();
+    // Progress only for --all: one repo is quick.
+    let mut progress = Progress::new("fetch", quiet || !all);
+    let lines = fetch_lines(home, repo, &mut |reply| {
+        if let Reply::Fetched { ok, .. } = reply {
+            progress.tick(*ok);
+        }
+    });
+    let summary = progress.finish();
+    let (mut text, failed) = lines?;
+    if all {
+        text.push_str(&summary);
+    }
     print(&text)?;
     if failed > 0 {
         return Err(format!("{failed} fetches failed"));
@@ -21,9 +34,15 @@ pub(super) fn run(home: &Home, config: Config, repo: Option<&str>) -> Outcome {
     Ok(())
 }
 
-/// The daemon's answer to a fetch request, a line per repo, and how many failed.
-pub(crate) fn fetch_lines(home: &Home, repo: Option<RepoName>) -> Result<(String, usize), String> {
-    let replies = client::ask_replies(home, &Request::Fetch(repo)).map_err(|e| e.to_string())?;
+/// The daemon's answer to a fetch request, a line per repo, and how many failed; each reply
+/// is shown to `seen` as it arrives (for progress).
+fn fetch_lines(
+    home: &Home,
+    repo: Option<RepoName>,
+    seen: &mut dyn FnMut(&Reply),
+) -> Result<(String, usize), String> {
+    let replies =
+        client::ask_replies_seeing(home, &Request::Fetch(repo), seen).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let mut failed = 0;
     for reply in replies {

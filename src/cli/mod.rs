@@ -100,6 +100,9 @@ enum Cmd {
         /// Every repo this server masters, several at a time.
         #[arg(long)]
         all: bool,
+        /// No progress on stderr (with --all); the summary is still printed.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// On a slave: become the master of these repos (failover). Catches up first from any
     /// reachable copy that is ahead; the old master becomes a slave and learns it when it is
@@ -128,6 +131,9 @@ enum Cmd {
         /// Push what differs (through the daemon) and report each push.
         #[arg(long)]
         repair: bool,
+        /// No progress on stderr (with --all); the summary is still printed.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Per repo and slave: in sync, or pending since when, failing with what, last success.
     /// Exits non-zero when a slave has been behind longer than mirror.alert_after_secs.
@@ -180,6 +186,9 @@ enum Cmd {
         /// Every pull mirror this server fetches (those it masters).
         #[arg(long)]
         all: bool,
+        /// No progress on stderr (with --all); the summary is still printed.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Pin the host key of REPO's ssh upstream (and downstreams) as their hosts answer now:
     /// trust on first use, said explicitly. A changed key then fails every fetch.
@@ -329,13 +338,16 @@ impl Cli {
             Cmd::RemoveUser { name } => keys::remove_user(&home, config, name),
             Cmd::RemoveMirroringPeer { name } => keys::remove_peer(&home, config, name),
             Cmd::Compile { accept_config } => compile::run(&home, config, *accept_config),
-            Cmd::RequestPush { repo, all } => {
-                request_push::run(&home, config, repo.as_deref(), *all)
+            Cmd::RequestPush { repo, all, quiet } => {
+                request_push::run(&home, config, repo.as_deref(), *all, *quiet)
             }
             Cmd::Promote { repos, all, force } => promote::run(&home, config, repos, *all, *force),
-            Cmd::Verify { repo, all, repair } => {
-                verify::run(&home, config, repo.as_deref(), *all, *repair)
-            }
+            Cmd::Verify {
+                repo,
+                all,
+                repair,
+                quiet,
+            } => verify::run(&home, config, repo.as_deref(), *all, *repair, *quiet),
             Cmd::Status { repo, json, log } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json, *log);
             }
@@ -376,7 +388,11 @@ impl Cli {
             ),
             Cmd::Delete { repo, force } => delete::run(&home, config, repo, *force),
             Cmd::Rename { old, new } => rename::run(&home, config, old, new),
-            Cmd::Fetch { repo, all: _ } => fetch::run(&home, config, repo.as_deref()),
+            Cmd::Fetch {
+                repo,
+                all: _,
+                quiet,
+            } => fetch::run(&home, config, repo.as_deref(), *quiet),
             Cmd::TrustHost { repo } => trust_host::run(&home, config, repo),
             Cmd::Ops { seq, slave, drop } => match (drop, seq, slave) {
                 (true, Some(seq), Some(slave)) => ops::drop(&home, config, *seq, slave),
@@ -418,6 +434,7 @@ fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
     log::init(&log::LogTarget {
         file: home.root().is_dir().then_some(path.as_path()),
         level: &config.level,
+        format: config.format,
         stderr: verbose || config.stderr,
         complain: verbose,
     });

@@ -7,19 +7,38 @@ use super::{Config, Outcome, print};
 use crate::daemon::request;
 use crate::home::Home;
 use crate::names::RepoName;
+use crate::progress::Progress;
 
-pub(super) fn run(home: &Home, config: Config, repo: Option<&str>, all: bool) -> Outcome {
+pub(super) fn run(
+    home: &Home,
+    config: Config,
+    repo: Option<&str>,
+    all: bool,
+    quiet: bool,
+) -> Outcome {
     let config = Arc::new(config.map_err(|e| e.to_string())?);
-    let report = match repo {
+    match repo {
         Some(repo) if !all => {
             let repo = RepoName::parse(repo).map_err(|e| format!("bad repo name: {e}"))?;
-            request::request(home, &config, &repo)
+            let report = request::request(home, &config, &repo).map_err(|e| e.to_string())?;
+            print(&report.text())?;
+            ok_or_fail(report.ok)
         }
-        _ => request::request_all(home, &config),
+        _ => {
+            // A line per repo and slave as the pushes end, then how many went well.
+            let mut progress = Progress::new("request-push", quiet);
+            let report =
+                request::request_all(home, &config, &mut |r| progress.tick(r.outcome.is_ok()));
+            let summary = progress.finish();
+            let report = report.map_err(|e| e.to_string())?;
+            print(&format!("{}{summary}", report.text()))?;
+            ok_or_fail(report.ok)
+        }
     }
-    .map_err(|e| e.to_string())?;
-    print(&report.text())?;
-    if report.ok {
+}
+
+fn ok_or_fail(ok: bool) -> Outcome {
+    if ok {
         Ok(())
     } else {
         Err("some slaves were not updated".to_string())

@@ -7,6 +7,7 @@ use crate::daemon::protocol::Reply;
 use crate::daemon::request;
 use crate::home::Home;
 use crate::names::RepoName;
+use crate::progress::Progress;
 
 pub(super) fn run(
     home: &Home,
@@ -14,14 +15,27 @@ pub(super) fn run(
     repo: Option<&str>,
     all: bool,
     repair: bool,
+    quiet: bool,
 ) -> Outcome {
     config.map_err(|e| e.to_string())?;
     let repo = match repo {
         Some(r) if !all => Some(RepoName::parse(r).map_err(|e| format!("bad repo name: {e}"))?),
         _ => None,
     };
-    let replies = request::verify(home, repo.as_ref(), repair).map_err(|e| e.to_string())?;
-    let (text, ok) = render(&replies);
+    // Progress only for --all: one repo is quick.
+    let mut progress = Progress::new("verify", quiet || repo.is_some());
+    let replies = request::verify(home, repo.as_ref(), repair, &mut |reply| match reply {
+        Reply::Verified { state, .. } => progress.tick(state == "ok"),
+        Reply::Done(..) | Reply::Unchanged(..) => progress.tick(true),
+        Reply::Fail(..) => progress.tick(false),
+        Reply::Ok | Reply::End | Reply::Error(_) | Reply::Fetched { .. } => {}
+    });
+    let summary = progress.finish();
+    let replies = replies.map_err(|e| e.to_string())?;
+    let (mut text, ok) = render(&replies);
+    if repo.is_none() {
+        text.push_str(&summary);
+    }
     print(&text)?;
     if ok {
         Ok(())

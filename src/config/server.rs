@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::file::{ConfigError, Source};
 use crate::home::Home;
 use crate::invocation::Invocation;
+use crate::log::LogFormat;
 use crate::names::AccountName;
 
 /// How to reach one peer over ssh. Every field is optional: by default the peer's name is used
@@ -80,16 +81,15 @@ impl Default for MirrorConfig {
     }
 }
 
-/// Where logs go and how much is written.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// Where logs go, how much is written and in what form.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LogConfig {
     /// A `tracing` filter such as `info` or `gitmirror=debug`.
-    #[serde(default = "default_level")]
     pub(crate) level: String,
+    /// Text for people (the default) or one JSON object per line for a log pipeline.
+    pub(crate) format: LogFormat,
     /// Also write logs to stderr. Off by default: for the forced commands, stderr is the
     /// remote user's terminal.
-    #[serde(default)]
     pub(crate) stderr: bool,
 }
 
@@ -101,6 +101,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: default_level(),
+            format: LogFormat::default(),
             stderr: false,
         }
     }
@@ -123,6 +124,7 @@ struct RawServerConfig {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
     #[serde(default)]
     stderr: bool,
 }
@@ -251,6 +253,14 @@ impl ServerConfig {
             }
             log.level = level.into_inner();
         }
+        if let Some(format) = raw.log.format {
+            log.format = format
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::log::UnknownLogFormat| {
+                    src.error(format.span(), e.to_string())
+                })?;
+        }
         Ok(ServerConfig {
             hostname,
             program,
@@ -294,6 +304,7 @@ sync = false          # a user's push does not wait for the slaves
 
 [log]
 level = "info"        # written to gitmirror.log in this server's home
+# format = "text"       # or "json": one JSON object per line, for a log pipeline
 stderr = false
 "#
         )
@@ -340,6 +351,23 @@ mod tests {
     }
 
     #[test]
+    fn log_format_defaults_to_text_and_takes_json() {
+        let cfg = load("hostname = \"s1\"\n").unwrap();
+        assert_eq!(cfg.log.format, LogFormat::Text);
+        let cfg = load("hostname = \"s1\"\n[log]\nformat = \"json\"\nstderr = true\n").unwrap();
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert!(cfg.log.stderr);
+        assert_eq!(cfg.log.level, "info");
+        let err = load("hostname = \"s1\"\n[log]\nformat = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "gitmirror.toml:3: log.format \"xml\": expected \"text\" or \"json\""
+        );
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         for (text, line) in [
             ("hostname = \"server1\"\n\n[mirror]\nsink = true\n", 4),
@@ -348,6 +376,8 @@ mod tests {
             ("hostname = \"s1\"\n[peers.s1]\n", 2),
             ("hostname = \"s1\"\nport = \n", 2),
             ("hostname = \"s1\"\n\n[log]\nlevel = \"[\"\n", 4),
+            ("hostname = \"s1\"\n[log]\nformat = \"xml\"\n", 3),
+            ("hostname = \"s1\"\n[log]\nformat = true\n", 3),
             (
                 "hostname = \"s1\"\n[mirror]\nsync = true\nretry_factor = 0.5\n",
                 4,

@@ -54,6 +54,18 @@ pub(crate) fn ask(
     deadline: Option<Instant>,
     quorum: Option<Quorum>,
 ) -> Result<Answer, DaemonError> {
+    ask_seeing(home, this, request, deadline, quorum, &mut |_| {})
+}
+
+/// [`ask`], showing each result to `seen` as it arrives (for progress).
+pub(crate) fn ask_seeing(
+    home: &Home,
+    this: &AccountName,
+    request: &Request,
+    deadline: Option<Instant>,
+    quorum: Option<Quorum>,
+    seen: &mut dyn FnMut(&SlaveResult),
+) -> Result<Answer, DaemonError> {
     let mut stream = connect(home, true)?;
     stream
         .write_all(request.line().as_bytes())
@@ -99,12 +111,14 @@ pub(crate) fn ask(
                 continue;
             }
         };
-        answer.results.push(SlaveResult {
+        let result = SlaveResult {
             master: this.clone(),
             repo,
             slave,
             outcome,
-        });
+        };
+        seen(&result);
+        answer.results.push(result);
         if quorum.is_some_and(|q| q.met(&answer.results)) {
             answer.cut_short = true;
             return Ok(answer);
@@ -115,6 +129,15 @@ pub(crate) fn ask(
 /// Sends `request` to the daemon (starting one if none answers) and returns every reply line
 /// until `end`; an `error` reply is the daemon's refusal.
 pub(crate) fn ask_replies(home: &Home, request: &Request) -> Result<Vec<Reply>, DaemonError> {
+    ask_replies_seeing(home, request, &mut |_| {})
+}
+
+/// [`ask_replies`], showing each reply to `seen` as it arrives (for progress).
+pub(crate) fn ask_replies_seeing(
+    home: &Home,
+    request: &Request,
+    seen: &mut dyn FnMut(&Reply),
+) -> Result<Vec<Reply>, DaemonError> {
     let mut stream = connect(home, true)?;
     stream
         .write_all(request.line().as_bytes())
@@ -131,7 +154,10 @@ pub(crate) fn ask_replies(home: &Home, request: &Request) -> Result<Vec<Reply>, 
         match Reply::parse(&line) {
             Ok(Reply::Ok | Reply::End) => return Ok(replies),
             Ok(Reply::Error(words)) => return Err(DaemonError::Refused(words)),
-            Ok(reply) => replies.push(reply),
+            Ok(reply) => {
+                seen(&reply);
+                replies.push(reply);
+            }
             Err(e) => debug!(error = %e, "ignoring a reply from the daemon"),
         }
     }

@@ -17,6 +17,7 @@ use crate::home::Home;
 use crate::names::{AccountName, RepoName};
 use crate::proto::{MASTER_KEY, REQUEST_PUSH_VERB};
 use crate::replicate::Report;
+use crate::replicate::SlaveResult;
 use crate::replicate::push_error::remote_words;
 use crate::repo::{self, Store, StoreError};
 use crate::ssh::Pool;
@@ -76,8 +77,12 @@ pub(crate) fn request(
 }
 
 /// `request-push --all`: every repo this server masters.
-pub(crate) fn request_all(home: &Home, config: &ServerConfig) -> Result<Report, RequestError> {
-    let answer = client::ask(home, &config.hostname, &Request::All, None, None)?;
+pub(crate) fn request_all(
+    home: &Home,
+    config: &ServerConfig,
+    seen: &mut dyn FnMut(&SlaveResult),
+) -> Result<Report, RequestError> {
+    let answer = client::ask_seeing(home, &config.hostname, &Request::All, None, None, seen)?;
     Ok(Report::new(&config.hostname, None, &[], &answer.results))
 }
 
@@ -87,12 +92,13 @@ pub(crate) fn verify(
     home: &Home,
     repo: Option<&RepoName>,
     repair: bool,
+    seen: &mut dyn FnMut(&Reply),
 ) -> Result<Vec<Reply>, RequestError> {
     let ask = Request::Verify {
         repo: repo.cloned(),
         repair,
     };
-    Ok(client::ask_replies(home, &ask)?)
+    Ok(client::ask_replies_seeing(home, &ask, seen)?)
 }
 
 /// On the master, for a slave's peer session: push `repo` to that slave now.
