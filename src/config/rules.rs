@@ -429,6 +429,14 @@ impl Rules {
             .map_or(&[], |r| r.downstream.as_slice())
     }
 
+    /// The URLs of the repo's push mirrors.
+    pub(crate) fn downstream_urls(&self, repo: &RepoName) -> Vec<&str> {
+        self.downstreams(repo)
+            .iter()
+            .map(|d| d.url.url.as_str())
+            .collect()
+    }
+
     /// The repos named in the file (not counting `@all`).
     pub(crate) fn named_repos(&self) -> impl Iterator<Item = &RepoName> {
         self.repos.keys()

@@ -186,11 +186,7 @@ pub(crate) fn forget_stale(home: &Home, this: &AccountName, rules: &Rules) {
             Role::Not => false,
             Role::Unknown(_) => continue,
         };
-        let configured: Vec<&str> = rules
-            .downstreams(&repo)
-            .iter()
-            .map(|d| d.url.url.as_str())
-            .collect();
+        let configured = rules.downstream_urls(&repo);
         match queue.forget(&repo, |u| keep_any && configured.contains(&u)) {
             Ok(gone) if !gone.is_empty() => {
                 info!(%repo, downstreams = ?gone, mastered = keep_any, "downstream entries forgotten")
@@ -205,11 +201,7 @@ pub(crate) fn forget_stale(home: &Home, this: &AccountName, rules: &Rules) {
 /// now); returns how many.
 pub(crate) fn queue_all(home: &Home, repo: &RepoName) -> Result<usize, String> {
     let rules = Rules::compiled_for(home, repo).map_err(|e| e.to_string())?;
-    let urls: Vec<&str> = rules
-        .downstreams(repo)
-        .iter()
-        .map(|d| d.url.url.as_str())
-        .collect();
+    let urls = rules.downstream_urls(repo);
     if urls.is_empty() {
         return Ok(0);
     }

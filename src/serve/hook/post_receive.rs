@@ -174,11 +174,7 @@ fn queue_downstreams(home: &Home, repo: &RepoName, this: &AccountName) -> Vec<St
         Ok(r) => r,
         Err(e) => return not_queued(e.to_string()),
     };
-    let urls: Vec<&str> = rules
-        .downstreams(repo)
-        .iter()
-        .map(|d| d.url.url.as_str())
-        .collect();
+    let urls = rules.downstream_urls(repo);
     if urls.is_empty() {
         return Vec::new();
     }
