@@ -15,7 +15,9 @@
 //!   pre-receive, post-receive on a master, the same on a slave).
 //! - `admin/`: what an administrator runs: `init`, keys and `authorized_keys`, `compile`
 //!   (which queues new slaves for the daemon), and the admin repo (`admin_repo/`: a
-//!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it).
+//!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it),
+//!   and `import_gitolite/` (a gitolite.conf and keydir as `repos.toml` and keys: reading the
+//!   conf as gitolite does, wild patterns as globs, the conversion in gitolite's rule order).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
 //! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to

@@ -5,6 +5,7 @@
 
 pub(crate) mod admin_repo;
 pub(crate) mod compile;
+pub(crate) mod import_gitolite;
 pub(crate) mod init;
 pub(crate) mod keys;
 pub(crate) mod store_ops;

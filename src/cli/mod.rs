@@ -11,6 +11,7 @@ mod delete;
 mod fetch;
 mod forced;
 mod hook;
+mod import_gitolite;
 mod import_manifest;
 mod init;
 mod keys;
@@ -227,6 +228,26 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         manifest_file: Option<String>,
     },
+    /// Convert a gitolite server's gitolite.conf and keydir/ into repos.toml and keys/ (the
+    /// admin repo's layout), deciding as gitolite did. Lists, with file and line, what cannot
+    /// be carried over (VREFs, other options and configs, subconf, ...) and then writes
+    /// nothing, unless --partial.
+    ImportGitolite {
+        /// gitolite.conf (includes are read relative to its directory).
+        #[arg(long, value_name = "FILE")]
+        conf: PathBuf,
+        /// gitolite's keydir/: NAME.pub and NAME@label.pub are user NAME, server-NAME.pub
+        /// the peer NAME.
+        #[arg(long, value_name = "DIR")]
+        keydir: PathBuf,
+        /// Where to write repos.toml and keys/ (a checkout of gitmirror-admin, say); files
+        /// there are replaced.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Write what can be carried over even when something cannot (still listed).
+        #[arg(long)]
+        partial: bool,
+    },
     /// The deletes, renames, restores and purges this server still owes its slaves, with each
     /// slave's last answer; --drop gives one up for a slave that will never apply it.
     Ops {
@@ -312,6 +333,13 @@ impl Cli {
         let generated = match cmd {
             Cmd::Completions { shell } => Some(completions::run(shell)),
             Cmd::Man { dir } => Some(man::run(dir)),
+            // Reads files and writes a directory of the administrator's choosing: no home.
+            Cmd::ImportGitolite {
+                conf,
+                keydir,
+                out,
+                partial,
+            } => Some(import_gitolite::run(conf, keydir, out, *partial)),
             _ => None,
         };
         if let Some(result) = generated {
@@ -411,7 +439,7 @@ impl Cli {
             }
             Cmd::Peer { name } => return forced::run(cmd, &home, config, name, forced::Side::Peer),
             Cmd::Hook { hook } => hook::run(&home, config, *hook),
-            Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
+            Cmd::Completions { .. } | Cmd::Man { .. } | Cmd::ImportGitolite { .. } => Ok(()),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
