@@ -97,6 +97,13 @@ pub(crate) const DELETE_VERB: &str = "delete";
 /// The verb a user has a pull mirror fetched from its upstream now with (`fetch REPO`).
 pub(crate) const FETCH_VERB: &str = "fetch";
 
+/// The verb a user creates a repo with where a pattern's `C` allows it (`create REPO`).
+pub(crate) const CREATE_VERB: &str = "create";
+
+/// The verb that shows a user-created repo's creator and roles, and lets its creator change
+/// them (`perms REPO`, `perms REPO + READERS bob`, `perms REPO - WRITERS bob`).
+pub(crate) const PERMS_VERB: &str = "perms";
+
 /// The verb a master sends its slave to compare their copies (peers only; see
 /// `replicate::verify::wire`).
 pub(crate) const VERIFY_VERB: &str = "verify";

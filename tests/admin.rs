@@ -203,7 +203,7 @@ fn compile_reports_config_mistakes_with_line_and_changes_nothing() {
             "repos.toml",
             "[repos.new]\nW = [\"a\"]\n",
             "repos.toml:2: ",
-            "expected one of `RW+`, `RW`, `R`, `mirror`",
+            "expected one of `RW+`, `RW`, `R`, `C`, `-`, `rules`",
         ),
         (
             "gitmirror.toml",

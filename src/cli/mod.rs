@@ -4,6 +4,7 @@
 //! over to the subcommand. Errors become here the one line a person (or, for the forced
 //! commands and hooks, a remote git client) reads, and the exit code.
 
+mod access;
 mod compile;
 mod completions;
 mod daemon;
@@ -135,6 +136,16 @@ enum Cmd {
         /// No progress on stderr (with --all); the summary is still printed.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// What the rules decide for USER asking PERM (R, W, + to rewind, C to create, D to
+    /// delete) of REPO, for REF (a full ref name) or the repo as a whole: exits 0 allowed, 1
+    /// denied, naming the rule that decided with its line; 2 for a bad question.
+    Access {
+        repo: String,
+        user: String,
+        perm: String,
+        #[arg(name = "REF")]
+        refname: Option<String>,
     },
     /// Per repo and slave: in sync, or pending since when, failing with what, last success.
     /// Exits non-zero when a slave has been behind longer than mirror.alert_after_secs.
@@ -376,6 +387,14 @@ impl Cli {
                 repair,
                 quiet,
             } => verify::run(&home, config, repo.as_deref(), *all, *repair, *quiet),
+            Cmd::Access {
+                repo,
+                user,
+                perm,
+                refname,
+            } => {
+                return access::run(cmd, &home, config, repo, user, perm, refname.as_deref());
+            }
             Cmd::Status { repo, json, log } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json, *log);
             }

@@ -93,6 +93,11 @@ impl Source {
         }
     }
 
+    /// The line (from 1) that holds byte `offset`.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.line_of(offset)
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         1 + self.text.as_bytes()[..end]

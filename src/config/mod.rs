@@ -14,5 +14,5 @@ mod rules_index;
 pub(crate) mod server;
 
 pub(crate) use file::{ConfigError, Source};
-pub(crate) use rules::{Access, MirrorRule, Rules};
+pub(crate) use rules::{Access, Ask, MirrorRule, RepoRoles, Rules};
 pub(crate) use server::{LogConfig, MirrorConfig, ServerConfig};

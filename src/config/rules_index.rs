@@ -8,12 +8,12 @@
 //! lines. `compile` writes it from rules it has just validated; a reader still checks every
 //! name it parses, so a damaged file is refused, never half-believed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::rules::{RepoRule, Rules};
+use super::rules::{RepoPattern, RepoRule, Rules};
 use crate::names::{AccountName, RepoName};
 
 /// The first line: what this file is, and its format's version.
@@ -31,11 +31,18 @@ pub(crate) enum IndexError {
     Line { line: usize, message: String },
 }
 
-/// What concerns every repo.
+/// What concerns every repo: user groups and `@all`, and the tables that apply to repos by
+/// group or pattern (absent from an index compiled before they existed: read as none).
 #[derive(Serialize, Deserialize)]
 struct Header {
-    groups: BTreeMap<String, std::collections::BTreeSet<AccountName>>,
+    groups: BTreeMap<String, BTreeSet<AccountName>>,
     all: RepoRule,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    repo_groups: BTreeMap<String, BTreeSet<RepoName>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    group_tables: BTreeMap<String, RepoRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    patterns: Vec<(RepoPattern, RepoRule)>,
 }
 
 /// The index of `rules`.
@@ -44,6 +51,9 @@ pub(crate) fn write(rules: &Rules) -> Result<Vec<u8>, serde_json::Error> {
     let header = Header {
         groups: rules.groups.clone(),
         all: rules.all.clone(),
+        repo_groups: rules.repo_groups.clone(),
+        group_tables: rules.group_tables.clone(),
+        patterns: rules.patterns.clone(),
     };
     serde_json::to_writer(&mut out, &header)?;
     out.push(b'\n');
@@ -130,6 +140,9 @@ impl<'a> Lines<'a> {
         Ok(Rules {
             groups: header.groups,
             all: header.all,
+            repo_groups: header.repo_groups,
+            group_tables: header.group_tables,
+            patterns: header.patterns,
             repos: BTreeMap::new(),
         })
     }

@@ -11,6 +11,7 @@
 //! - [`store_op`]: delete, restore, rename and purge, as a master and its slaves apply them.
 //! - [`gone`]: the names deleted or renamed here, so that `compile` does not recreate them.
 //! - [`trash`]: where deleted repos go, and the moves of `rename` and `restore`.
+//! - [`wild`]: a user-created repo's creator and the roles it handed out (`perms`).
 
 pub(crate) mod gone;
 pub(crate) mod hooks;
@@ -21,6 +22,7 @@ pub(crate) mod orphans;
 pub(crate) mod store;
 pub(crate) mod store_op;
 pub(crate) mod trash;
+pub(crate) mod wild;
 
 use std::path::Path;
 

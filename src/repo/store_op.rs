@@ -9,7 +9,9 @@ use std::fmt;
 
 use super::mastership::{self, Admission};
 use super::trash::{BadEntry, TrashEntry};
+use super::wild;
 use super::{Store, StoreError};
+use crate::config::rules::{ROLES, RepoRoles};
 use crate::names::{AccountName, NameError, RepoName};
 
 /// One operation on a server's store.
@@ -34,6 +36,13 @@ pub(crate) enum StoreOp {
     Purge {
         #[serde(with = "entry_text")]
         entry: TrashEntry,
+    },
+    /// Record a user-created repo's creator and roles (creating the repo where this server's
+    /// own rules have a pattern for it, the sender as its master).
+    Perms {
+        repo: RepoName,
+        creator: AccountName,
+        roles: Vec<(String, Vec<AccountName>)>,
     },
 }
 
@@ -101,6 +110,18 @@ impl StoreOp {
             StoreOp::Restore { entry, repo } => vec!["restore".into(), q(entry), q(repo)],
             StoreOp::Rename { from, to } => vec!["rename".into(), q(from), q(to)],
             StoreOp::Purge { entry } => vec!["purge".into(), q(entry)],
+            StoreOp::Perms {
+                repo,
+                creator,
+                roles,
+            } => {
+                let mut w = vec!["perms".into(), q(repo), q(creator)];
+                for (role, users) in roles {
+                    let users: Vec<&str> = users.iter().map(AccountName::as_str).collect();
+                    w.push(format!("{role}={}", users.join(",")));
+                }
+                w
+            }
         }
     }
 
@@ -144,6 +165,35 @@ impl StoreOp {
                 op: "purge",
                 expected: "one trash entry",
             }),
+            ["perms", r, c, roles @ ..] => {
+                let mut parsed = Vec::new();
+                for word in roles {
+                    let Some((role, users)) = word.split_once('=') else {
+                        return Err(BadOp::Arity {
+                            op: "perms",
+                            expected: "a repo, its creator and ROLE=user,user words",
+                        });
+                    };
+                    if !ROLES.contains(&role) {
+                        return Err(BadOp::Unknown(format!("perms role {role}")));
+                    }
+                    let users = users
+                        .split(',')
+                        .filter(|u| !u.is_empty())
+                        .map(AccountName::parse)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    parsed.push((role.to_string(), users));
+                }
+                Ok(StoreOp::Perms {
+                    repo: repo(r)?,
+                    creator: AccountName::parse(c)?,
+                    roles: parsed,
+                })
+            }
+            ["perms", ..] => Err(BadOp::Arity {
+                op: "perms",
+                expected: "a repo and its creator",
+            }),
             [op, ..] => Err(BadOp::Unknown(op.chars().take(40).collect())),
             [] => Err(BadOp::Unknown(String::new())),
         }
@@ -153,7 +203,9 @@ impl StoreOp {
     /// a push never recreates what it is about to move.
     pub(crate) fn names(&self) -> Vec<&RepoName> {
         match self {
-            StoreOp::Trash { repo, .. } | StoreOp::Restore { repo, .. } => vec![repo],
+            StoreOp::Trash { repo, .. }
+            | StoreOp::Restore { repo, .. }
+            | StoreOp::Perms { repo, .. } => vec![repo],
             StoreOp::Rename { from, to } => vec![from, to],
             StoreOp::Purge { .. } => vec![],
         }
@@ -168,6 +220,7 @@ impl StoreOp {
             }
             StoreOp::Rename { from, to } => vec![from.to_string(), to.to_string()],
             StoreOp::Purge { entry } => vec![entry.to_string()],
+            StoreOp::Perms { repo, .. } => vec![repo.to_string()],
         }
     }
 
@@ -175,7 +228,7 @@ impl StoreOp {
     /// the slave has applied the operation.
     pub(crate) fn result(&self) -> Option<&RepoName> {
         match self {
-            StoreOp::Restore { repo, .. } => Some(repo),
+            StoreOp::Restore { repo, .. } | StoreOp::Perms { repo, .. } => Some(repo),
             StoreOp::Rename { to, .. } => Some(to),
             _ => None,
         }
@@ -192,6 +245,21 @@ impl StoreOp {
             }
             StoreOp::Rename { from, to } => store.find(to).is_some() && store.find(from).is_none(),
             StoreOp::Purge { entry } => store.find_trashed(entry).is_none(),
+            StoreOp::Perms { repo, .. } => store
+                .find(repo)
+                .and_then(|p| wild::roles(&p).ok())
+                .is_some_and(|now| now == self.roles().unwrap_or_default()),
+        }
+    }
+
+    /// The creator and roles a `perms` operation records.
+    pub(crate) fn roles(&self) -> Option<RepoRoles> {
+        match self {
+            StoreOp::Perms { creator, roles, .. } => Some(RepoRoles {
+                creator: Some(creator.clone()),
+                roles: roles.clone(),
+            }),
+            _ => None,
         }
     }
 
@@ -202,6 +270,19 @@ impl StoreOp {
             StoreOp::Restore { entry, repo } => format!("restore {entry} as {repo}"),
             StoreOp::Rename { from, to } => format!("rename {from} to {to}"),
             StoreOp::Purge { entry } => format!("purge {entry} from the trash"),
+            StoreOp::Perms {
+                repo,
+                creator,
+                roles,
+            } => {
+                let mut out = format!("perms {repo} (creator {creator}");
+                for (role, users) in roles {
+                    let users: Vec<&str> = users.iter().map(AccountName::as_str).collect();
+                    out.push_str(&format!(", {role} {}", users.join(" ")));
+                }
+                out.push(')');
+                out
+            }
         }
     }
 
@@ -230,6 +311,10 @@ impl StoreOp {
             },
             StoreOp::Rename { from, .. } => match store.find(from) {
                 Some(p) => (p, from.to_string()),
+                None => return Ok(Applied::Nothing),
+            },
+            StoreOp::Perms { repo, .. } => match store.find(repo) {
+                Some(p) => (p, repo.to_string()),
                 None => return Ok(Applied::Nothing),
             },
             StoreOp::Restore { entry, .. } | StoreOp::Purge { entry } => {
@@ -316,6 +401,16 @@ impl StoreOp {
             StoreOp::Restore { entry, repo } => store.restore(entry, repo).map(drop),
             StoreOp::Rename { from, to } => store.rename(from, to).map(drop),
             StoreOp::Purge { entry } => store.purge(entry).map(drop),
+            StoreOp::Perms { repo, .. } => {
+                let path = store.find(repo).ok_or_else(|| StoreError::Missing {
+                    what: "repo",
+                    name: repo.to_string(),
+                })?;
+                let roles = self.roles().unwrap_or_default();
+                return wild::save(&path, &roles)
+                    .map(|()| Applied::Done)
+                    .map_err(|e| OpError::Unsafe(format!("{repo}: {e}")));
+            }
         }
         .map_err(|e| match e {
             StoreError::Exists { what, name } => OpError::Unsafe(format!(
@@ -386,6 +481,11 @@ mod tests {
                 to: name("d/e"),
             },
             StoreOp::Purge { entry },
+            StoreOp::Perms {
+                repo: name("users/alice/x"),
+                creator: server("alice"),
+                roles: vec![("READERS".into(), vec![server("bob"), server("carol")])],
+            },
         ] {
             let words = op.words();
             let words: Vec<&str> = words.iter().map(String::as_str).collect();

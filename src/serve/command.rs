@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto::{
-    DELETE_VERB, FETCH_VERB, MIRROR_RECEIVE_VERB, REDIRECT_RECEIVE_VERB, REQUEST_PUSH_VERB,
-    STORE_OP_VERB, VERIFY_VERB,
+    CREATE_VERB, DELETE_VERB, FETCH_VERB, MIRROR_RECEIVE_VERB, PERMS_VERB, REDIRECT_RECEIVE_VERB,
+    REQUEST_PUSH_VERB, STORE_OP_VERB, VERIFY_VERB,
 };
 use crate::repo::store_op::{BadOp, StoreOp};
 
@@ -68,6 +68,21 @@ pub(crate) enum Request {
     Delete(RepoName),
     /// Fetch a pull mirror from its upstream now (users who may write it).
     Fetch(RepoName),
+    /// Create a repo a pattern's `C` lets the user create.
+    Create(RepoName),
+    /// Show a user-created repo's creator and roles, or (its creator) change one.
+    Perms {
+        repo: RepoName,
+        change: Option<PermsChange>,
+    },
+}
+
+/// One change `perms` makes: add (`+`) or remove (`-`) a user from a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PermsChange {
+    pub(crate) add: bool,
+    pub(crate) role: String,
+    pub(crate) user: AccountName,
 }
 
 impl Request {
@@ -87,6 +102,8 @@ impl Request {
             Request::StoreOp { op, .. } => (STORE_OP_VERB.to_string(), op.describe()),
             Request::Delete(repo) => (DELETE_VERB.to_string(), repo.to_string()),
             Request::Fetch(repo) => (FETCH_VERB.to_string(), repo.to_string()),
+            Request::Create(repo) => (CREATE_VERB.to_string(), repo.to_string()),
+            Request::Perms { repo, .. } => (PERMS_VERB.to_string(), repo.to_string()),
         }
     }
 
@@ -99,7 +116,9 @@ impl Request {
             | Request::MirrorReceive { repo, .. }
             | Request::RedirectReceive { repo, .. }
             | Request::Delete(repo)
-            | Request::Fetch(repo) => Some(repo),
+            | Request::Fetch(repo)
+            | Request::Create(repo)
+            | Request::Perms { repo, .. } => Some(repo),
         }
     }
 
@@ -126,7 +145,7 @@ pub(crate) enum CommandError {
     #[error("unbalanced or embedded quote in {0:?}")]
     Quoting(String),
     #[error(
-        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push, fetch, delete"
+        "unknown command {0:?}; accepted: git-upload-pack, git-receive-pack, info, request-push, fetch, create, perms, delete"
     )]
     Unknown(String),
     #[error("{verb} takes {expected}, got {got} argument(s)")]
@@ -265,6 +284,26 @@ pub(crate) fn parse(line: Option<&str>) -> Result<Request, CommandError> {
         (DELETE_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
         (FETCH_VERB, None, [repo]) => Ok(Request::Fetch(repo_arg(repo)?)),
         (FETCH_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        (CREATE_VERB, None, [repo]) => Ok(Request::Create(repo_arg(repo)?)),
+        (CREATE_VERB, None, _) => Err(arity(verb, "exactly one repo", args.len())),
+        // `perms -l REPO` is gitolite's spelling of the listing.
+        (PERMS_VERB, None, [repo] | ["-l", repo]) => Ok(Request::Perms {
+            repo: repo_arg(repo)?,
+            change: None,
+        }),
+        (PERMS_VERB, None, [repo, sign @ ("+" | "-"), role, user]) => Ok(Request::Perms {
+            repo: repo_arg(repo)?,
+            change: Some(PermsChange {
+                add: *sign == "+",
+                role: role.to_string(),
+                user: AccountName::parse(user).map_err(CommandError::UserName)?,
+            }),
+        }),
+        (PERMS_VERB, None, _) => Err(arity(
+            verb,
+            "a repo, optionally followed by + or -, a role and a user",
+            args.len(),
+        )),
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }

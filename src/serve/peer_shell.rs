@@ -32,6 +32,7 @@ use crate::proto;
 use crate::replicate::verify::{self, Here, wire::MAX_REQUEST, wire::WireError};
 use crate::repo::gone::GoneRecord;
 use crate::repo::mastership::{self, Admission, Mastership};
+use crate::repo::store_op::StoreOp;
 use crate::repo::{self, Placed, Staged, Store, StoreError};
 
 /// Why a peer's request was refused; one line, safe to send back.
@@ -147,16 +148,33 @@ impl<'a> PeerShell<'a> {
                 Request::RedirectReceive { user, repo } => {
                     self.redirect_receive(&user, &repo, protocol)
                 }
-                Request::StoreOp { epoch, op } => Ok(Reply::text(
-                    peer_store_op::apply(self.home, self.this(), &self.peer, epoch, &op)?,
-                    true,
-                )),
+                Request::StoreOp { epoch, op } => {
+                    // A user-created repo's record arrives before its first push: the repo
+                    // is created here, as that push would create it, where this server's
+                    // own rules have a pattern naming the sender its master.
+                    if let StoreOp::Perms { repo, .. } = &op {
+                        let store = Store::new(self.home.repositories());
+                        if store.find(repo).is_none() {
+                            self.create(&store, repo)?;
+                        }
+                    }
+                    Ok(Reply::text(
+                        peer_store_op::apply(self.home, self.this(), &self.peer, epoch, &op)?,
+                        true,
+                    ))
+                }
                 // A user's command; a peer gets the refusal any unknown command gets.
                 Request::Delete(_) => {
                     Err(CommandError::Unknown(proto::DELETE_VERB.to_string()).into())
                 }
                 Request::Fetch(_) => {
                     Err(CommandError::Unknown(proto::FETCH_VERB.to_string()).into())
+                }
+                Request::Create(_) => {
+                    Err(CommandError::Unknown(proto::CREATE_VERB.to_string()).into())
+                }
+                Request::Perms { .. } => {
+                    Err(CommandError::Unknown(proto::PERMS_VERB.to_string()).into())
                 }
             },
         )

@@ -42,6 +42,17 @@ pub(crate) fn apply(
     op: &StoreOp,
 ) -> Result<String, StoreOpRefused> {
     let store = Store::new(home.repositories());
+    if let StoreOp::Perms { .. } = op {
+        // Nothing moves and no name comes or goes: no record, no compile. (A repo missing
+        // here was created by the caller where this server's rules have a pattern for it.)
+        let what = op.describe();
+        let applied = op.apply_from(&store, peer, this, epoch, || Ok(()))?;
+        info!(%peer, op = %what, done = applied == Applied::Done, "store operation from the master");
+        return Ok(match applied {
+            Applied::Done => format!("{this}: {what}: done\n"),
+            Applied::Nothing => format!("{this}: {what}: nothing to do here\n"),
+        });
+    }
     let gone = GoneRecord::in_state(&home.state_dir());
     gone.writable()?;
     let held = compile::lock_compile(home)?;
@@ -51,7 +62,7 @@ pub(crate) fn apply(
             repo: from.clone(),
             to: to.clone(),
         }),
-        StoreOp::Restore { .. } | StoreOp::Purge { .. } => Ok(()),
+        StoreOp::Restore { .. } | StoreOp::Purge { .. } | StoreOp::Perms { .. } => Ok(()),
     };
     let applied = op.apply_from(&store, peer, this, epoch, record)?;
     // A name that comes back is no longer gone, one that left is gone, even where this
@@ -65,7 +76,7 @@ pub(crate) fn apply(
             StoreOp::Rename { from, to } => {
                 masters_by_rules(home, from, peer, this) || masters_by_rules(home, to, peer, this)
             }
-            StoreOp::Purge { .. } => false,
+            StoreOp::Purge { .. } | StoreOp::Perms { .. } => false,
         };
     if admitted {
         match op {

@@ -14,17 +14,18 @@ use thiserror::Error;
 use tracing::warn;
 
 use super::access::{Reply, answer};
-use super::command::{CommandError, GitService, Request};
+use super::command::{CommandError, GitService, PermsChange, Request};
 use super::git::{self, Launch};
 use crate::admin::keys;
 use crate::admin::store_ops::{self, StoreOpsError};
-use crate::config::{Access, MirrorRule, Rules, ServerConfig};
+use crate::admin::user_repos::{self, UserRepoError};
+use crate::config::{Access, MirrorRule, RepoRoles, Rules, ServerConfig};
 use crate::daemon::request::{self, RequestError};
 use crate::external::upstream_record::UpstreamRecords;
 use crate::home::Home;
 use crate::names::{AccountName, NameError, RepoName};
 use crate::proto;
-use crate::repo::{self, Store};
+use crate::repo::{self, Store, wild};
 use crate::ssh::Login;
 
 /// Why a user's request was refused. Each message is one line, safe to show the user.
@@ -72,6 +73,8 @@ pub(crate) enum ShellError {
     TooSoon { repo: RepoName, ago: f64, wait: f64 },
     #[error("{0}")]
     Fetch(String),
+    #[error("{0}")]
+    UserRepo(#[from] UserRepoError),
 }
 
 /// How often a user may have a pull mirror fetched (`ssh ... fetch REPO`): a webhook storm
@@ -182,6 +185,11 @@ impl<'a> UserShell<'a> {
                 }
                 Request::Delete(repo) => self.delete(repo),
                 Request::Fetch(repo) => self.fetch(repo),
+                Request::Create(repo) => {
+                    user_repos::create(self.home, &self.config, self.rules, &self.user, repo)?;
+                    Ok(Reply::text(format!("created {repo}\n"), true))
+                }
+                Request::Perms { repo, change } => self.perms(repo, change.as_ref()),
             },
         )
     }
@@ -197,6 +205,57 @@ impl<'a> UserShell<'a> {
         }
         let done = store_ops::delete(self.home, &self.config, repo, false)?;
         Ok(Reply::text(format!("{}\n", done.line), true))
+    }
+
+    /// Before a push to a repo that does not exist yet: one a pattern's `C` lets this user
+    /// create is created, on its master; on a slave that carries pushes, the push goes to
+    /// the master, which creates it. Anything else is answered as any missing repo is.
+    fn create_for_push(
+        &self,
+        repo: &RepoName,
+        redirects: Redirects,
+    ) -> Result<Option<Push>, ShellError> {
+        let store = Store::new(self.home.repositories());
+        if store.find(repo).is_some() || self.rules.pattern_for(repo).is_none() {
+            return Ok(None);
+        }
+        if let Some(m) = self.rules.mirror(repo)
+            && m.master != self.config.hostname
+        {
+            return Ok((redirects == Redirects::Carried && self.carries(&m))
+                .then(|| Push::ToMaster(m.master.clone())));
+        }
+        match user_repos::create(self.home, &self.config, self.rules, &self.user, repo) {
+            // Created meanwhile by another, or not this user's to create: decided as usual.
+            Ok(_) | Err(UserRepoError::Exists { .. } | UserRepoError::NoAccess { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `perms REPO [+|- ROLE USER]`: a user-created repo's creator and roles, shown to users
+    /// who may read it; changed by its creator only.
+    fn perms(&self, repo: &RepoName, change: Option<&PermsChange>) -> Result<Reply, ShellError> {
+        let (path, _) = self.admit(repo, false)?;
+        let roles = match change {
+            None => wild::roles(&path).map_err(UserRepoError::from)?,
+            Some(c) => {
+                if let Some(m) = repo::mirror_config(&path).ok().flatten()
+                    && m.master != self.config.hostname
+                {
+                    return Err(UserRepoError::NotMaster {
+                        repo: repo.clone(),
+                        master: m.master,
+                        this: self.config.hostname.clone(),
+                    }
+                    .into());
+                }
+                user_repos::change(self.home, &self.user, repo, &path, c.add, &c.role, &c.user)?
+            }
+        };
+        if roles.creator.is_none() {
+            return Err(UserRepoError::NotWild { repo: repo.clone() }.into());
+        }
+        Ok(Reply::text(user_repos::list(&roles), true))
     }
 
     /// A push of `repo` that a slave (`via`) carried here for this user: decided as the
@@ -226,6 +285,9 @@ impl<'a> UserShell<'a> {
     /// by its own rules (here the user need only read the repo). Every push a user makes, to
     /// this server or carried here from a slave, is decided by this one function.
     fn push(&self, repo: &RepoName, redirects: Redirects) -> Result<Push, ShellError> {
+        if let Some(to_master) = self.create_for_push(repo, redirects)? {
+            return Ok(to_master);
+        }
         let (path, access) = self.admit(repo, false)?;
         // A pull mirror's refs are its upstream's: a push here would be overwritten, or make
         // it diverge. Refused on every server, naming where pushes belong.
@@ -275,17 +337,17 @@ impl<'a> UserShell<'a> {
     /// The repo's path and the user's access, if the repo exists and the user may read it
     /// (and write it, with `write`). A missing repo and a forbidden one get the same answer.
     fn admit(&self, repo: &RepoName, write: bool) -> Result<(PathBuf, Access), ShellError> {
-        let access = self.rules.access(&self.user, repo);
         let no_access = || ShellError::NoAccess {
             user: self.user.clone(),
             repo: repo.clone(),
         };
-        if access < Access::Read {
-            return Err(no_access());
-        }
         let path = Store::new(self.home.repositories())
             .find(repo)
             .ok_or_else(no_access)?;
+        let access = self.access_to(repo, &path);
+        if access < Access::Read {
+            return Err(no_access());
+        }
         if write && access < Access::Write {
             return Err(ShellError::ReadOnly {
                 user: self.user.clone(),
@@ -293,6 +355,16 @@ impl<'a> UserShell<'a> {
             });
         }
         Ok((path, access))
+    }
+
+    /// The user's access to the repo at `path`, with its creator and roles if a user
+    /// created it. Roles that cannot be read grant nothing (and are logged).
+    fn access_to(&self, repo: &RepoName, path: &std::path::Path) -> Access {
+        let roles = wild::roles(path).unwrap_or_else(|e| {
+            warn!(repo = %repo, error = %e, "cannot read the repo's creator and perms");
+            RepoRoles::default()
+        });
+        self.rules.access_with(&self.user, repo, &roles)
     }
 
     /// `fetch REPO`: a pull mirror fetched from its upstream now (a CI job's or a webhook
@@ -381,11 +453,14 @@ impl<'a> UserShell<'a> {
             Vec::new()
         });
         for repo in repos {
-            let access = self.rules.access(&self.user, &repo);
+            let Some(path) = store.find(&repo) else {
+                continue;
+            };
+            let access = self.access_to(&repo, &path);
             if access < Access::Read {
                 continue;
             }
-            let role = match store.find(&repo).map(|p| repo::mirror_config(&p)) {
+            let role = match Some(&path).map(|p| repo::mirror_config(p)) {
                 Some(Ok(Some(m))) if m.master == self.config.hostname => {
                     format!("  master: {} (here)", m.master)
                 }

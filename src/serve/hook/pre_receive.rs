@@ -1,4 +1,4 @@
-//! The pre-receive hook: what no pusher may push, and what `RW` may not do.
+//! The pre-receive hook: what no pusher may push, and what the rules allow each ref.
 //!
 //! Every user's push and every push made on the server's disk runs it (peers' mirror pushes
 //! run only the post-receive hook): a ref that cannot be mirrored, once accepted, would stop
@@ -8,31 +8,42 @@ use tracing::info;
 
 use super::{HookError, PushedBy, RefUpdate};
 use crate::admin::admin_repo::{self, gate};
+use crate::config::rules::Decision;
+use crate::config::{Ask, Rules};
 use crate::home::Home;
-use crate::names::RepoName;
-use crate::repo::Store;
+use crate::names::{AccountName, RepoName};
+use crate::repo::{Store, wild};
 
 /// Namespaces in which `RW` may create refs and fast-forward them. Anything else (say
 /// `refs/replace/`, which changes what every fetcher sees) needs `RW+`.
 const RW_NAMESPACES: &[&str] = &["refs/heads/", "refs/tags/", "refs/notes/"];
 
-/// Why an `RW` user may not make `u`, or `None` when it is a creation or a fast-forward in a
-/// namespace `RW` covers.
-fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
-    if !RW_NAMESPACES.iter().any(|ns| u.name.starts_with(ns)) {
-        return Some(format!(
-            "updating {} (outside refs/heads, refs/tags and refs/notes)",
-            u.name
-        ));
-    }
+/// What `u` asks of the rules, as gitolite classes an update: a deletion `D` (a rewind where
+/// no rule uses `D`), a creation `C` (a write where no rule uses `C`), a moved tag or a
+/// non-fast-forward `+`, anything else `W`. Outside `refs/heads`, `refs/tags` and
+/// `refs/notes` (say `refs/replace/`, which changes what every fetcher sees) an update is a
+/// rewind. Returns the ask and the words for a refusal.
+fn ask_of(repo: &git2::Repository, u: &RefUpdate) -> (Ask, String) {
     if u.new.is_zero() {
-        return Some(format!("deleting {}", u.name));
+        return (Ask::DeleteRef, format!("deleting {}", u.name));
     }
-    if u.old.is_zero() || u.old == u.new {
-        return None;
+    if !RW_NAMESPACES.iter().any(|ns| u.name.starts_with(ns)) {
+        return (
+            Ask::Rewind,
+            format!(
+                "updating {} (outside refs/heads, refs/tags and refs/notes)",
+                u.name
+            ),
+        );
+    }
+    if u.old.is_zero() {
+        return (Ask::CreateRef, format!("creating {}", u.name));
+    }
+    if u.old == u.new {
+        return (Ask::Write, format!("updating {}", u.name));
     }
     if u.name.starts_with("refs/tags/") {
-        return Some(format!("moving tag {}", u.name));
+        return (Ask::Rewind, format!("moving tag {}", u.name));
     }
     let commit = |oid| {
         repo.find_object(oid, None)
@@ -40,8 +51,33 @@ fn needs_rewind(repo: &git2::Repository, u: &RefUpdate) -> Option<String> {
             .map(|c| c.id())
     };
     match (commit(u.old), commit(u.new)) {
-        (Ok(old), Ok(new)) if repo.graph_descendant_of(new, old).unwrap_or(false) => None,
-        _ => Some(format!("rewinding {} (a non-fast-forward update)", u.name)),
+        (Ok(old), Ok(new)) if repo.graph_descendant_of(new, old).unwrap_or(false) => {
+            (Ask::Write, format!("updating {}", u.name))
+        }
+        _ => (
+            Ask::Rewind,
+            format!("rewinding {} (a non-fast-forward update)", u.name),
+        ),
+    }
+}
+
+/// Why the rules refuse `what`: the deny rule that decided, or the permission it needs.
+fn refusal(what: &str, ask: Ask, decision: &Decision) -> String {
+    match &decision.by {
+        Some(g) => format!(
+            "{what}: denied by repos.toml line {} ({})",
+            g.line,
+            g.text()
+        ),
+        None => {
+            let needs = match ask {
+                Ask::Rewind => "RW+",
+                Ask::CreateRef => "RWC or RW+C",
+                Ask::DeleteRef => "RWD or RW+D",
+                _ => "RW",
+            };
+            format!("{what} needs {needs}")
+        }
     }
 }
 
@@ -108,15 +144,23 @@ pub(crate) fn pre_receive(
         }
     }
     match pusher.access.as_str() {
-        "RW" => {}
-        "RW+" => return Ok(()),
+        "RW" | "RW+" => {}
         // A push made on the server's own disk: its administrator's.
         "" if pusher.actor.is_empty() => return Ok(()),
         other => return Err(refuse(format!("pushing with access {other:?}"))),
     }
+    // Each ref is decided by the rules, as `gitmirror access` decides it.
+    let (Some(name), Ok(user)) = (name, AccountName::parse(&pusher.actor)) else {
+        return Err(refuse("pushing to a repo it cannot name".to_string()));
+    };
+    let rules =
+        Rules::compiled_for(home, &name).map_err(|e| refuse(format!("reading the rules: {e}")))?;
+    let roles = wild::roles(repo.path()).map_err(|e| refuse(e.to_string()))?;
     for u in updates {
-        if let Some(refused) = needs_rewind(&repo, u) {
-            return Err(refuse(format!("{refused} needs RW+")));
+        let (ask, what) = ask_of(&repo, u);
+        let decision = rules.decide(&user, &name, ask, Some(&u.name), &roles);
+        if !decision.allowed {
+            return Err(refuse(refusal(&what, ask, &decision)));
         }
     }
     Ok(())
