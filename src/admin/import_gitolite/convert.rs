@@ -181,6 +181,11 @@ pub(crate) fn convert(conf: &Conf) -> Result<Converted, ConfError> {
     }
     c.resolve_settings();
     c.out.text = c.render();
+    // A setting of @all's that cannot be carried over is found once per repo it reaches.
+    let mut seen = BTreeSet::new();
+    c.out
+        .problems
+        .retain(|p| seen.insert((p.loc.to_string(), p.what.clone())));
     Ok(c.out)
 }
 
@@ -672,37 +677,81 @@ impl Converter {
             .collect()
     }
 
+    /// Writes each table's `deny_rules` and `mirror.*` where what gitmirror would otherwise
+    /// take for the repo (from the tables it falls back to: matching patterns, then `@all`)
+    /// differs from what gitolite resolves for it.
     fn resolve_settings(&mut self) {
-        let all = self.effective(&Target::All);
-        let all_lines = self.setting_lines("@all", &all, None);
-        if !all_lines.is_empty() {
-            self.table_for("@all", Scope::All).settings = all_lines;
+        let all_settings = self.effective(&Target::All);
+        let all = self.wanted(&all_settings);
+        let all_emitted = Emitted {
+            deny: all.deny.then_some(true),
+            servers: all.servers.clone(),
+            sync: all.sync.then_some(true),
+            redirect: all.redirect.then_some(true),
+        };
+        self.emit("@all", Scope::All, all_emitted.clone());
+        // Patterns first: named repos may fall back to them.
+        let patterns: Vec<String> = self
+            .tables
+            .iter()
+            .filter_map(|t| match &t.scope {
+                Scope::Pattern(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut emitted_patterns: Vec<(String, Emitted)> = Vec::new();
+        for p in &patterns {
+            let own = self.effective(&Target::Pattern(p.clone()));
+            let want = self.wanted(&own);
+            let e = want.beyond(&[&all_emitted]);
+            self.emit(p, Scope::Pattern(p.clone()), e.clone());
+            emitted_patterns.push((p.clone(), e));
         }
-        let mut scopes: Vec<Target> = self.named.iter().cloned().map(Target::Named).collect();
+        let mut names: BTreeSet<String> = self.named.clone();
         for g in self.repo_groups.clone() {
             for m in self.members(&g) {
                 let m = strip_git(&m).to_string();
-                if pattern::is_plain_name(&m) && !self.named.contains(&m) {
-                    scopes.push(Target::Named(m));
+                if pattern::is_plain_name(&m) {
+                    names.insert(m);
                 }
             }
         }
-        for t in &self.tables {
-            if let Scope::Pattern(p) = &t.scope {
-                scopes.push(Target::Pattern(p.clone()));
+        for n in names {
+            let own = self.effective(&Target::Named(n.clone()));
+            let want = self.wanted(&own);
+            let mut fallback: Vec<&Emitted> = emitted_patterns
+                .iter()
+                .filter(|(p, _)| pattern::glob_matches(p, &n))
+                .map(|(_, e)| e)
+                .collect();
+            fallback.push(&all_emitted);
+            let e = want.beyond(&fallback);
+            if want.servers.is_none() && view_servers(&fallback).is_some() {
+                let loc = self.blocks[0].loc.clone();
+                self.problem(&loc, format!("{n}: gitolite does not mirror it, but gitmirror cannot take back @all's mirror settings for one repo"));
             }
+            self.emit(&n, Scope::Names([n.clone()].into()), e);
         }
-        for scope in scopes {
-            let (key, table_scope) = match &scope {
-                Target::Named(n) => (n.clone(), Scope::Names([n.clone()].into())),
-                Target::Pattern(p) => (p.clone(), Scope::Pattern(p.clone())),
-                _ => continue,
-            };
-            let own = self.effective(&scope);
-            let lines = self.setting_lines(&key, &own, Some(&all));
-            if !lines.is_empty() {
-                self.table_for(&key, table_scope).settings = lines;
-            }
+    }
+
+    fn emit(&mut self, key: &str, scope: Scope, e: Emitted) {
+        let mut lines = Vec::new();
+        if let Some(d) = e.deny {
+            lines.push(format!("deny_rules = {d}"));
+        }
+        if let Some((master, slaves)) = &e.servers {
+            lines.push(format!("mirror.master = {}", quote(master)));
+            let slaves: Vec<String> = slaves.iter().map(|s| quote(s)).collect();
+            lines.push(format!("mirror.slaves = [{}]", slaves.join(", ")));
+        }
+        if let Some(s) = e.sync {
+            lines.push(format!("mirror.sync = {s}"));
+        }
+        if let Some(r) = e.redirect {
+            lines.push(format!("mirror.redirect = {r}"));
+        }
+        if !lines.is_empty() {
+            self.table_for(key, scope).settings = lines;
         }
     }
 
@@ -724,45 +773,29 @@ impl Converter {
         &mut self.tables[at]
     }
 
-    /// The `deny_rules` and `mirror.*` lines for settings `own`, leaving out what equals
-    /// `all` (the `@all` table's, which gitmirror applies when a table says nothing).
-    fn setting_lines(&mut self, key: &str, own: &Settings, all: Option<&Settings>) -> Vec<String> {
-        let mut lines = Vec::new();
-        let deny = |m: &Settings| m.get("deny-rules").is_some_and(|(v, _, _)| perl_true(v));
-        let own_deny = deny(own);
-        if all.map_or(own_deny, |a| deny(a) != own_deny) {
-            lines.push(format!("deny_rules = {own_deny}"));
-        }
-        let Some(own_m) = self.mirror(key, own) else {
-            return lines;
-        };
-        let all_m = match all {
-            Some(a) => match self.mirror("@all", a) {
-                Some(m) => m,
-                None => return lines,
+    /// What gitolite decides from `settings` for one repo or pattern.
+    fn wanted(&mut self, settings: &Settings) -> Wanted {
+        let deny = settings
+            .get("deny-rules")
+            .is_some_and(|(v, _, _)| perl_true(v));
+        match self.mirror(settings) {
+            Some(m) => Wanted {
+                deny,
+                servers: m.master.map(|master| (master, m.slaves)),
+                sync: m.sync,
+                redirect: m.redirect,
             },
-            None => Mirror::default(),
-        };
-        if (own_m.master != all_m.master || own_m.slaves != all_m.slaves)
-            && let Some(master) = &own_m.master
-        {
-            lines.push(format!("mirror.master = {}", quote(master)));
-            let slaves: Vec<String> = own_m.slaves.iter().map(|s| quote(s)).collect();
-            lines.push(format!("mirror.slaves = [{}]", slaves.join(", ")));
+            None => Wanted {
+                deny,
+                ..Wanted::default()
+            },
         }
-        if own_m.sync != all_m.sync {
-            lines.push(format!("mirror.sync = {}", own_m.sync));
-        }
-        if own_m.redirect != all_m.redirect {
-            lines.push(format!("mirror.redirect = {}", own_m.redirect));
-        }
-        lines
     }
 
     /// gitolite's Mirroring.pm reading of the settings: `copies` keys add slaves (async),
     /// `.sync`/`.nosync` ones set their mode, `redirectOK` names the trusted slaves or `all`.
     /// `None` when they cannot be said in gitmirror's terms (said why).
-    fn mirror(&mut self, key: &str, s: &Settings) -> Option<Mirror> {
+    fn mirror(&mut self, s: &Settings) -> Option<Mirror> {
         let master = s.get("master").map(|(v, _, _)| v.clone());
         let mut modes: BTreeMap<String, &str> = BTreeMap::new();
         // Problems are reported at the last mirror setting that applies.
@@ -801,9 +834,7 @@ impl Converter {
             if !modes.is_empty() {
                 self.problem(
                     &loc,
-                    format!(
-                        "{key}: mirror slaves without mirror.master; gitmirror needs the master"
-                    ),
+                    "mirror slaves without mirror.master; gitmirror needs the master",
                 );
             }
             return None;
@@ -812,7 +843,7 @@ impl Converter {
             if AccountName::parse(name).is_err() {
                 self.problem(
                     &loc,
-                    format!("{key}: server name {name:?} is not a valid hostname"),
+                    format!("server name {name:?} is not a valid hostname"),
                 );
                 return None;
             }
@@ -821,10 +852,13 @@ impl Converter {
         modes.remove(&master_name);
         let kinds: BTreeSet<&str> = modes.values().copied().collect();
         if kinds.contains("nosync") {
-            self.problem(&loc, format!("{key}: nosync slaves (pushed only by hand) have no equivalent; every slave is pushed to"));
+            self.problem(
+                &loc,
+                "nosync slaves (pushed only by hand) have no equivalent; every slave is pushed to",
+            );
         }
         if kinds.len() > 1 {
-            self.problem(&loc, format!("{key}: slaves in different modes (sync, async) have no equivalent: mirror.sync is per repo"));
+            self.problem(&loc, "slaves in different modes (sync, async) have no equivalent: mirror.sync is per repo");
         }
         let sync = kinds.contains("sync");
         let slaves: Vec<String> = modes.keys().cloned().collect();
@@ -835,7 +869,10 @@ impl Converter {
         } else if slaves.iter().all(|s| redirect_ok.contains(s)) {
             true
         } else {
-            self.problem(&loc, format!("{key}: redirectOK for only some slaves has no equivalent: mirror.redirect is per repo"));
+            self.problem(
+                &loc,
+                "redirectOK for only some slaves has no equivalent: mirror.redirect is per repo",
+            );
             false
         };
         Some(Mirror {
@@ -944,6 +981,48 @@ impl Converter {
             .count();
         self.out.groups = user_groups.len() + repo_groups.len();
         text
+    }
+}
+
+/// What gitolite resolves for one repo (or pattern).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Wanted {
+    deny: bool,
+    servers: Option<(String, Vec<String>)>,
+    sync: bool,
+    redirect: bool,
+}
+
+/// What one table says (`None`: nothing, the next table decides).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Emitted {
+    deny: Option<bool>,
+    servers: Option<(String, Vec<String>)>,
+    sync: Option<bool>,
+    redirect: Option<bool>,
+}
+
+/// The servers gitmirror takes from tables tried in order: the first that names a master.
+fn view_servers<'a>(tables: &[&'a Emitted]) -> Option<&'a (String, Vec<String>)> {
+    tables.iter().find_map(|e| e.servers.as_ref())
+}
+
+impl Wanted {
+    /// What a table must say for gitmirror to take `self`, when it would otherwise fall back
+    /// to `tables` in order (each setting to the first that says it; false if none does).
+    fn beyond(&self, tables: &[&Emitted]) -> Emitted {
+        let first =
+            |f: fn(&Emitted) -> Option<bool>| tables.iter().find_map(|e| f(e)).unwrap_or(false);
+        let differs = |mine: bool, theirs: bool| (mine != theirs).then_some(mine);
+        Emitted {
+            deny: differs(self.deny, first(|e| e.deny)),
+            servers: match (&self.servers, view_servers(tables)) {
+                (Some(mine), Some(theirs)) if mine == theirs => None,
+                (mine, _) => mine.clone(),
+            },
+            sync: differs(self.sync, first(|e| e.sync)),
+            redirect: differs(self.redirect, first(|e| e.redirect)),
+        }
     }
 }
 
