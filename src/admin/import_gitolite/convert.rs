@@ -95,7 +95,17 @@ struct OutRule {
     text: String,
     loc: Loc,
     who: Who,
+    /// Said in the comment after the location, when the rule is not the configuration's own.
+    why: Option<&'static str>,
 }
+
+/// A rule that names `CREATOR` and never decides: its only ref has a space, which no ref
+/// name has, and a deny rule with refs is skipped by checks without a ref (unless
+/// `deny_rules`). gitmirror gives a pattern's creator `RW+` when its table never names
+/// `CREATOR`; gitolite gives the creator nothing it does not say, and this keeps it so.
+const CREATOR_NAMED: &str = "- refs/\\x20 = CREATOR";
+const CREATOR_NAMED_WHY: &str =
+    "never decides: it only stops gitmirror giving the creator RW+, which gitolite does not";
 
 #[derive(Debug)]
 struct Table {
@@ -180,6 +190,7 @@ pub(crate) fn convert(conf: &Conf) -> Result<Converted, ConfError> {
         c.place_block(i);
     }
     c.resolve_settings();
+    c.creator_as_gitolite();
     c.out.text = c.render();
     // A setting of @all's that cannot be carried over is found once per repo it reaches.
     let mut seen = BTreeSet::new();
@@ -599,6 +610,7 @@ impl Converter {
             text.push_str(w);
         }
         Some(OutRule {
+            why: None,
             who: self.who(&who),
             text,
             loc: loc.clone(),
@@ -731,6 +743,46 @@ impl Converter {
                 self.problem(&loc, format!("{n}: gitolite does not mirror it, but gitmirror cannot take back @all's mirror settings for one repo"));
             }
             self.emit(&n, Scope::Names([n.clone()].into()), e);
+        }
+    }
+
+    /// Keeps gitmirror from giving a pattern's creator `RW+` where gitolite gives nothing:
+    /// a pattern table that never names `CREATOR` gets a rule that does and never decides.
+    fn creator_as_gitolite(&mut self) {
+        for i in 0..self.tables.len() {
+            let Scope::Pattern(p) = &self.tables[i].scope else {
+                continue;
+            };
+            let names_creator = self.tables[i].rules.iter().any(|r| {
+                r.text
+                    .split_once(" = ")
+                    .is_some_and(|(_, who)| who.split(' ').any(|w| w == "CREATOR"))
+            });
+            if names_creator || self.tables[i].rules.is_empty() {
+                continue;
+            }
+            let loc = self.tables[i].rules[0].loc.clone();
+            let deny = self
+                .effective(&Target::Pattern(p.clone()))
+                .get("deny-rules")
+                .is_some_and(|(v, _, _)| perl_true(v));
+            if deny {
+                // With deny_rules, a deny rule with refs applies to checks without a ref.
+                self.problem(
+                    &loc,
+                    format!("{p}: never names CREATOR and has deny-rules on: gitmirror would give its creators RW+, gitolite gives them nothing"),
+                );
+                continue;
+            }
+            self.tables[i].rules.insert(
+                0,
+                OutRule {
+                    text: CREATOR_NAMED.to_string(),
+                    loc,
+                    who: Who::Everyone,
+                    why: Some(CREATOR_NAMED_WHY),
+                },
+            );
         }
     }
 
@@ -960,7 +1012,8 @@ impl Converter {
             if !t.rules.is_empty() {
                 text.push_str("rules = [\n");
                 for r in &t.rules {
-                    text.push_str(&format!("  {},   # {}\n", quote(&r.text), r.loc));
+                    let why = r.why.map(|w| format!(": {w}")).unwrap_or_default();
+                    text.push_str(&format!("  {},   # {}{why}\n", quote(&r.text), r.loc));
                 }
                 text.push_str("]\n");
             }
@@ -1183,6 +1236,16 @@ mod tests {
             table(&c.text, "users/CREATOR/**"),
             "rules = [\n  \"C = @devs\",   # g.conf:3\n  \"RW+ = CREATOR\",   # g.conf:4\n  \"RW = WRITERS\",   # g.conf:5\n  \"R = READERS\",   # g.conf:6\n]\n"
         );
+        // A pattern that never names CREATOR: gitolite gives the creator nothing, so a rule
+        // naming CREATOR that never decides keeps gitmirror from giving RW+.
+        let c = convert_text("repo scratch/..*\n  C = @all\n  RW = bob\n");
+        let t = parsed(&c);
+        assert_eq!(
+            t["repos"]["scratch/**"]["rules"][0].as_str(),
+            Some("- refs/\\x20 = CREATOR")
+        );
+        let c = convert_text("repo scratch/..*\n  C = @all\n  option deny-rules = 1\n");
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
         let c = convert_text("repo foo/[a-z].*\n  RW = a\n");
         assert_eq!(c.problems.len(), 1);
         assert!(c.problems[0].what.contains("character class"));
