@@ -738,10 +738,6 @@ impl Converter {
                 .collect();
             fallback.push(&all_emitted);
             let e = want.beyond(&fallback);
-            if want.servers.is_none() && view_servers(&fallback).is_some() {
-                let loc = self.blocks[0].loc.clone();
-                self.problem(&loc, format!("{n}: gitolite does not mirror it, but gitmirror cannot take back @all's mirror settings for one repo"));
-            }
             self.emit(&n, Scope::Names([n.clone()].into()), e);
         }
     }
@@ -1262,6 +1258,26 @@ mod tests {
             table(&c.text, "foo"),
             "rules = [\n  \"RW = a\",   # g.conf:2\n]\n"
         );
+    }
+
+    #[test]
+    fn deny_rules_written_where_the_fallback_differs() {
+        let c = convert_text(
+            "repo @all\n  option deny-rules = 1\nrepo foo\n  option deny-rules = 0\n  RW = a\n\
+             repo bar\n  RW = b\nrepo scratch/..*\n  C = @all\n  RW+ = CREATOR\n  option deny-rules = 0\n\
+             repo scratch/named\n  R = c\n",
+        );
+        let t = parsed(&c);
+        assert_eq!(t["repos"]["@all"]["deny_rules"].as_bool(), Some(true));
+        assert_eq!(t["repos"]["foo"]["deny_rules"].as_bool(), Some(false));
+        assert!(t["repos"]["bar"].get("deny_rules").is_none());
+        assert_eq!(
+            t["repos"]["scratch/**"]["deny_rules"].as_bool(),
+            Some(false)
+        );
+        // gitolite applies the pattern's option to the named repo it matches; so does
+        // gitmirror's fallback, which tries the pattern before @all.
+        assert!(t["repos"]["scratch/named"].get("deny_rules").is_none());
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub(crate) fn to_glob(regex: &str) -> Result<String, String> {
             }
         }
     }
+    // gitolite finds the creator's name anywhere in a repo name; gitmirror only as a whole
+    // path component.
+    if out
+        .split('/')
+        .any(|c| c.contains("CREATOR") && c != "CREATOR")
+    {
+        return Err(format!(
+            "{regex}: CREATOR inside a path component; gitmirror has it only as a whole component (users/CREATOR/*)"
+        ));
+    }
     Ok(out)
 }
 
@@ -164,6 +174,7 @@ mod tests {
             "a.b/..*",
             "foo/ab+",
             "x/.*y",
+            "users/CREATOR-..*",
         ] {
             assert!(to_glob(regex).is_err(), "{regex}");
         }
