@@ -219,6 +219,9 @@ repo @all
 fn team_conf() -> String {
     r#"@ops = frank grace
 repo ops/tools
+    RW+CD                           = grace
+    # never decides (gitmirror refuses such a rule): left out, said as a note
+    -   master                      = grace
     RW+                             = @ops
     RW                              = @devs
     -   refs/tags/                  = alice
@@ -274,6 +277,12 @@ fn imported_rules_decide_as_gitolite_does() {
     let said = out.ok();
     assert!(
         said.contains("repos.toml (5 repos, 2 wild repo pattern(s),"),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("note: ")
+                && l.contains("ops.conf:5: ops/tools: deny rule for grace")),
         "{said}"
     );
     for line in ["user admin: 1 key", "user alice: 1 key", "peer server2"] {

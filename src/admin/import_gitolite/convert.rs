@@ -191,6 +191,7 @@ pub(crate) fn convert(conf: &Conf) -> Result<Converted, ConfError> {
     }
     c.resolve_settings();
     c.creator_as_gitolite();
+    c.drop_shadowed_denies();
     c.out.text = c.render();
     // A setting of @all's that cannot be carried over is found once per repo it reaches.
     let mut seen = BTreeSet::new();
@@ -782,6 +783,84 @@ impl Converter {
         }
     }
 
+    /// Leaves out deny rules (or users of them) that an earlier rule of the same table
+    /// always decides before: for every ref, for the same user or everyone, with every letter
+    /// the file's rules use. They change nothing, and gitmirror refuses them at compile.
+    fn drop_shadowed_denies(&mut self) {
+        let perms: Vec<String> = self
+            .tables
+            .iter()
+            .flat_map(|t| &t.rules)
+            .map(|r| split_rule(&r.text).0.to_string())
+            .collect();
+        let mut needed = vec!['R', 'W', '+'];
+        if perms.iter().any(|p| p.starts_with("RW") && p.contains('C')) {
+            needed.push('C');
+        }
+        if perms.iter().any(|p| p.contains('D')) {
+            needed.push('D');
+        }
+        for t in 0..self.tables.len() {
+            let mut i = 0;
+            while i < self.tables[t].rules.len() {
+                let text = self.tables[t].rules[i].text.clone();
+                let (perm, refs, who) = split_rule(&text);
+                if perm != "-" {
+                    i += 1;
+                    continue;
+                }
+                let shadowed = |member: &str| {
+                    self.tables[t].rules[..i].iter().any(|earlier| {
+                        let (p, r, w) = split_rule(&earlier.text);
+                        p != "-"
+                            && r.is_empty()
+                            && needed.iter().all(|l| p.contains(*l))
+                            && w.iter().any(|x| *x == member || *x == "@all")
+                    })
+                };
+                let (gone, kept): (Vec<&str>, Vec<&str>) = who.iter().partition(|m| shadowed(m));
+                if gone.is_empty() {
+                    i += 1;
+                    continue;
+                }
+                let loc = self.tables[t].rules[i].loc.clone();
+                let key = self.tables[t].key.clone();
+                if matches!(self.tables[t].scope, Scope::Pattern(_)) {
+                    // There it can still decide ^C (with deny-rules), which no RW rule
+                    // allows; gitmirror refuses it all the same.
+                    self.problem(
+                        &loc,
+                        format!("{key}: deny rule for {} after a rule that already allows them everything; gitmirror refuses it, and in a pattern it may still decide who can create repos", gone.join(" ")),
+                    );
+                } else {
+                    self.note(
+                        &loc,
+                        format!("{key}: deny rule for {} comes after a rule that already allows them everything; it never decides, left out", gone.join(" ")),
+                    );
+                }
+                if kept.is_empty() {
+                    self.tables[t].rules.remove(i);
+                    continue;
+                }
+                let mut text = perm.to_string();
+                for r in &refs {
+                    text.push(' ');
+                    text.push_str(r);
+                }
+                text.push_str(" =");
+                for k in &kept {
+                    text.push(' ');
+                    text.push_str(k);
+                }
+                let who = self.who(&kept.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                let rule = &mut self.tables[t].rules[i];
+                rule.text = text;
+                rule.who = who;
+                i += 1;
+            }
+        }
+    }
+
     fn emit(&mut self, key: &str, scope: Scope, e: Emitted) {
         let mut lines = Vec::new();
         if let Some(d) = e.deny {
@@ -1086,6 +1165,14 @@ struct Mirror {
     redirect: bool,
 }
 
+/// A rule string's permission, refs and members.
+fn split_rule(text: &str) -> (&str, Vec<&str>, Vec<&str>) {
+    let (head, who) = text.split_once(" =").unwrap_or((text, ""));
+    let mut words = head.split(' ');
+    let perm = words.next().unwrap_or("");
+    (perm, words.collect(), who.split_whitespace().collect())
+}
+
 /// gitolite strips one `.git` from a repo name (with a warning).
 fn strip_git(name: &str) -> &str {
     name.strip_suffix(".git").unwrap_or(name)
@@ -1258,6 +1345,24 @@ mod tests {
             table(&c.text, "foo"),
             "rules = [\n  \"RW = a\",   # g.conf:2\n]\n"
         );
+    }
+
+    #[test]
+    fn denies_that_never_decide_are_left_out() {
+        let c = convert_text(
+            "@g = x\nrepo foo\n  RW+ = @all\n  - = bob\nrepo bar\n  RW+ = bob @g\n  - master = bob carol @g\n  RW = carol\n",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
+        let t = parsed(&c);
+        assert_eq!(t["repos"]["foo"]["rules"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            t["repos"]["bar"]["rules"][1].as_str(),
+            Some("- master = carol")
+        );
+        // With C used somewhere, RW+ no longer allows every letter asked.
+        let c = convert_text("repo foo\n  RW+ = bob\n  - = bob\nrepo bar\n  RW+C = x\n");
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
     }
 
     #[test]
