@@ -198,6 +198,9 @@ pub(crate) fn convert(conf: &Conf) -> Result<Converted, ConfError> {
     c.out
         .problems
         .retain(|p| seen.insert((p.loc.to_string(), p.what.clone())));
+    c.out
+        .notes
+        .retain(|p| seen.insert((p.loc.to_string(), p.what.clone())));
     Ok(c.out)
 }
 
@@ -383,6 +386,9 @@ impl Converter {
                     format!("repo {item}: gitolite reads this as a plain name (no regex character), gitmirror as a pattern with CREATOR"),
                 );
                 return None;
+            }
+            if name == "gitolite-admin" && !self.named.contains(name) {
+                self.note(loc, "gitolite-admin is gitolite's admin repo; gitmirror's is gitmirror-admin (gitmirror init --admin), so this one is imported as an ordinary repo");
             }
             self.named.insert(name.to_string());
             return Some((
