@@ -227,6 +227,8 @@ repo ops/tools
     -   refs/tags/                  = alice
     RW+ refs/tags/                  = @leads
     R                               = @all
+    # another copies key: gitolite adds its slaves to those of @all's mirror.slaves
+    option mirror.slaves-ops        = server4
 "#
     .to_string()
 }
@@ -315,8 +317,18 @@ fn imported_rules_decide_as_gitolite_does() {
     let server = Server::start("server1");
     server.set_rules(&rules);
     // Mirror settings came through: every named repo is mastered here, with two slaves.
-    let master = server.git("testing", &["config", "gitolite.mirror.master"]);
-    assert_eq!(master.ok().trim(), "server1");
+    let config = |repo: &str, key: &str| server.git(repo, &["config", key]).ok().trim().to_string();
+    assert_eq!(config("testing", "gitolite.mirror.master"), "server1");
+    assert_eq!(
+        config("testing", "gitolite.mirror.slaves"),
+        "server2 server3"
+    );
+    assert_eq!(
+        config("ops/tools", "gitolite.mirror.slaves"),
+        "server2 server3 server4"
+    );
+    // `mirror.redirectOK = all` on @all.
+    assert!(rules.contains("mirror.redirect = true"), "{rules}");
 
     let repos = [
         "testing",
