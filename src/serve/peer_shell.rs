@@ -155,6 +155,12 @@ impl<'a> PeerShell<'a> {
                     if let StoreOp::Perms { repo, .. } = &op {
                         let store = Store::new(self.home.repositories());
                         if store.find(repo).is_none() {
+                            if self.rules.pattern_for(repo).is_none() {
+                                return Err(self.create_err(
+                                    repo,
+                                    "this server's rules have no pattern for user-created repos that matches it".into(),
+                                ));
+                            }
                             self.create(&store, repo)?;
                         }
                     }
