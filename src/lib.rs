@@ -30,8 +30,9 @@
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
 //!   `remote` commands over a session on it, for git's protocol; the `login` a forced command
 //!   becomes to carry a user's push to the repo's master.
-//! - `config/`: `gitmirror.toml`, `repos.toml` (and the index of it the shells read one repo
-//!   at a time), and the TOML reader whose errors say `file:line`.
+//! - `config/`: `gitmirror.toml`, `repos.toml` (`rules/`: its tables, each rule, repo name
+//!   patterns, and the access decision; and the index of it the shells read one repo at a
+//!   time), and the TOML reader whose errors say `file:line`.
 //! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`
 //!   (the contract between gitmirror processes and servers: push options, reserved refs,
 //!   verbs, environment names, git-config keys, how a repo name becomes a file name), `names`
