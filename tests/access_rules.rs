@@ -201,6 +201,10 @@ fn users_create_repos_and_share_them_and_the_slave_follows() {
         .fails_with("only alice");
     let listed = w.bob.ssh(w.s("server1"), &format!("perms {repo}")).ok();
     assert_eq!(listed, "CREATOR alice\nREADERS bob\n");
+    // info lists where a user may create repos, and the repos they may read.
+    let info = w.bob.ssh(w.s("server1"), "info").ok();
+    assert!(info.contains(" C   users/CREATOR/*\n"), "{info}");
+    assert!(info.contains(" R   users/alice/proj"), "{info}");
     // `create` without a push; twice is refused.
     w.carol.ssh(w.s("server1"), "create users/carol/empty").ok();
     w.carol

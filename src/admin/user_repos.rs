@@ -71,6 +71,14 @@ pub(crate) fn create(
     if store.find(repo).is_some() {
         return Err(UserRepoError::Exists { repo: repo.clone() });
     }
+    // A name repos.toml gives a table (or a repo group) is the administrator's, created by
+    // compile, never a user's; nor is the admin repo, whatever a pattern says.
+    if rules.names(repo) || repo.as_str() == crate::proto::ADMIN_REPO {
+        return Err(UserRepoError::NoAccess {
+            user: user.clone(),
+            repo: repo.clone(),
+        });
+    }
     let allowed = rules
         .decide(user, repo, Ask::CreateRepo, None, &RepoRoles::default())
         .allowed;

@@ -476,6 +476,10 @@ impl<'a> UserShell<'a> {
             };
             out.push_str(&format!(" {:<4}{repo}{role}\n", access.label()));
         }
+        // Where the user may create repos, as gitolite lists its wild patterns.
+        for pattern in self.rules.creatable(&self.user) {
+            out.push_str(&format!(" C   {pattern}\n"));
+        }
         out
     }
 }

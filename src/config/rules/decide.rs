@@ -169,6 +169,20 @@ impl Rules {
         self.access_with(user, repo, &RepoRoles::default())
     }
 
+    /// The patterns whose `C` names `user`: where they may create repos (for `info`).
+    pub(crate) fn creatable(&self, user: &AccountName) -> Vec<&str> {
+        let nobody = RepoRoles::default();
+        self.patterns
+            .iter()
+            .filter(|(_, t)| {
+                t.grants
+                    .iter()
+                    .any(|g| g.perm == "C" && self.is_named(&g.who, user, &nobody, Ask::CreateRepo))
+            })
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
+
     fn is_named(&self, who: &Member, user: &AccountName, roles: &RepoRoles, ask: Ask) -> bool {
         match who {
             Member::Everyone => true,
