@@ -690,10 +690,11 @@ impl Rules {
     /// Whether the file names `repo` (see [`named_repos`](Self::named_repos)).
     pub(crate) fn names(&self, repo: &RepoName) -> bool {
         self.repos.contains_key(repo)
-            || self
-                .group_tables
-                .keys()
-                .any(|g| self.repo_groups.get(g).is_some_and(|set| set.contains(repo)))
+            || self.group_tables.keys().any(|g| {
+                self.repo_groups
+                    .get(g)
+                    .is_some_and(|set| set.contains(repo))
+            })
     }
 
     /// Drops `repo`'s own table (a deleted repo's, which must not be recreated).
