@@ -205,6 +205,15 @@ fn users_create_repos_and_share_them_and_the_slave_follows() {
     let info = w.bob.ssh(w.s("server1"), "info").ok();
     assert!(info.contains(" C   users/CREATOR/*\n"), "{info}");
     assert!(info.contains(" R   users/alice/proj"), "{info}");
+    // Whether a repo exists is nobody's business but its readers': mallory learns nothing.
+    let mallory = Client::new("mallory");
+    w.cluster.add_user(&mallory);
+    mallory
+        .ssh(w.s("server1"), &format!("create {repo}"))
+        .fails_with("no such repo");
+    let (code, text) = w.access(&[repo, "alice", "C"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("DENIED: it exists"), "{text}");
     // `create` without a push; twice is refused.
     w.carol.ssh(w.s("server1"), "create users/carol/empty").ok();
     w.carol

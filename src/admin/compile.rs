@@ -203,6 +203,11 @@ pub(crate) fn compile_locked(
         {
             let new = queue_new_slaves(&queue, name, &rule.slaves);
             if !new.is_empty() {
+                // A user-created repo's creator and roles go to them too: a push carries
+                // only refs.
+                if let Err(e) = super::user_repos::queue_perms(home, &path, name, Some(&new)) {
+                    warn!(repo = %name, error = %e, "cannot queue the repo's perms for its new slaves");
+                }
                 report.queued.push((name.clone(), new));
             }
         }
@@ -258,7 +263,7 @@ fn follow_gone(home: &Home, rules: &mut Rules) -> Result<Vec<String>, CompileErr
             Gone::Renamed { repo, to } => {
                 if rules.follow_rename(repo, to) {
                     lines.push(format!(
-                        "{repo}: renamed to {to}; its table in repos.toml applies to {to}: rename the table to [repos.\"{to}\"]"
+                        "{repo}: renamed to {to}; its rules in repos.toml apply to {to}: rename it there (its table to [repos.\"{to}\"], or in its repo group)"
                     ));
                 } else {
                     lines.push(format!(

@@ -113,7 +113,7 @@ impl Rules {
             }
             if g.is_deny() {
                 let applies = match refname {
-                    Some(r) => g.covers(r),
+                    Some(r) => g.covers(r, user.as_str()),
                     None => g.refs.is_empty() || deny_rules,
                 };
                 if applies {
@@ -125,7 +125,7 @@ impl Rules {
                 continue;
             }
             if let Some(r) = refname
-                && !g.covers(r)
+                && !g.covers(r, user.as_str())
             {
                 continue;
             }
