@@ -231,6 +231,9 @@ enum Cmd {
         /// Print the tables instead of writing repos.toml (to commit them to the admin repo).
         #[arg(long)]
         print: bool,
+        /// No progress on stderr while the new repos are created.
+        #[arg(long)]
+        quiet: bool,
         /// The manifest repository's branch (default: its HEAD).
         #[arg(long, value_name = "B")]
         manifest_branch: Option<String>,
@@ -389,6 +392,7 @@ impl Cli {
                 like,
                 follow,
                 print,
+                quiet,
                 manifest_branch,
                 manifest_file,
             } => import_manifest::run(
@@ -401,6 +405,7 @@ impl Cli {
                     like: like.as_deref(),
                     follow: *follow,
                     print: *print,
+                    quiet: *quiet,
                     branch: manifest_branch.as_deref(),
                     file: manifest_file.as_deref(),
                 },
