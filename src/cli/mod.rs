@@ -459,7 +459,7 @@ fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
         file: home.root().is_dir().then_some(path.as_path()),
         level: &config.level,
         format: config.format,
-        stderr: verbose || config.stderr,
+        stderr: verbose || config.stderr || log::stderr_is_journal(),
         complain: verbose,
     });
 }
