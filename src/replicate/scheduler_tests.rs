@@ -101,6 +101,7 @@ impl Pusher for FakePusher {
                         contacted: when != When::IfChanged,
                         fingerprint: format!("f{n}"),
                         diverged: None,
+                        bytes: 0,
                     }))
                 }
             }
