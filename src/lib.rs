@@ -18,6 +18,9 @@
 //!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
+//! - `metrics/`: Prometheus metrics: gauges read from durable state at each scrape
+//!   (`collect`), the daemon's live counters and the exposition (`registry`), and the HTTP
+//!   endpoint the daemon serves (`http`); `gitmirror metrics` prints the gauges once.
 //! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to
 //!   downstream ones, and `repo` manifests; how git runs against such remotes.
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
@@ -52,6 +55,7 @@ mod fs;
 mod home;
 mod invocation;
 mod log;
+mod metrics;
 mod names;
 mod progress;
 mod proto;
