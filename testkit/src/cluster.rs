@@ -107,6 +107,11 @@ impl Server {
             .ok();
     }
 
+    /// Has the next daemon serve metrics at `addr`: `[metrics] listen` in gitmirror.toml.
+    pub fn metrics_listen(&self, addr: std::net::SocketAddr) {
+        self.append_config(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
+    }
+
     /// Turns sync mode on or off in gitmirror.toml's `[mirror]` table.
     pub fn set_sync(&self, sync: bool) {
         let path = self.home().join("gitmirror.toml");
