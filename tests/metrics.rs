@@ -150,6 +150,30 @@ fn prometheus_sees_a_slave_fall_behind_fail_and_recover() {
     wait_value(&mut prom, bytes, "pack bytes counted", |v| v > 0.0);
     let conn = "gitmirror_peer_connection_up{peer=\"server2\"}";
     wait_value(&mut prom, conn, "the connection up again", |v| v == 1.0);
+
+    // Every query of the shipped dashboard is one Prometheus accepts, and the slave panels
+    // have data.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$__rate_interval", "1m");
+            let found = prom.query(&expr);
+            if expr.contains("gitmirror_slave_") && !expr.contains("verify") {
+                assert!(!found.is_empty(), "no data for {expr}");
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 15, "{queries} queries");
     w.s1().stop_daemon();
 }
 

@@ -374,4 +374,95 @@ mod tests {
         // No peer was ever tried: no connection series at all.
         assert!(!text.contains("peer_connection_up{"), "{text}");
     }
+
+    /// The names of the series a full exposition writes: every gauge with a value, and the
+    /// daemon's series after a push and a failure.
+    fn every_series() -> std::collections::BTreeSet<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::home::Home::locate(Some(dir.path()), false).unwrap();
+        let config = crate::config::ServerConfig::from_source(&crate::config::Source::from_text(
+            "gitmirror.toml",
+            "hostname = \"server1\"\n",
+        ))
+        .unwrap();
+        let live = Live::new(Arc::new(Pool::new(home, Arc::new(config))));
+        let s2 = AccountName::parse("server2").unwrap();
+        live.finished(&s2, Duration::from_millis(1), Observed::Pushed { bytes: 1 });
+        live.finished(
+            &s2,
+            Duration::from_millis(1),
+            Observed::Failed { reason: "held" },
+        );
+        let remote = RemoteGauges {
+            repo: "r".into(),
+            url: "u".into(),
+            last_success: Some(1.0),
+            failures: 1,
+        };
+        let mut snap = Snapshot {
+            upstreams: vec![remote.clone()],
+            downstreams: vec![remote],
+            ..Snapshot::default()
+        };
+        snap.slaves.insert("server2".into(), SlaveGauges::default());
+        snap.verified.insert(
+            "server2".into(),
+            VerifyGauges {
+                at: 1.0,
+                counts: [("ok".to_string(), 1)].into(),
+            },
+        );
+        let mut names: std::collections::BTreeSet<String> = render(&snap, Some(&live))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect();
+        // Written only once the daemon has tried to reach a peer, which no unit test does.
+        names.insert("gitmirror_peer_connection_up".into());
+        names
+    }
+
+    /// Every `gitmirror_...` name in `text`.
+    fn named_in(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("gitmirror_")
+            .map(|(i, _)| {
+                text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_use_series_that_exist_and_the_readme_lists_them_all() {
+        let series = every_series();
+        let dashboard = include_str!("../../conf/grafana-dashboard.json");
+        serde_json::from_str::<serde_json::Value>(dashboard).expect("the dashboard is JSON");
+        let alerts = include_str!("../../conf/prometheus-alerts.yml");
+        for (file, text) in [
+            ("grafana-dashboard.json", dashboard),
+            ("prometheus-alerts.yml", alerts),
+        ] {
+            for name in named_in(text) {
+                assert!(
+                    series.contains(&name),
+                    "{file} names {name}, which is not a series"
+                );
+            }
+        }
+        let readme = include_str!("../../README.md");
+        for name in &series {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                readme.contains(&format!("| `{family}` |")),
+                "README's Metrics table lacks {family}"
+            );
+        }
+    }
 }
