@@ -4,6 +4,7 @@
 //! the lag back at 0. And the bad input: an address that cannot be bound is one line in the
 //! log while replication goes on; anything but `GET /metrics` is a bare 404.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -138,6 +139,23 @@ fn prometheus_sees_a_slave_fall_behind_fail_and_recover() {
         "{text}"
     );
     assert!(!text.contains("slave_pushes_total"), "{text}");
+    // ...in a form node_exporter's textfile collector reads (the older text format), as
+    // promtool's parser and linter for it say.
+    let mut check = std::process::Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup installs it)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    checked.ok();
 
     // Back: the slave catches up, and the lag returns to 0.
     w.s2_mut().start_sshd();

@@ -16,7 +16,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::MetricsError;
@@ -162,13 +161,15 @@ impl PushObserver for Live {
 /// The exposition of `snap`'s gauges, and of `live`'s series when a daemon serves it.
 pub(crate) fn render(snap: &Snapshot, live: Option<&Live>) -> Result<String, MetricsError> {
     let mut registry = Registry::with_prefix(PREFIX);
-    registry.register(
-        "build",
-        "The gitmirror version",
-        Info::new(VersionLabel {
+    // A gauge at 1 rather than OpenMetrics' `info` type: node_exporter's textfile collector
+    // reads the older text format, which has no such type and would refuse the whole file.
+    let build = Family::<VersionLabel, Gauge>::default();
+    build
+        .get_or_create(&VersionLabel {
             version: env!("CARGO_PKG_VERSION").to_string(),
-        }),
-    );
+        })
+        .set(1);
+    registry.register("build_info", "The gitmirror version, as a label", build);
     let pending = Family::<SlaveLabel, Gauge>::default();
     let failing = Family::<SlaveLabel, Gauge>::default();
     let lag = Family::<SlaveLabel, FloatGauge>::default();
