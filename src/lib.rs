@@ -24,10 +24,10 @@
 //! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to
 //!   downstream ones, and `repo` manifests; how git runs against such remotes.
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
-//!   seam), one `mirror_push` (git's push protocol in `send_pack`, the pack from `pack`:
-//!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
-//!   results and `status` read, and `verify`
-//!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
+//!   seam, telling the `observer` seam of each push), one `mirror_push` (git's push protocol
+//!   in `send_pack`, the pack from `pack`: libgit2 for a small repo, `git pack-objects` for a
+//!   big one), its `push_error`, how results and `status` read, and `verify` (asking slaves
+//!   what they hold: digests, the wire format, the record `status` shows).
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings,
 //!   the mastership and its epoch, the orphaned refs a change of master left.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
