@@ -18,13 +18,16 @@
 //!   configuration read from a commit, the gate its pushes pass, `init --admin`, applying it).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
+//! - `metrics/`: Prometheus metrics: gauges read from durable state at each scrape
+//!   (`collect`), the daemon's live counters and the exposition (`registry`), and the HTTP
+//!   endpoint the daemon serves (`http`); `gitmirror metrics` prints the gauges once.
 //! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to
 //!   downstream ones, and `repo` manifests; how git runs against such remotes.
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
-//!   seam), one `mirror_push` (git's push protocol in `send_pack`, the pack from `pack`:
-//!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
-//!   results and `status` read, and `verify`
-//!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
+//!   seam, telling the `observer` seam of each push), one `mirror_push` (git's push protocol
+//!   in `send_pack`, the pack from `pack`: libgit2 for a small repo, `git pack-objects` for a
+//!   big one), its `push_error`, how results and `status` read, and `verify` (asking slaves
+//!   what they hold: digests, the wire format, the record `status` shows).
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings,
 //!   the mastership and its epoch, the orphaned refs a change of master left.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
@@ -53,6 +56,7 @@ mod fs;
 mod home;
 mod invocation;
 mod log;
+mod metrics;
 mod names;
 mod progress;
 mod proto;

@@ -16,6 +16,7 @@ mod import_manifest;
 mod init;
 mod keys;
 mod man;
+mod metrics;
 mod ops;
 mod orphans;
 mod promote;
@@ -158,6 +159,13 @@ enum Cmd {
         #[arg(long, requires = "repo")]
         log: bool,
     },
+    /// Print the metrics' gauges once (Prometheus text), for node_exporter's textfile
+    /// collector: per slave repos pending and failing and the replication lag, the queue's
+    /// depth, pull and push mirrors' last success and failures, verify results. Read from
+    /// this server's records, daemon or not; the counters only a running daemon keeps
+    /// (pushes, failures, durations, bytes sent, peer connections) are left out: scrape the
+    /// daemon's [metrics] listen address for those.
+    Metrics,
     /// List the refs this server kept when a change of master overwrote them: repo, ref,
     /// object id, and the commit's date, author and subject, a line each. Exits 2 when there
     /// are any (they wait for an administrator), 0 when there are none.
@@ -373,6 +381,7 @@ impl Cli {
             Cmd::Status { repo, json, log } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json, *log);
             }
+            Cmd::Metrics => metrics::run(&home, config),
             Cmd::Orphans {
                 repo,
                 refname,
