@@ -12,6 +12,7 @@ const LEVELS: &[&[&str]] = &[
     &["serve"],
     &["admin"],
     &["daemon"],
+    &["metrics"],
     &["external"],
     &["replicate"],
     &["repo", "ssh"],

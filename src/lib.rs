@@ -20,20 +20,24 @@
 //!   conf as gitolite does, wild patterns as globs, the conversion in gitolite's rule order).
 //! - `daemon/`: the long-running replicator's socket `protocol`, its `server`, the `client`
 //!   hooks and commands use, and `request` (request-push and sync waits, over the client).
+//! - `metrics/`: Prometheus metrics: gauges read from durable state at each scrape
+//!   (`collect`), the daemon's live counters and the exposition (`registry`), and the HTTP
+//!   endpoint the daemon serves (`http`); `gitmirror metrics` prints the gauges once.
 //! - `external/`: external mirrors: pulling a repo from an upstream URL, pushing it to
 //!   downstream ones, and `repo` manifests; how git runs against such remotes.
 //! - `replicate/`: the durable `queue`, the `scheduler` that works it (behind the `pusher`
-//!   seam), one `mirror_push` (git's push protocol in `send_pack`, the pack from `pack`:
-//!   libgit2 for a small repo, `git pack-objects` for a big one), its `push_error`, how
-//!   results and `status` read, and `verify`
-//!   (asking slaves what they hold: digests, the wire format, the record `status` shows).
+//!   seam, telling the `observer` seam of each push), one `mirror_push` (git's push protocol
+//!   in `send_pack`, the pack from `pack`: libgit2 for a small repo, `git pack-objects` for a
+//!   big one), its `push_error`, how results and `status` read, and `verify` (asking slaves
+//!   what they hold: digests, the wire format, the record `status` shows).
 //! - `repo/`: the repository `store`, the hooks installed in it, per-repo mirror settings,
 //!   the mastership and its epoch, the orphaned refs a change of master left.
 //! - `ssh/`: the outbound connection `pool` (one multiplexed OpenSSH connection per peer) and
 //!   `remote` commands over a session on it, for git's protocol; the `login` a forced command
 //!   becomes to carry a user's push to the repo's master.
-//! - `config/`: `gitmirror.toml`, `repos.toml` (and the index of it the shells read one repo
-//!   at a time), and the TOML reader whose errors say `file:line`.
+//! - `config/`: `gitmirror.toml`, `repos.toml` (`rules/`: its tables, each rule, repo name
+//!   patterns, and the access decision; and the index of it the shells read one repo at a
+//!   time), and the TOML reader whose errors say `file:line`.
 //! - Leaves, used by all (in an order of their own: `LEVELS` in `layout_tests.rs`): `proto`
 //!   (the contract between gitmirror processes and servers: push options, reserved refs,
 //!   verbs, environment names, git-config keys, how a repo name becomes a file name), `names`
@@ -54,6 +58,7 @@ mod fs;
 mod home;
 mod invocation;
 mod log;
+mod metrics;
 mod names;
 mod progress;
 mod proto;

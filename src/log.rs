@@ -88,6 +88,29 @@ where
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is reported once on
+/// Whether stderr is systemd's journal: systemd names the stream it connects in
+/// `JOURNAL_STREAM` (`DEVICE:INODE`), and only a process whose stderr is that very stream
+/// counts (a forced command under an sshd that systemd started inherits the variable, but
+/// its stderr is the ssh client). Under systemd the daemon's log then reaches the journal too.
+pub(crate) fn stderr_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat only writes into the zeroed struct we own; fd 2 may be closed, which it
+    // reports as an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
 /// stderr (when `complain` allows) and otherwise ignored: logging must never stop a push.
 pub(crate) fn init(target: &LogTarget<'_>) {
     let filter = EnvFilter::try_new(target.level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -120,6 +143,33 @@ pub(crate) fn init(target: &LogTarget<'_>) {
         .with(filter)
         .with(layers)
         .try_init();
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn only_the_stream_systemd_named_is_the_journal() {
+        // fd 2 of the test process, whatever it is, stands in for the journal's stream.
+        let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+            return;
+        };
+        // SAFETY: tests in this module are the only ones touching JOURNAL_STREAM.
+        unsafe { std::env::set_var("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino())) };
+        assert!(super::stderr_is_journal());
+        unsafe {
+            std::env::set_var(
+                "JOURNAL_STREAM",
+                format!("{}:{}", meta.dev(), meta.ino() + 1),
+            )
+        };
+        assert!(!super::stderr_is_journal());
+        unsafe { std::env::set_var("JOURNAL_STREAM", "garbage") };
+        assert!(!super::stderr_is_journal());
+        unsafe { std::env::remove_var("JOURNAL_STREAM") };
+        assert!(!super::stderr_is_journal());
+    }
 }
 
 #[cfg(test)]

@@ -562,23 +562,26 @@ fn a_push_that_outlasts_the_inactivity_limit_while_bytes_flow_succeeds() {
     let w = world();
     w.commit_and_push("testing", "a");
     w.in_sync("testing");
-    // 32 MiB that do not compress, over a link that takes them at 2 MiB/s: about 16 s, twice
+    // 48 MiB that do not compress, over a link that takes them at 2 MiB/s: about 24 s, twice
     // the limit, and never silent for long. (After the master's last write the slave drains
-    // what ssh and the sockets buffer, at the link's rate, and stores a 32 MiB object without
+    // what ssh and the sockets buffer, at the link's rate, and stores a 48 MiB object without
     // a byte back: git's unpack-objects, which a one-object push gets, sends no keepalive.
-    // About 3 s here; up to 5 s with three builds running on the two cores, hence a limit of
-    // 8 s. A slower link makes that silence longer, not shorter.)
+    // About 3 s here; more than 8 s once, with the machine's load at 6 on its two cores,
+    // hence a limit of 12 s. A slower link makes that silence longer, not shorter.)
     w.s2().throttle_pushes_from("server1", 2048);
-    w.s1().mirror_settings("io_timeout_secs = 8");
+    w.s1().mirror_settings("io_timeout_secs = 12");
     w.s1().stop_daemon();
-    let noise = noise(32 << 20, 0x9e37_79b9_7f4a_7c15);
+    let noise = noise(48 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(w.alice.dir.path().join("w/blob.bin"), noise).unwrap();
     w.alice.git_in("w", &["add", "blob.bin"]).ok();
     let started = std::time::Instant::now();
     w.commit_and_push("testing", "b");
-    w.in_sync("testing");
+    // Longer than wait_in_sync's 30 s: the transfer alone takes about 24.
+    wait_for("the slave in sync", Duration::from_secs(90), || {
+        w.s2().refs("testing") == w.s1().refs("testing")
+    });
     assert!(
-        started.elapsed() > Duration::from_secs(8),
+        started.elapsed() > Duration::from_secs(12),
         "the throttle did not hold the push past the limit"
     );
     // In one go: no attempt failed on the way.

@@ -54,6 +54,13 @@ fn world() -> World {
         let url = w.s("server1").url(repo);
         w.alice.git_in(repo, &["push", url.as_str(), "main"]).ok();
         w.cluster.wait_in_sync(repo, "server1", &SLAVES);
+        // Confirmed too: a delete is refused while a mirror push is still pending, and the
+        // slave can hold the refs a moment before the master has recorded its answer.
+        for slave in SLAVES {
+            wait_for("the push recorded", Duration::from_secs(30), || {
+                w.s("server1").slave_status(repo, slave)["state"] == "in sync"
+            });
+        }
     }
     w
 }

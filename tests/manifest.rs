@@ -189,6 +189,9 @@ fn a_manifest_repository_becomes_a_pull_mirror_per_project_plus_itself() {
     }
     assert!(out.contains("4 added, 0 kept"), "{out}");
     assert!(out.contains("created vendor/a"), "{out}");
+    // The closing count (the rules' own template repo too); progress, off a terminal, is
+    // plain lines on stderr.
+    assert!(out.contains("import: 5 repos created, 0 failed\n"), "{out}");
     let text = w.rules();
     assert!(
         text.starts_with(&before),

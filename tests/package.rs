@@ -102,6 +102,8 @@ fn the_package_installs_serves_a_push_and_removes_cleanly() {
         "/usr/share/doc/gitmirror/sshd_config.snippet",
         "/usr/share/doc/gitmirror/gitmirror.toml.example",
         "/usr/share/doc/gitmirror/repos.toml.example",
+        "/usr/share/doc/gitmirror/prometheus-alerts.yml",
+        "/usr/share/doc/gitmirror/grafana-dashboard.json",
         "/usr/share/doc/gitmirror/copyright",
         "/usr/share/man/man1/gitmirror.1.gz",
         "/usr/share/man/man1/gitmirror-init.1.gz",

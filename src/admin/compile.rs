@@ -20,6 +20,7 @@ use crate::fs::{FsError, ensure_dir, lock, sync_filesystem, write_if_changed};
 use crate::home::Home;
 use crate::invocation::{Invocation, InvocationError};
 use crate::names::{AccountName, RepoName};
+use crate::progress::Progress;
 use crate::replicate::queue::Queue;
 use crate::repo::gone::{Gone, GoneRecord};
 use crate::repo::{self, Applied, Mastership, Store, StoreError};
@@ -114,11 +115,30 @@ pub(crate) fn compile(home: &Home, accept: bool) -> Result<CompileReport, Compil
     compile_locked(home, accept, &held)
 }
 
+/// [`compile`], counting each repo it creates on `progress` (an import of thousands).
+pub(crate) fn compile_showing(
+    home: &Home,
+    progress: &mut Progress,
+) -> Result<CompileReport, CompileError> {
+    Rules::from_source(&Source::read(&home.rules_path())?)?;
+    let held = lock_compile(home)?;
+    compile_inner(home, false, &held, Some(progress))
+}
+
 /// [`compile`], for a caller holding [`CompileLock`].
 pub(crate) fn compile_locked(
     home: &Home,
     accept: bool,
+    held: &CompileLock,
+) -> Result<CompileReport, CompileError> {
+    compile_inner(home, accept, held, None)
+}
+
+fn compile_inner(
+    home: &Home,
+    accept: bool,
     _held: &CompileLock,
+    mut progress: Option<&mut Progress>,
 ) -> Result<CompileReport, CompileError> {
     let config = ServerConfig::of(home)?;
     let source = Source::read(&home.rules_path())?;
@@ -145,6 +165,9 @@ pub(crate) fn compile_locked(
             store.create(name, &invocation, rules.mirror(name).as_ref())?;
             info!(repo = %name, "created repo");
             report.created.push(name.clone());
+            if let Some(p) = progress.as_deref_mut() {
+                p.tick(true);
+            }
         }
     }
     let all = store.list()?;
@@ -203,6 +226,11 @@ pub(crate) fn compile_locked(
         {
             let new = queue_new_slaves(&queue, name, &rule.slaves);
             if !new.is_empty() {
+                // A user-created repo's creator and roles go to them too: a push carries
+                // only refs.
+                if let Err(e) = super::user_repos::queue_perms(home, &path, name, Some(&new)) {
+                    warn!(repo = %name, error = %e, "cannot queue the repo's perms for its new slaves");
+                }
                 report.queued.push((name.clone(), new));
             }
         }
@@ -258,7 +286,7 @@ fn follow_gone(home: &Home, rules: &mut Rules) -> Result<Vec<String>, CompileErr
             Gone::Renamed { repo, to } => {
                 if rules.follow_rename(repo, to) {
                     lines.push(format!(
-                        "{repo}: renamed to {to}; its table in repos.toml applies to {to}: rename the table to [repos.\"{to}\"]"
+                        "{repo}: renamed to {to}; its rules in repos.toml apply to {to}: rename it there (its table to [repos.\"{to}\"], or in its repo group)"
                     ));
                 } else {
                     lines.push(format!(

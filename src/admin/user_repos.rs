@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use thiserror::Error;
 use tracing::info;
 
+use crate::config::rules::Decision;
 use crate::config::rules::ROLES;
-use crate::config::{Ask, RepoRoles, Rules, ServerConfig};
+use crate::config::{Access, Ask, RepoRoles, Rules, ServerConfig};
 use crate::daemon::client;
 use crate::home::Home;
 use crate::invocation::Invocation;
@@ -68,17 +69,23 @@ pub(crate) fn create(
     repo: &RepoName,
 ) -> Result<PathBuf, UserRepoError> {
     let store = Store::new(home.repositories());
-    if store.find(repo).is_some() {
-        return Err(UserRepoError::Exists { repo: repo.clone() });
-    }
-    let allowed = rules
-        .decide(user, repo, Ask::CreateRepo, None, &RepoRoles::default())
-        .allowed;
-    if !allowed {
-        return Err(UserRepoError::NoAccess {
-            user: user.clone(),
-            repo: repo.clone(),
-        });
+    let refused = || UserRepoError::NoAccess {
+        user: user.clone(),
+        repo: repo.clone(),
+    };
+    match creation(rules, &store, user, repo) {
+        Ok(d) if d.allowed => {}
+        // Said only to users who may read it: to anyone else an existing repo and a
+        // missing one get the same answer.
+        Err(Uncreatable::Exists(path)) => {
+            let roles = wild::roles(&path).unwrap_or_default();
+            return Err(if rules.access_with(user, repo, &roles) >= Access::Read {
+                UserRepoError::Exists { repo: repo.clone() }
+            } else {
+                refused()
+            });
+        }
+        _ => return Err(refused()),
     }
     let mirror = rules.mirror(repo);
     if let Some(m) = &mirror
@@ -97,18 +104,101 @@ pub(crate) fn create(
         creator: Some(user.clone()),
         roles: Vec::new(),
     };
-    // Recorded before the repo appears: nobody sees it without its creator.
+    // Recorded before the repo appears: nobody sees it without its creator, and no slave
+    // misses it (the operation is queued first, and dropped if the repo is not ours).
     wild::save(staged.path(), &roles)?;
-    let path = match staged.place()? {
-        Placed::Ours(path) => path,
-        Placed::Theirs(path) => {
+    let ops = OpQueue::new(home.ops_dir());
+    let slaves = mirror
+        .as_ref()
+        .map(|m| m.slaves.clone())
+        .unwrap_or_default();
+    let mut record = match &slaves[..] {
+        [] => None,
+        _ => Some(ops.begin(perms_op(repo, &roles)?, 0, &slaves)?),
+    };
+    let placed = staged.place();
+    let path = match placed {
+        Ok(Placed::Ours(path)) => path,
+        Ok(Placed::Theirs(path)) => {
+            if let Some(r) = &record {
+                ops.abandon(r)?;
+            }
             info!(repo = %repo, "created meanwhile by another user");
             return Ok(path);
         }
+        Err(e) => {
+            if let Some(r) = &record {
+                ops.abandon(r)?;
+            }
+            return Err(e.into());
+        }
     };
     info!(repo = %repo, creator = %user, "user-created repo");
-    queue_perms(home, &path, repo, &roles)?;
+    if let Some(r) = record.as_mut() {
+        ops.ready(r)?;
+        notify(home);
+    }
     Ok(path)
+}
+
+fn perms_op(repo: &RepoName, roles: &RepoRoles) -> Result<StoreOp, UserRepoError> {
+    let creator = roles
+        .creator
+        .clone()
+        .ok_or_else(|| UserRepoError::NotWild { repo: repo.clone() })?;
+    Ok(StoreOp::Perms {
+        repo: repo.clone(),
+        creator,
+        roles: roles.roles.clone(),
+    })
+}
+
+fn notify(home: &Home) {
+    if let Err(e) = client::notify_ops(home) {
+        tracing::warn!(error = %e, "cannot reach the daemon; the perms stay queued");
+    }
+}
+
+/// Why a name is not for a user to create, whatever the rules say.
+#[derive(Debug)]
+pub(crate) enum Uncreatable {
+    /// A repo has the name here.
+    Exists(PathBuf),
+    /// `repos.toml` gives it a table (or a repo group with one): `compile` creates it.
+    Named,
+    /// The admin repo.
+    Admin,
+}
+
+impl std::fmt::Display for Uncreatable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Uncreatable::Exists(_) => "it exists",
+            Uncreatable::Named => "repos.toml names it (compile creates it)",
+            Uncreatable::Admin => "it is the admin repo",
+        })
+    }
+}
+
+/// What decides whether `user` may create `repo`: the name must be free and not the
+/// administrator's, then a pattern's `C` decides. `gitmirror access REPO USER C` and the
+/// shells ask this same question.
+pub(crate) fn creation(
+    rules: &Rules,
+    store: &Store,
+    user: &AccountName,
+    repo: &RepoName,
+) -> Result<Decision, Uncreatable> {
+    if let Some(path) = store.find(repo) {
+        return Err(Uncreatable::Exists(path));
+    }
+    if rules.names(repo) {
+        return Err(Uncreatable::Named);
+    }
+    if repo.as_str() == crate::proto::ADMIN_REPO {
+        return Err(Uncreatable::Admin);
+    }
+    Ok(rules.decide(user, repo, Ask::CreateRepo, None, &RepoRoles::default()))
 }
 
 /// The `perms` text of a user-created repo, for users who may read it.
@@ -135,6 +225,8 @@ pub(crate) fn change(
     if !ROLES.contains(&role) {
         return Err(UserRepoError::Role(role.to_string()));
     }
+    // Two changes at once must not lose one.
+    let _held = crate::fs::lock(&path.join("gl-perms.lock")).map_err(WildError::from)?;
     let mut roles = wild::roles(path)?;
     let Some(creator) = roles.creator.clone() else {
         return Err(UserRepoError::NotWild { repo: repo.clone() });
@@ -164,37 +256,33 @@ pub(crate) fn change(
     roles.roles.retain(|(_, users)| !users.is_empty());
     wild::save(path, &roles)?;
     info!(repo = %repo, role, user = %who, add, "perms changed");
-    queue_perms(home, path, repo, &roles)?;
+    queue_perms(home, path, repo, None)?;
     Ok(roles)
 }
 
-/// Queues the repo's creator and roles for each of its slaves (none when it is local), and
-/// tells the daemon.
-fn queue_perms(
+/// Queues the creator and roles of the user-created repo at `path` for `slaves` (all of its
+/// slaves when `None`; none when it is local or no user created it), and tells the daemon.
+/// `compile` calls it for slaves new to a repo, which receive it by an ordinary push.
+pub(crate) fn queue_perms(
     home: &Home,
     path: &std::path::Path,
     repo: &RepoName,
-    roles: &RepoRoles,
+    slaves: Option<&[AccountName]>,
 ) -> Result<(), UserRepoError> {
+    let roles = wild::roles(path)?;
+    if roles.creator.is_none() {
+        return Ok(());
+    }
     let Some(m) = mastership::mastership(path)? else {
         return Ok(());
     };
-    if m.slaves.is_empty() {
+    let slaves = slaves.unwrap_or(&m.slaves);
+    if slaves.is_empty() {
         return Ok(());
     }
-    let Some(creator) = roles.creator.clone() else {
-        return Ok(());
-    };
-    let op = StoreOp::Perms {
-        repo: repo.clone(),
-        creator,
-        roles: roles.roles.clone(),
-    };
     let ops = OpQueue::new(home.ops_dir());
-    let mut record = ops.begin(op, m.epoch, &m.slaves)?;
+    let mut record = ops.begin(perms_op(repo, &roles)?, m.epoch, slaves)?;
     ops.ready(&mut record)?;
-    if let Err(e) = client::notify_ops(home) {
-        tracing::warn!(error = %e, "cannot reach the daemon; the perms stay queued");
-    }
+    notify(home);
     Ok(())
 }

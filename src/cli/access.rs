@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use super::{Cmd, Config, fail};
+use crate::admin::user_repos;
 use crate::config::rules::Grant;
 use crate::config::{Ask, RepoRoles, Rules};
 use crate::home::Home;
@@ -62,17 +63,29 @@ fn decide(
         format!("bad permission {perm:?}: expected R, W, + (rewind), C (create) or D (delete)")
     })?;
     let rules = Rules::compiled_for(home, &repo).map_err(|e| e.to_string())?;
-    let roles = match Store::new(home.repositories()).find(&repo) {
-        Some(path) => wild::roles(&path).map_err(|e| e.to_string())?,
-        None => RepoRoles::default(),
-    };
-    let d = rules.decide(&user, &repo, ask, refname, &roles);
+    let store = Store::new(home.repositories());
     let what = format!(
         "{} {} {repo} {user}",
         ask.letter(),
         refname.unwrap_or("any")
     );
-    let by = |g: &Grant| format!("repos.toml:{}: {}", g.line, g.text());
+    let d = if ask == Ask::CreateRepo {
+        match user_repos::creation(&rules, &store, &user, &repo) {
+            Ok(d) => d,
+            Err(why) => return Ok((false, format!("{what}: DENIED: {why}"))),
+        }
+    } else {
+        let roles = match store.find(&repo) {
+            Some(path) => wild::roles(&path).map_err(|e| e.to_string())?,
+            None => RepoRoles::default(),
+        };
+        rules.decide(&user, &repo, ask, refname, &roles)
+    };
+    let by = |g: &Grant| match g.line {
+        // Compiled by a version that did not record lines.
+        0 => format!("{} (line unknown: run gitmirror compile)", g.text()),
+        line => format!("repos.toml:{line}: {}", g.text()),
+    };
     Ok(match (&d.by, d.allowed) {
         (Some(g), true) => (true, format!("{what}: allowed by {}", by(g))),
         (Some(g), false) => (false, format!("{what}: DENIED by {}", by(g))),

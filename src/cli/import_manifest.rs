@@ -14,6 +14,7 @@ use crate::external::manifest::import::{self, ManifestRepo, Options};
 use crate::external::manifest::{DEFAULT_FILE, Files, parse, source, split_groups};
 use crate::home::Home;
 use crate::names::{AccountName, RepoName};
+use crate::progress::Progress;
 
 /// The command line's arguments.
 pub(super) struct Args<'a> {
@@ -25,6 +26,7 @@ pub(super) struct Args<'a> {
     pub(super) print: bool,
     pub(super) branch: Option<&'a str>,
     pub(super) file: Option<&'a str>,
+    pub(super) quiet: bool,
 }
 
 pub(super) fn run(home: &Home, config: Config, a: &Args) -> Outcome {
@@ -79,7 +81,7 @@ pub(super) fn run(home: &Home, config: Config, a: &Args) -> Outcome {
             ));
         }
         let report = import::reimport(home, &repo).map_err(|e| e.to_string())?;
-        return finish(home, &config.hostname, &report);
+        return finish(home, &config.hostname, &report, a.quiet);
     } else {
         let url = parse_url(a.source).map_err(|why| {
             format!(
@@ -116,7 +118,7 @@ pub(super) fn run(home: &Home, config: Config, a: &Args) -> Outcome {
     }
     let mut plan = plan;
     import::write(home, &mut plan).map_err(|e| e.to_string())?;
-    finish(home, &config.hostname, &plan.report)
+    finish(home, &config.hostname, &plan.report, a.quiet)
 }
 
 /// The repo named `source` when it is a manifest's mirror that follows it: importing it
@@ -145,15 +147,19 @@ fn credentials_for(home: &Home, url: &str) -> Credentials {
 }
 
 /// Prints the import's lines and, when tables were written, compiles.
-fn finish(home: &Home, hostname: &AccountName, report: &import::Report) -> Outcome {
+fn finish(home: &Home, hostname: &AccountName, report: &import::Report, quiet: bool) -> Outcome {
     let mut out: String = report.lines().iter().map(|l| format!("{l}\n")).collect();
     if report.written {
-        let report = compile::compile(home, false)
+        // Creating thousands of repos takes a while: a count of those created so far.
+        let mut progress = Progress::new("import", quiet);
+        let report = compile::compile_showing(home, &mut progress)
             .map_err(|e| format!("repos.toml has the new tables, but the compile failed: {e}"))?;
+        let summary = progress.finish();
         for line in report.lines() {
             out.push_str(&line);
             out.push('\n');
         }
+        out.push_str(&summary.replace("succeeded", "repos created"));
         out.push_str(&format!(
             "the new mirrors are empty until their first fetch (the daemon's schedule on {hostname}, or `gitmirror fetch REPO`)\n"
         ));

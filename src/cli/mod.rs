@@ -17,6 +17,7 @@ mod import_manifest;
 mod init;
 mod keys;
 mod man;
+mod metrics;
 mod ops;
 mod orphans;
 mod promote;
@@ -159,6 +160,13 @@ enum Cmd {
         #[arg(long, requires = "repo")]
         log: bool,
     },
+    /// Print the metrics' gauges once (Prometheus text), for node_exporter's textfile
+    /// collector: per slave repos pending and failing and the replication lag, the queue's
+    /// depth, pull and push mirrors' last success and failures, verify results. Read from
+    /// this server's records, daemon or not; the counters only a running daemon keeps
+    /// (pushes, failures, durations, bytes sent, peer connections) are left out: scrape the
+    /// daemon's [metrics] listen address for those.
+    Metrics,
     /// List the refs this server kept when a change of master overwrote them: repo, ref,
     /// object id, and the commit's date, author and subject, a line each. Exits 2 when there
     /// are any (they wait for an administrator), 0 when there are none.
@@ -232,6 +240,9 @@ enum Cmd {
         /// Print the tables instead of writing repos.toml (to commit them to the admin repo).
         #[arg(long)]
         print: bool,
+        /// No progress on stderr while the new repos are created.
+        #[arg(long)]
+        quiet: bool,
         /// The manifest repository's branch (default: its HEAD).
         #[arg(long, value_name = "B")]
         manifest_branch: Option<String>,
@@ -398,6 +409,7 @@ impl Cli {
             Cmd::Status { repo, json, log } => {
                 return status::run(cmd, &home, config, repo.as_deref(), *json, *log);
             }
+            Cmd::Metrics => metrics::run(&home, config),
             Cmd::Orphans {
                 repo,
                 refname,
@@ -417,6 +429,7 @@ impl Cli {
                 like,
                 follow,
                 print,
+                quiet,
                 manifest_branch,
                 manifest_file,
             } => import_manifest::run(
@@ -429,6 +442,7 @@ impl Cli {
                     like: like.as_deref(),
                     follow: *follow,
                     print: *print,
+                    quiet: *quiet,
                     branch: manifest_branch.as_deref(),
                     file: manifest_file.as_deref(),
                 },
@@ -482,7 +496,7 @@ fn init_log(home: &Home, config: &LogConfig, verbose: bool) {
         file: home.root().is_dir().then_some(path.as_path()),
         level: &config.level,
         format: config.format,
-        stderr: verbose || config.stderr,
+        stderr: verbose || config.stderr || log::stderr_is_journal(),
         complain: verbose,
     });
 }

@@ -2,6 +2,7 @@
 //! peer, replication defaults, logging).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -107,6 +108,15 @@ impl Default for LogConfig {
     }
 }
 
+/// The daemon's Prometheus metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MetricsConfig {
+    /// Where the daemon serves `GET /metrics` over HTTP; none (the default) serves nothing.
+    /// Plain HTTP without authentication: bind it to localhost, or to an interface only the
+    /// Prometheus server reaches.
+    pub(crate) listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServerConfig {
@@ -118,6 +128,14 @@ struct RawServerConfig {
     mirror: MirrorConfig,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +167,8 @@ pub(crate) struct ServerConfig {
     pub(crate) mirror: MirrorConfig,
     /// Logging.
     pub(crate) log: LogConfig,
+    /// Prometheus metrics.
+    pub(crate) metrics: MetricsConfig,
 }
 
 impl ServerConfig {
@@ -261,12 +281,28 @@ impl ServerConfig {
                     src.error(format.span(), e.to_string())
                 })?;
         }
+        let mut metrics = MetricsConfig::default();
+        if let Some(listen) = raw.metrics.listen {
+            // An IP address and a port, not a host name: what the daemon binds must not
+            // depend on a resolver at start, and the log names exactly what it tried.
+            let addr = listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                src.error(
+                    listen.span(),
+                    format!(
+                        "metrics.listen {:?}: expected an IP address and port like \"127.0.0.1:9464\"",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+            metrics.listen = Some(addr);
+        }
         Ok(ServerConfig {
             hostname,
             program,
             peers,
             mirror: raw.mirror,
             log,
+            metrics,
         })
     }
 
@@ -306,6 +342,11 @@ sync = false          # a user's push does not wait for the slaves
 level = "info"        # written to gitmirror.log in this server's home
 # format = "text"       # or "json": one JSON object per line, for a log pipeline
 stderr = false
+
+# Prometheus metrics, served by the daemon over plain HTTP at GET /metrics (off
+# unless set; keep it on localhost or a network only Prometheus reaches).
+# [metrics]
+# listen = "127.0.0.1:9464"
 "#
         )
     }
@@ -325,6 +366,7 @@ mod tests {
         assert_eq!(cfg.mirror.rescan_secs, 30.0);
         assert_eq!(cfg.mirror.verify_interval, 3600.0);
         assert!(!cfg.mirror.redirect);
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     #[test]
@@ -334,6 +376,7 @@ mod tests {
         assert_eq!(cfg.hostname, host);
         assert!(!cfg.mirror.sync);
         assert!(!cfg.mirror.redirect);
+        assert_eq!(cfg.metrics.listen, None);
     }
 
     #[test]
@@ -368,6 +411,23 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_off_by_default_and_listen_where_told() {
+        let cfg = load("hostname = \"s1\"\n").unwrap();
+        assert_eq!(cfg.metrics.listen, None);
+        let cfg = load("hostname = \"s1\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let cfg = load("hostname = \"s1\"\n[metrics]\nlisten = \"[::1]:9464\"\n").unwrap();
+        assert_eq!(cfg.metrics.listen, Some("[::1]:9464".parse().unwrap()));
+        let err = load("hostname = \"s1\"\n[metrics]\nlisten = \"localhost:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "gitmirror.toml:3: metrics.listen \"localhost:9464\": expected an IP address and port like \"127.0.0.1:9464\""
+        );
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         for (text, line) in [
             ("hostname = \"server1\"\n\n[mirror]\nsink = true\n", 4),
@@ -387,6 +447,13 @@ mod tests {
                 2,
             ),
             ("hostname = \"s1\"\nprogram = \"bin/gitmirror\"\n", 2),
+            (
+                "hostname = \"s1\"\n[metrics]\nlisten = \"localhost:9464\"\n",
+                3,
+            ),
+            ("hostname = \"s1\"\n[metrics]\nlisten = \"127.0.0.1\"\n", 3),
+            ("hostname = \"s1\"\n[metrics]\nlisten = 9464\n", 3),
+            ("hostname = \"s1\"\n[metrics]\nport = 9464\n", 3),
             (
                 "hostname = \"s1\"\nprogram = \"/opt/my dir/gitmirror\"\n",
                 2,

@@ -22,6 +22,7 @@ use crate::external::downstream_sender::DownstreamSender;
 use crate::external::upstream_scheduler::UpstreamScheduler;
 use crate::fs::{Context, ensure_dir, write_atomic};
 use crate::home::Home;
+use crate::metrics;
 use crate::names::{AccountName, RepoName};
 use crate::replicate::mastered::{Mastered, NotMastered};
 use crate::replicate::op_queue::OpQueue;
@@ -150,6 +151,17 @@ async fn serve(
     tokio::spawn(upstreams.clone().run());
     let downstreams = DownstreamSender::new(home, &config.hostname, &config.mirror);
     tokio::spawn(downstreams.clone().run());
+    if let Some(addr) = config.metrics.listen {
+        // Not bound is logged there, and not fatal: replication goes on without metrics.
+        metrics::http::start(
+            addr,
+            home,
+            &config.hostname,
+            verifier.pool.clone(),
+            &scheduler,
+        )
+        .await;
+    }
     let daemon = Arc::new(Daemon {
         scheduler,
         mastered,

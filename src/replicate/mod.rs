@@ -10,6 +10,7 @@
 //!   `send_pack` speaks git's protocol (`pkt_line`, `advertisement`) and `pack` builds the
 //!   pack (libgit2 for a small repo, `git pack-objects` for a big one).
 //! - [`push_error`]: why a mirror push failed, and whose fault it was.
+//! - [`observer`]: the seam through which the scheduler's pushes are counted (metrics).
 //! - [`report`], [`status`]: how results and the queue read for people.
 //! - [`verify`]: asking each slave what it holds, to find drift no push announced.
 //! - [`op_queue`], [`op_sender`]: the store operations (delete, restore, rename, purge) owed
@@ -18,6 +19,7 @@
 mod advertisement;
 pub(crate) mod mastered;
 pub(crate) mod mirror_push;
+pub(crate) mod observer;
 pub(crate) mod op_queue;
 pub(crate) mod op_sender;
 mod pack;

@@ -97,6 +97,30 @@ impl PushError {
         }
     }
 
+    /// A short, fixed name for the kind of failure, for counting failures by kind (a metric
+    /// label must come from a small fixed set, never from the slave's words):
+    /// `unreachable` (no connection), `transport` (the exchange broke off), `refused`,
+    /// `missing` (the slave has no such repo), `held` (waiting for a store operation),
+    /// `local` (this server's side).
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            PushError::Connect(PeerError::Connect { .. }) => "unreachable",
+            PushError::Transport(_) | PushError::Worker(_) => "transport",
+            PushError::Refused(_) => "refused",
+            PushError::Missing(_) => "missing",
+            PushError::Held(_) => "held",
+            PushError::Connect(PeerError::Local(_))
+            | PushError::Settings(_)
+            | PushError::LocalRepo(_)
+            | PushError::Pack(_)
+            | PushError::Incomplete(_)
+            | PushError::QueueRead(_)
+            | PushError::QueueRecord(_)
+            | PushError::Stopped
+            | PushError::NotSlave { .. } => "local",
+        }
+    }
+
     /// The error and its sources on one line, as recorded in the queue and shown in `status`.
     pub(crate) fn words(&self) -> String {
         one_line(&with_sources(self))
@@ -181,7 +205,7 @@ mod tests {
         };
         // No remote command at all: the connection.
         let e = PushError::from_exchange("cannot start", None, "");
-        assert_eq!(e.blame(), Blame::Transport);
+        assert_eq!((e.blame(), e.reason()), (Blame::Transport, "transport"));
         // The session broke before an exit status.
         let e = PushError::from_exchange("early EOF", Some(&finished("", None)), "");
         assert_eq!(e.blame(), Blame::Transport);
@@ -192,13 +216,14 @@ mod tests {
         );
         let e = PushError::from_exchange("listing failed", Some(&f), "");
         assert!(matches!(e, PushError::Missing(_)), "{e:?}");
+        assert_eq!(e.reason(), "missing");
         // The slave's forced command refused, in its own words.
         let f = finished(
             "FATAL: server2 refuses testing from server1: no\n",
             Some(false),
         );
         let e = PushError::from_exchange("push failed", Some(&f), "");
-        assert_eq!(e.blame(), Blame::Slave);
+        assert_eq!((e.blame(), e.reason()), (Blame::Slave, "refused"));
         assert_eq!(e.words(), "server2 refuses testing from server1: no");
         // git on the slave said no, and exited.
         let f = finished("error: cannot lock ref\n", Some(false));

@@ -30,6 +30,8 @@ pub(crate) struct Confirmed {
     pub(crate) fingerprint: String,
     /// The slave's report of refs changed behind the master's back, if any.
     pub(crate) diverged: Option<String>,
+    /// The bytes of pack sent to it (0 when it needed no objects, or was not asked).
+    pub(crate) bytes: u64,
 }
 
 /// Pushes one repo to one slave.
@@ -147,6 +149,7 @@ impl SshPusher {
                 contacted: false,
                 fingerprint,
                 diverged: None,
+                bytes: 0,
             }));
         }
         // A slave that last confirmed an empty repo (a new slave, a repo compiled before its
@@ -169,17 +172,17 @@ impl SshPusher {
             }
             other => other?,
         };
+        let (bytes, builder) = done.pack.as_ref().map_or((0, "none"), |p| {
+            (
+                p.bytes,
+                if p.by_process {
+                    "git pack-objects"
+                } else {
+                    "libgit2"
+                },
+            )
+        });
         if done.pushed != Pushed::Nothing {
-            let (bytes, builder) = done.pack.map_or((0, "none"), |p| {
-                (
-                    p.bytes,
-                    if p.by_process {
-                        "git pack-objects"
-                    } else {
-                        "libgit2"
-                    },
-                )
-            });
             info!(%repo, %slave, pushed = ?done.pushed, pack_bytes = bytes, pack_builder = builder, "mirror push done");
         }
         if let Some(d) = &done.diverged {
@@ -199,6 +202,7 @@ impl SshPusher {
             contacted: true,
             fingerprint,
             diverged: done.diverged,
+            bytes,
         }))
     }
 }

@@ -11,13 +11,14 @@
 //! one (`scheduler_tests.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::mirror_push::When;
+use super::observer::{Observed, PushObserver};
 use super::push_error::{Blame, PushError};
 use super::pusher::Pusher;
 use super::queue::{Backoff, Queue};
@@ -44,6 +45,8 @@ struct Attempt {
     /// Whether the queue entry was cleared (no push came in meanwhile).
     cleared: bool,
     delivered: Delivered,
+    /// The bytes of pack sent.
+    bytes: u64,
 }
 
 /// The in-memory state of one (repo, slave).
@@ -76,6 +79,8 @@ pub(crate) struct Scheduler {
     probing: Mutex<HashSet<AccountName>>,
     /// Attempts under way at once (see [`ATTEMPTS_AT_ONCE`]).
     attempts: tokio::sync::Semaphore,
+    /// Who counts the pushes (the daemon's metrics), if anyone.
+    observer: OnceLock<Arc<dyn PushObserver>>,
 }
 
 /// Attempts under way at once, daemon-wide, besides users' fresh pushes. A bulk request
@@ -120,7 +125,38 @@ impl Scheduler {
             peer_back: Mutex::new(HashMap::new()),
             probing: Mutex::new(HashSet::new()),
             attempts: tokio::sync::Semaphore::new(ATTEMPTS_AT_ONCE),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Has `observer` told of every push from now on (set once: the daemon's metrics).
+    pub(crate) fn observe(&self, observer: Arc<dyn PushObserver>) {
+        if self.observer.set(observer).is_err() {
+            warn!("the scheduler already has an observer; the second is ignored");
+        }
+    }
+
+    /// Tells the observer, if any, how an attempt ended.
+    fn tell(
+        &self,
+        slave: &AccountName,
+        took: Duration,
+        attempted: &Result<Option<Attempt>, PushError>,
+    ) {
+        let Some(observer) = self.observer.get() else {
+            return;
+        };
+        let observed = match attempted {
+            Ok(Some(Attempt {
+                delivered: Delivered::Pushed,
+                bytes,
+                ..
+            })) => Observed::Pushed { bytes: *bytes },
+            // Nothing changed, or not this server's business: nobody was pushed to.
+            Ok(_) => return,
+            Err(e) => Observed::Failed { reason: e.reason() },
+        };
+        observer.finished(slave, took, observed);
     }
 
     /// Asks for a mirror push of `repo` to `slave`. With `wait`, returns a receiver that
@@ -345,6 +381,7 @@ impl Scheduler {
                 delivered: Delivered::Unchanged {
                     since: entry.last_success,
                 },
+                bytes: 0,
             }));
         }
         let cleared = self
@@ -362,6 +399,7 @@ impl Scheduler {
             generation,
             cleared,
             delivered,
+            bytes: done.bytes,
         }))
     }
 
@@ -379,9 +417,11 @@ impl Scheduler {
                     self.attempts.acquire().await.ok()
                 };
                 self.set_attempting(&key, true);
+                let started = Instant::now();
                 // Allocated once the turn comes, not by every waiting run.
                 let attempted = Box::pin(self.attempt(repo, slave, when)).await;
                 self.set_attempting(&key, false);
+                self.tell(slave, started.elapsed(), &attempted);
                 attempted
             };
             match attempted {
@@ -400,6 +440,7 @@ impl Scheduler {
                     generation,
                     cleared,
                     delivered,
+                    ..
                 })) => {
                     self.resolve(&key, generation, &Ok(delivered));
                     self.peer_back(slave).notify_waiters();

@@ -101,6 +101,7 @@ impl Pusher for FakePusher {
                         contacted: when != When::IfChanged,
                         fingerprint: format!("f{n}"),
                         diverged: None,
+                        bytes: 0,
                     }))
                 }
             }
@@ -503,4 +504,42 @@ async fn a_users_push_does_not_wait_behind_a_bulk_request() {
     w.user_push(&user, false);
     let call = w.next_call().await;
     assert_eq!((call.repo, call.when), (user, When::Always));
+}
+
+/// Records what the scheduler tells it.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, super::observer::Observed)>>);
+
+impl super::observer::PushObserver for Recorder {
+    fn finished(&self, slave: &AccountName, _took: Duration, observed: super::observer::Observed) {
+        self.0.lock().unwrap().push((slave.to_string(), observed));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_each_push_and_failure_but_not_a_check_that_asked_nobody() {
+    use super::observer::Observed;
+    let w = world(true);
+    let seen = Arc::new(Recorder::default());
+    w.scheduler.observe(seen.clone());
+    let r = repo("testing");
+    w.fake.answer(&[Answer::Refuse]);
+    // Refused, then pushed on the retry.
+    assert!(outcome(w.user_push(&r, true)).await.is_err());
+    let rx = w.scheduler.submit(&r, &w.slave, When::IfDifferent, true);
+    assert!(outcome(rx).await.is_ok());
+    // Nothing changed since the slave confirmed: nobody is asked, nothing is counted.
+    let rx = w.scheduler.submit(&r, &w.slave, When::IfChanged, true);
+    assert!(outcome(rx).await.is_ok());
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "server2".to_string(),
+                Observed::Failed { reason: "refused" }
+            ),
+            ("server2".to_string(), Observed::Pushed { bytes: 0 }),
+        ]
+    );
 }

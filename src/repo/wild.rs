@@ -52,13 +52,22 @@ pub(crate) fn roles(repo_dir: &Path) -> Result<RepoRoles, WildError> {
         file: creator_path.display().to_string(),
         what: e.to_string(),
     })?;
+    // Roles never cost the creator: a gl-perms that cannot be read (or that holds what
+    // gitolite accepts and gitmirror does not) gives no one a role, and is logged.
     let perms_path = repo_dir.join(PERMS_FILE);
-    let roles = match read(&perms_path)? {
-        Some(text) => parse_perms(&text).map_err(|what| WildError::Bad {
-            file: perms_path.display().to_string(),
-            what,
-        })?,
-        None => Vec::new(),
+    let roles = match read(&perms_path) {
+        Ok(Some(text)) => {
+            let (roles, skipped) = parse_perms(&text);
+            for what in skipped {
+                tracing::warn!(file = %perms_path.display(), what, "gl-perms: skipped");
+            }
+            roles
+        }
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "gl-perms unreadable: no roles");
+            Vec::new()
+        }
     };
     Ok(RepoRoles {
         creator: Some(creator),
@@ -66,26 +75,33 @@ pub(crate) fn roles(repo_dir: &Path) -> Result<RepoRoles, WildError> {
     })
 }
 
-/// Parses `gl-perms` text: lines `ROLE user...`; blank lines and `#` comments skipped.
-pub(crate) fn parse_perms(text: &str) -> Result<Vec<(String, Vec<AccountName>)>, String> {
+/// Parses `gl-perms` text: lines `ROLE user...` (gitolite also writes `ROLE = user...`);
+/// blank lines and `#` comments skipped. What gitmirror does not take (roles other than
+/// `READERS` and `WRITERS`, `@group` members) is skipped and returned, one line each.
+pub(crate) fn parse_perms(text: &str) -> (Vec<(String, Vec<AccountName>)>, Vec<String>) {
     let mut roles: Vec<(String, Vec<AccountName>)> = Vec::new();
+    let mut skipped = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut words = line.split_whitespace();
+        let mut words = line.split_whitespace().filter(|w| *w != "=");
         let role = words.next().unwrap_or_default();
         if !ROLES.contains(&role) {
-            return Err(format!(
-                "line {}: unknown role {role:?}; expected {}",
+            skipped.push(format!(
+                "line {}: role {role:?} (gitmirror knows {})",
                 i + 1,
-                ROLES.join(" or ")
+                ROLES.join(" and ")
             ));
+            continue;
         }
         let mut users = Vec::new();
         for w in words {
-            users.push(AccountName::parse(w).map_err(|e| format!("line {}: {e}", i + 1))?);
+            match AccountName::parse(w) {
+                Ok(u) => users.push(u),
+                Err(_) => skipped.push(format!("line {}: member {w:?} (users only)", i + 1)),
+            }
         }
         match roles.iter_mut().find(|(r, _)| r == role) {
             Some((_, have)) => have.extend(users),
@@ -97,7 +113,7 @@ pub(crate) fn parse_perms(text: &str) -> Result<Vec<(String, Vec<AccountName>)>,
         users.dedup();
     }
     roles.retain(|(_, users)| !users.is_empty());
-    Ok(roles)
+    (roles, skipped)
 }
 
 /// The `gl-perms` text of `roles`.
@@ -144,11 +160,19 @@ mod tests {
         assert_eq!(roles(dir.path()).unwrap(), RepoRoles::default());
         let r = RepoRoles {
             creator: Some(AccountName::parse("alice").unwrap()),
-            roles: parse_perms("WRITERS bob\nREADERS carol dave\nREADERS carol\n").unwrap(),
+            roles: parse_perms("WRITERS bob\nREADERS carol dave\nREADERS = carol\n").0,
         };
         save(dir.path(), &r).unwrap();
         assert_eq!(roles(dir.path()).unwrap(), r);
-        assert!(parse_perms("OWNERS bob").is_err());
-        assert!(parse_perms("READERS ../x").is_err());
+        assert_eq!(r.roles.len(), 2);
+        // What gitolite takes and gitmirror does not is skipped, never fatal.
+        let (kept, skipped) = parse_perms("OWNERS bob\nREADERS @devs ../x alice\n");
+        assert_eq!(
+            kept,
+            vec![("READERS".into(), vec![AccountName::parse("alice").unwrap()])]
+        );
+        assert_eq!(skipped.len(), 3);
+        std::fs::write(dir.path().join(PERMS_FILE), "garbage line\n").unwrap();
+        assert_eq!(roles(dir.path()).unwrap().creator, r.creator);
     }
 }

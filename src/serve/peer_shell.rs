@@ -152,9 +152,25 @@ impl<'a> PeerShell<'a> {
                     // A user-created repo's record arrives before its first push: the repo
                     // is created here, as that push would create it, where this server's
                     // own rules have a pattern naming the sender its master.
+                    // Only for names a pattern here covers: a repo repos.toml names is
+                    // never a user's, whatever a peer says.
                     if let StoreOp::Perms { repo, .. } = &op {
+                        if self.rules.pattern_for(repo).is_none() || self.rules.names(repo) {
+                            return Err(self.create_err(
+                                repo,
+                                "this server's rules have no pattern for user-created repos that matches it".into(),
+                            ));
+                        }
                         let store = Store::new(self.home.repositories());
                         if store.find(repo).is_none() {
+                            // A user may create again a name its master deleted: the master's
+                            // word for a pattern's name brings it back.
+                            if self
+                                .mirror_rule(repo)
+                                .is_some_and(|r| r.is_master(&self.peer) && r.is_slave(self.this()))
+                            {
+                                GoneRecord::in_state(&self.home.state_dir()).back(repo)?;
+                            }
                             self.create(&store, repo)?;
                         }
                     }

@@ -239,15 +239,21 @@ impl<'a> UserShell<'a> {
         let roles = match change {
             None => wild::roles(&path).map_err(UserRepoError::from)?,
             Some(c) => {
-                if let Some(m) = repo::mirror_config(&path).ok().flatten()
-                    && m.master != self.config.hostname
-                {
-                    return Err(UserRepoError::NotMaster {
-                        repo: repo.clone(),
-                        master: m.master,
-                        this: self.config.hostname.clone(),
+                match repo::mirror_config(&path) {
+                    Ok(Some(m)) if m.master != self.config.hostname => {
+                        return Err(UserRepoError::NotMaster {
+                            repo: repo.clone(),
+                            master: m.master,
+                            this: self.config.hostname.clone(),
+                        }
+                        .into());
                     }
-                    .into());
+                    Ok(_) => {}
+                    // Unknown settings: this may be a slave; change nothing.
+                    Err(e) => {
+                        warn!(repo = %repo, error = %e, "cannot read mirror settings; refusing perms");
+                        return Err(ShellError::RepoConfig { repo: repo.clone() });
+                    }
                 }
                 user_repos::change(self.home, &self.user, repo, &path, c.add, &c.role, &c.user)?
             }
@@ -475,6 +481,10 @@ impl<'a> UserShell<'a> {
                 Some(Ok(None)) | None => String::new(),
             };
             out.push_str(&format!(" {:<4}{repo}{role}\n", access.label()));
+        }
+        // Where the user may create repos, as gitolite lists its wild patterns.
+        for pattern in self.rules.creatable(&self.user) {
+            out.push_str(&format!(" C   {pattern}\n"));
         }
         out
     }

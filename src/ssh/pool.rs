@@ -164,6 +164,17 @@ impl Pool {
         Ok(conn)
     }
 
+    /// Each peer this pool has tried to reach, and whether its connection is open (false
+    /// while it fails, or is still being opened). For metrics: read at each scrape, never
+    /// waiting on a connection being opened.
+    pub(crate) fn connections(&self) -> Vec<(AccountName, bool)> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .map(|(peer, slot)| (peer.clone(), matches!(slot.cell.get(), Some(Ok(_)))))
+            .collect()
+    }
+
     /// Forgets a failed connection attempt to `peer`, so the next use tries again at once.
     pub(crate) fn forget_failure(&self, peer: &AccountName) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());

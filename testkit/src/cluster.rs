@@ -61,7 +61,8 @@ impl Cluster {
             loop {
                 let want = m.refs(repo);
                 if s.repo_path(repo).exists() {
-                    last = s.refs(repo);
+                    // Unreadable for a moment while the slave creates or moves it: not yet.
+                    last = s.try_refs(repo).unwrap_or_else(|e| e);
                     if last == want {
                         break;
                     }
@@ -105,6 +106,11 @@ impl Server {
         fs::copy(other.home().join(format!("{}.pub", other.hostname)), &copy).unwrap();
         self.gitmirror(&["add-mirroring-peer", copy.to_str().unwrap()])
             .ok();
+    }
+
+    /// Has the next daemon serve metrics at `addr`: `[metrics] listen` in gitmirror.toml.
+    pub fn metrics_listen(&self, addr: std::net::SocketAddr) {
+        self.append_config(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
     }
 
     /// Turns sync mode on or off in gitmirror.toml's `[mirror]` table.
@@ -184,9 +190,21 @@ impl Server {
     /// A server's `refs/gitmirror/diverged/` and `refs/gitmirror/orphaned/` (what it kept when
     /// it had diverged, or when a change of master overwrote it) are its own and left out.
     pub fn refs(&self, repo: &str) -> String {
-        let refs: String = self
-            .git(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])
-            .ok()
+        self.try_refs(repo).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Server::refs`], or why git could not read them: a repo being created or moved
+    /// (a slave applying a rename) exists on disk a moment before git can read it.
+    fn try_refs(&self, repo: &str) -> Result<String, String> {
+        let read = |args: &[&str]| {
+            let out = self.git(repo, args);
+            if out.status.success() {
+                Ok(out.text())
+            } else {
+                Err(format!("git {args:?} in {repo} failed: {}", out.err()))
+            }
+        };
+        let refs: String = read(&["for-each-ref", "--format=%(objectname) %(refname)"])?
             .lines()
             .filter(|l| {
                 !l.contains(" refs/gitmirror/diverged/")
@@ -195,7 +213,7 @@ impl Server {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let head = self.git(repo, &["symbolic-ref", "HEAD"]).ok();
-        format!("{refs}HEAD -> {head}")
+        let head = read(&["symbolic-ref", "HEAD"])?;
+        Ok(format!("{refs}HEAD -> {head}"))
     }
 }

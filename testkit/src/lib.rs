@@ -16,6 +16,8 @@
 //! - `faults`: a server's sshd crashed, or frozen and thawed; a peer answering junk.
 //! - `daemon`: the replication daemon a test starts ([`Daemon`]) and what it reports.
 //! - `snapshot`: a server's disk before and after, to check a refusal changed nothing.
+//! - `prometheus`: a real Prometheus scraping a daemon ([`Prometheus`]), and bare HTTP
+//!   requests ([`http`]).
 
 mod client;
 mod cluster;
@@ -23,6 +25,7 @@ mod daemon;
 mod faults;
 mod measure;
 mod process;
+mod prometheus;
 mod sandbox;
 mod server;
 mod snapshot;
@@ -33,6 +36,7 @@ pub use cluster::Cluster;
 pub use daemon::{Daemon, daemon_pid_in, stop_daemon_in};
 pub use measure::{arg_flag, arg_value, machine, median, noise, peak_rss_kib, plain_target};
 pub use process::{OutputExt, process_tree, run, signal, wait_for};
+pub use prometheus::{HttpReply, PROMETHEUS, Prometheus, free_port, http};
 pub use sandbox::{SSHD, Sandbox, Scratch, sandbox};
 pub use server::Server;
 pub use snapshot::{assert_unchanged, snapshot};

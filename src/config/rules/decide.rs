@@ -113,7 +113,7 @@ impl Rules {
             }
             if g.is_deny() {
                 let applies = match refname {
-                    Some(r) => g.covers(r),
+                    Some(r) => g.covers(r, user.as_str()),
                     None => g.refs.is_empty() || deny_rules,
                 };
                 if applies {
@@ -125,7 +125,7 @@ impl Rules {
                 continue;
             }
             if let Some(r) = refname
-                && !g.covers(r)
+                && !g.covers(r, user.as_str())
             {
                 continue;
             }
@@ -167,6 +167,20 @@ impl Rules {
     /// [`access_with`](Self::access_with) for a repo nobody created (no roles).
     pub(crate) fn access(&self, user: &AccountName, repo: &RepoName) -> Access {
         self.access_with(user, repo, &RepoRoles::default())
+    }
+
+    /// The patterns whose `C` names `user`: where they may create repos (for `info`).
+    pub(crate) fn creatable(&self, user: &AccountName) -> Vec<&str> {
+        let nobody = RepoRoles::default();
+        self.patterns
+            .iter()
+            .filter(|(_, t)| {
+                t.grants
+                    .iter()
+                    .any(|g| g.perm == "C" && self.is_named(&g.who, user, &nobody, Ask::CreateRepo))
+            })
+            .map(|(p, _)| p.as_str())
+            .collect()
     }
 
     fn is_named(&self, who: &Member, user: &AccountName, roles: &RepoRoles, ask: Ask) -> bool {

@@ -131,13 +131,19 @@ impl Grant {
         self.perm != "C" && self.perm != "-" && self.perm.contains(letter)
     }
 
-    /// Whether it covers `refname` (every rule covers every ref when it names none).
-    pub(crate) fn covers(&self, refname: &str) -> bool {
+    /// Whether it covers `refname` for `user` (every rule covers every ref when it names
+    /// none). `/USER/` in a ref stands for the user's name, as in gitolite's refexes
+    /// (personal branches: `RW+ personal/USER/ = @devs`).
+    pub(crate) fn covers(&self, refname: &str, user: &str) -> bool {
         self.refs.is_empty()
-            || self
-                .refs
-                .iter()
-                .any(|r| anchored(r).is_ok_and(|re| re.is_match(refname)))
+            || self.refs.iter().any(|r| {
+                let r = if r.contains("/USER/") {
+                    r.replace("/USER/", &format!("/{}/", regex::escape(user)))
+                } else {
+                    r.clone()
+                };
+                matches_cached(&r, refname)
+            })
     }
 
     /// The rule as `repos.toml` would spell it for this member alone.
@@ -156,6 +162,38 @@ impl Grant {
 /// A ref pattern as matched: at the start of the name, as gitolite's refexes.
 pub(crate) fn anchored(refex: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!("^(?:{refex})"))
+}
+
+/// Regular expressions built once per process: a push of thousands of refs asks the same
+/// few rules for each, and building one costs far more than matching it.
+pub(crate) fn cached<T>(
+    pattern: &str,
+    build: impl FnOnce() -> Option<regex::Regex>,
+    f: impl FnOnce(Option<&regex::Regex>) -> T,
+) -> T {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Option<regex::Regex>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        // Bounded: distinct user names in `/USER/` refs could otherwise grow it forever in
+        // the daemon.
+        if c.len() > 4096 {
+            c.clear();
+        }
+        let re = c.entry(pattern.to_string()).or_insert_with(build);
+        f(re.as_ref())
+    })
+}
+
+fn matches_cached(refex: &str, refname: &str) -> bool {
+    cached(
+        refex,
+        || anchored(refex).ok(),
+        |re| re.is_some_and(|re| re.is_match(refname)),
+    )
 }
 
 /// A ref as a rule writes it, made full: one not under `refs/` is a branch.
@@ -223,11 +261,18 @@ mod tests {
             seq: 0,
             line: 1,
         };
-        assert!(g.covers("refs/heads/dev/x"));
-        assert!(g.covers("refs/tags/v1.0"));
-        assert!(!g.covers("refs/heads/main"));
-        assert!(!g.covers("refs/tags/va"));
-        assert!(!g.covers("refs/heads/x/dev/"));
+        assert!(g.covers("refs/heads/dev/x", "u"));
+        assert!(g.covers("refs/tags/v1.0", "u"));
+        assert!(!g.covers("refs/heads/main", "u"));
+        assert!(!g.covers("refs/tags/va", "u"));
+        assert!(!g.covers("refs/heads/x/dev/", "u"));
+        let personal = Grant {
+            refs: vec![full_ref("personal/USER/")],
+            ..g.clone()
+        };
+        assert!(personal.covers("refs/heads/personal/al.ice/x", "al.ice"));
+        assert!(!personal.covers("refs/heads/personal/alXice/x", "al.ice"));
+        assert!(!personal.covers("refs/heads/personal/bob/x", "al.ice"));
         assert!(g.has('W') && g.has('R') && !g.has('+'));
     }
 

@@ -333,17 +333,17 @@ impl Rules {
                 TableKind::Pattern => {
                     let pattern = RepoPattern::parse(k).map_err(|e| src.error(key.span(), e))?;
                     if !rule.grants.iter().any(|g| g.who == Member::Creator) {
-                        // The creator of a repo may do everything to it unless told otherwise.
-                        rule.grants.insert(
-                            0,
-                            Grant {
-                                perm: "RW+".into(),
-                                refs: Vec::new(),
-                                who: Member::Creator,
-                                seq: key.span().start,
-                                line: src.line(key.span().start),
-                            },
-                        );
+                        // The creator of a repo may do everything to it unless the table
+                        // says otherwise: after the table's own rules, so that its deny
+                        // rules bind the creator too.
+                        let at = rule.grants.last().map_or(key.span().start, |g| g.seq);
+                        rule.grants.push(Grant {
+                            perm: "RW+".into(),
+                            refs: Vec::new(),
+                            who: Member::Creator,
+                            seq: at,
+                            line: src.line(key.span().start),
+                        });
                     }
                     rules.patterns.push((pattern, rule));
                 }
@@ -410,7 +410,11 @@ impl Rules {
             }
         }
         grants.sort_by_key(|g| g.seq);
-        check_denies(src, repo, &grants, letters)?;
+        // In a pattern's table a deny rule also decides who may create (C), which no RW
+        // rule does: it is never useless there.
+        if kind != TableKind::Pattern {
+            check_denies(src, repo, &grants, letters)?;
+        }
         if raw.deny_rules.is_some() && kind == TableKind::Pattern {
             // Nothing against it; gitolite takes the option anywhere.
         }
@@ -558,6 +562,8 @@ impl Rules {
             .chain(
                 self.patterns
                     .iter()
+                    // The admin repo (every server's keys and rules) is never a pattern's.
+                    .filter(|_| repo.as_str() != crate::proto::ADMIN_REPO)
                     .filter(|(p, _)| match creator {
                         CreatorIs::Known(c) => p.matches(repo, Some(c)),
                         CreatorIs::Nobody => p.matches(repo, None),
@@ -584,6 +590,9 @@ impl Rules {
     /// The pattern a repo name matches whose `C` could let a user create it, if any: the
     /// first written.
     pub(crate) fn pattern_for(&self, repo: &RepoName) -> Option<&RepoPattern> {
+        if repo.as_str() == crate::proto::ADMIN_REPO {
+            return None;
+        }
         self.patterns
             .iter()
             .find(|(p, _)| p.matches_anyone(repo))
@@ -689,26 +698,46 @@ impl Rules {
 
     /// Whether the file names `repo` (see [`named_repos`](Self::named_repos)).
     pub(crate) fn names(&self, repo: &RepoName) -> bool {
-        self.repos.contains_key(repo) || self.named_repos().any(|r| r == repo)
+        self.repos.contains_key(repo)
+            || self.group_tables.keys().any(|g| {
+                self.repo_groups
+                    .get(g)
+                    .is_some_and(|set| set.contains(repo))
+            })
     }
 
-    /// Drops `repo`'s own table (a deleted repo's, which must not be recreated).
+    /// Drops `repo`'s own table and its places in repo groups (a deleted repo's, which must
+    /// not be recreated).
     pub(crate) fn forget_repo(&mut self, repo: &RepoName) {
         self.repos.remove(repo);
+        for set in self.repo_groups.values_mut() {
+            set.remove(repo);
+        }
     }
 
-    /// Gives `to` the table of `from` (a renamed repo's rules follow it), unless the file
-    /// names `to` itself; `from`'s table applies to nothing afterwards. Returns whether it
-    /// moved.
+    /// Gives `to` the table and repo groups of `from` (a renamed repo's rules follow it),
+    /// unless the file names `to` itself; `from`'s apply to nothing afterwards. Returns
+    /// whether they moved.
     pub(crate) fn follow_rename(&mut self, from: &RepoName, to: &RepoName) -> bool {
-        let Some(rule) = self.repos.remove(from) else {
-            return false;
-        };
-        if self.repos.contains_key(to) {
+        let named_to = self.names(to);
+        let own = self.repos.remove(from);
+        let mut grouped = false;
+        for set in self.repo_groups.values_mut() {
+            if set.remove(from) {
+                grouped = true;
+                if !named_to {
+                    set.insert(to.clone());
+                }
+            }
+        }
+        if named_to {
             return false;
         }
-        self.repos.insert(to.clone(), rule);
-        true
+        if let Some(rule) = own {
+            self.repos.insert(to.clone(), rule);
+            return true;
+        }
+        grouped
     }
 
     /// The text `gitmirror init` writes for a new server.
@@ -1042,6 +1071,34 @@ R = ["READERS"]
         // An index written now reads back deciding the same.
         let back = crate::config::rules_index::read_all(&r.to_index().unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn deleted_and_renamed_group_members_are_not_recreated_and_their_rules_follow() {
+        let mut r = rules(ORDERED).unwrap();
+        r.forget_repo(&repo("web/site"));
+        assert!(!r.names(&repo("web/site")));
+        assert!(!r.named_repos().any(|n| n.as_str() == "web/site"));
+        assert!(r.named_repos().any(|n| n.as_str() == "web/api"));
+        let mut r = rules(ORDERED).unwrap();
+        assert!(r.follow_rename(&repo("web/site"), &repo("web/new")));
+        assert!(!r.names(&repo("web/site")) && r.names(&repo("web/new")));
+        assert_eq!(r.access(&user("carol"), &repo("web/new")), Access::Write);
+        // Patterns never reach the admin repo.
+        let p = rules("[repos.\"*\"]\nC = [\"@all\"]\nR = [\"@all\"]\n").unwrap();
+        assert_eq!(p.access(&user("mallory"), &repo("anything")), Access::Read);
+        let admin = repo(crate::proto::ADMIN_REPO);
+        assert_eq!(
+            p.access_with(
+                &user("mallory"),
+                &admin,
+                &RepoRoles {
+                    creator: Some(user("mallory")),
+                    roles: vec![]
+                }
+            ),
+            Access::None
+        );
     }
 
     #[test]

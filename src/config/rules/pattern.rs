@@ -72,15 +72,23 @@ impl RepoPattern {
     /// Whether `repo` matches, with `CREATOR` standing for `creator`: the user creating it,
     /// or the one who did. A pattern naming `CREATOR` matches nothing without one.
     pub(crate) fn matches(&self, repo: &RepoName, creator: Option<&str>) -> bool {
-        self.regex(creator.map(regex::escape))
-            .is_some_and(|re| re.is_match(repo.as_str()))
+        self.is_match(repo, creator.map(regex::escape))
     }
 
     /// Whether `repo` matches with `CREATOR` standing for any user name: for settings that
     /// are the same whoever created the repo (its master and slaves).
     pub(crate) fn matches_anyone(&self, repo: &RepoName) -> bool {
-        self.regex(Some("[A-Za-z0-9._@+-]+".to_string()))
-            .is_some_and(|re| re.is_match(repo.as_str()))
+        self.is_match(repo, Some("[A-Za-z0-9._@+-]+".to_string()))
+    }
+
+    fn is_match(&self, repo: &RepoName, creator: Option<String>) -> bool {
+        // CREATOR is a whole component: a NUL keeps the cache key apart from any pattern.
+        let key = format!("{}\0{}", self.0, creator.as_deref().unwrap_or("\0"));
+        super::grant::cached(
+            &key,
+            || self.regex(creator.clone()),
+            |re| re.is_some_and(|re| re.is_match(repo.as_str())),
+        )
     }
 
     /// The pattern as a regular expression, `CREATOR` as `creator` (a regex itself).
