@@ -541,13 +541,6 @@ impl Converter {
             );
             return None;
         }
-        if let Some(u) = refs.iter().find(|r| r.contains("/USER/")) {
-            self.problem(
-                loc,
-                format!("{u}: gitolite puts the pushing user's name for /USER/; gitmirror refs have no such word; rule left out"),
-            );
-            return None;
-        }
         let is_pattern = matches!(target, Target::Pattern(_));
         if perm == "C" && !is_pattern {
             if *target == Target::All {
@@ -1346,10 +1339,11 @@ mod tests {
             "repo foo\n  RW = a\n  - VREF/COUNT/5 = b\n  RWM = c\n  RW+ personal/USER/ = d\n  option hook.x = y\n  config core.z = 1\n  desc = \"x\"\nrepo @all\n  RW+ = CREATOR\n",
         );
         let lines: Vec<usize> = c.problems.iter().map(|p| p.loc.line).collect();
-        assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 10], "{:?}", c.problems);
+        assert_eq!(lines, vec![3, 4, 6, 7, 8, 10], "{:?}", c.problems);
+        // /USER/ (the user asking) means the same in both.
         assert_eq!(
             table(&c.text, "foo"),
-            "rules = [\n  \"RW = a\",   # g.conf:2\n]\n"
+            "rules = [\n  \"RW = a\",   # g.conf:2\n  \"RW+ personal/USER/ = d\",   # g.conf:5\n]\n"
         );
     }
 
