@@ -210,6 +210,8 @@ repo scratch/..*
     R                               = @all
 
 repo @all
+    # allowing rules only: joins @all's first table, as no deny rule's order changes
+    R                               = gitweb
     option mirror.master = server1
     option mirror.slaves = server2 server3
     option mirror.redirectOK = all
@@ -239,7 +241,8 @@ fn imported_rules_decide_as_gitolite_does() {
     let admin = Client::new("admin");
     let gl = Gitolite::setup(&admin.key);
     let users = [
-        "admin", "alice", "bob", "carol", "dave", "eve", "frank", "grace", "auditor", "nobody",
+        "admin", "alice", "bob", "carol", "dave", "eve", "frank", "grace", "auditor", "gitweb",
+        "nobody",
     ];
     let mut files = vec![
         ("conf/gitolite.conf", main_conf()),
@@ -314,6 +317,8 @@ fn imported_rules_decide_as_gitolite_does() {
         .find("[repos.\"@gitolite-line")
         .unwrap_or_else(|| panic!("no group for testing's second block:\n{rules}"));
     assert!(shared < again, "{rules}");
+    assert_eq!(rules.matches("[repos.\"@all\"]").count(), 1, "{rules}");
+    assert!(rules.contains("\"R = gitweb\""), "{rules}");
 
     let server = Server::start("server1");
     server.set_rules(&rules);

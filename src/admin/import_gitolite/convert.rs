@@ -5,9 +5,10 @@
 //! that number: the first that matches decides. gitmirror takes the tables that apply in the
 //! order they are written. So each block becomes a table in place, with its rules as one
 //! ordered `rules` array. TOML has one table per name, so a repo named again in a later block
-//! is merged into its earlier table only when no table in between can apply to the same repo
-//! and user (the order would otherwise change); else the later block becomes a repo group of
-//! that one repo (or, for `@all` and patterns, which no group can hold, is reported).
+//! is merged into its earlier table only when no table in between has a rule for the same
+//! repo and users whose order against the moved rules matters (one of the two a deny rule:
+//! two allowing rules decide the same in either order); else the later block becomes a repo
+//! group of that one repo (or, for `@all` and patterns, which no group can hold, is reported).
 //!
 //! Options and configs are not positional in gitolite: each key takes its last value among
 //! the blocks that apply. They are resolved per repo here and written where they differ from
@@ -97,6 +98,12 @@ struct OutRule {
     who: Who,
     /// Said in the comment after the location, when the rule is not the configuration's own.
     why: Option<&'static str>,
+}
+
+impl OutRule {
+    fn is_deny(&self) -> bool {
+        self.text.starts_with("- ")
+    }
 }
 
 /// A rule that names `CREATOR` and never decides: its only ref has a space, which no ref
@@ -465,12 +472,17 @@ impl Converter {
             });
             return;
         };
+        // Moving the block's rules up to the earlier table passes them over the rules of the
+        // tables in between. Only a deny rule's place among rules for the same users matters:
+        // two allowing rules decide the same whichever comes first (each allows, or lets the
+        // search go on).
         let in_between_conflicts = self.tables[at + 1..].iter().any(|later| {
             later.scope.overlaps(&scope)
-                && later
-                    .rules
-                    .iter()
-                    .any(|l| rules.iter().any(|r| r.who.overlaps(&l.who)))
+                && later.rules.iter().any(|l| {
+                    rules
+                        .iter()
+                        .any(|r| (r.is_deny() || l.is_deny()) && r.who.overlaps(&l.who))
+                })
         });
         if !in_between_conflicts {
             let table = &mut self.tables[at];
@@ -1298,6 +1310,19 @@ mod tests {
         );
         // bar's blocks have nothing between them: one table.
         assert_eq!(t["repos"]["bar"]["rules"].as_array().unwrap().len(), 2);
+        // Allowing rules in between do not stop a merge of allowing rules: their order
+        // changes no decision (gitolite's usual `repo @all / R = gitweb daemon` at the end).
+        let c = convert_text(
+            "repo @all\n  R = bob\nrepo foo\n  RW = bob @all\nrepo @all\n  R = gitweb bob\n",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            parsed(&c)["repos"]["@all"]["rules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         // Disjoint users in between do not stop a merge.
         let c =
             convert_text("repo foo\n  RW = alice\nrepo @all\n  R = bob\nrepo foo\n  RW+ = alice\n");
