@@ -361,7 +361,19 @@ impl Cli {
                 keydir,
                 out,
                 partial,
-            } => Some(import_gitolite::run(conf, keydir, out, *partial)),
+            } => {
+                // No home, so no log file: --verbose shows the log on stderr.
+                if self.verbose {
+                    log::init(&log::LogTarget {
+                        file: None,
+                        level: &LogConfig::default().level,
+                        format: LogConfig::default().format,
+                        stderr: true,
+                        complain: true,
+                    });
+                }
+                Some(import_gitolite::run(conf, keydir, out, *partial))
+            }
             _ => None,
         };
         if let Some(result) = generated {
