@@ -137,6 +137,8 @@ fn each_ref_is_decided_by_the_first_rule_that_matches_as_access_says() {
         0
     );
     assert_eq!(w.access(&["testing", "bob", "R"]).0, 0);
+    // A short name is a branch, as gitolite's access takes it.
+    assert_eq!(w.access(&["testing", "bob", "W", "master"]).0, 1);
     assert_eq!(w.access(&["testing", "mallory", "R"]).0, 1);
     // Repo groups bring their rules.
     assert_eq!(
@@ -150,7 +152,7 @@ fn each_ref_is_decided_by_the_first_rule_that_matches_as_access_says() {
     for bad in [
         &["testing", "bob", "X"][..],
         &["../x", "bob", "R"],
-        &["testing", "bob", "W", "master"],
+        &["testing", "bob", "W", "refs/heads/a..b"],
     ] {
         let (code, text) = w.access(bad);
         assert_eq!(code, 2, "{bad:?}: {text}");

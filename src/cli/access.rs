@@ -52,11 +52,14 @@ fn decide(
     let user = AccountName::parse(user).map_err(|e| format!("bad user name: {e}"))?;
     // `any`, as gitolite spells it: the repo as a whole.
     let refname = refname.filter(|r| *r != "any");
+    // A short name is a branch, as in rules and as `gitolite access` takes it.
+    let full = refname.map(crate::config::rules::full_ref);
+    let refname = full.as_deref();
     if let Some(r) = refname
-        && (!r.starts_with("refs/") || r.contains(char::is_whitespace))
+        && !git2::Reference::is_valid_name(r)
     {
         return Err(format!(
-            "bad ref {r:?}: expected a full ref name like refs/heads/main, or any"
+            "bad ref {r:?}: expected a ref name like refs/heads/main (or main), or any"
         ));
     }
     let ask = Ask::from_letter(perm, refname.is_some()).ok_or_else(|| {

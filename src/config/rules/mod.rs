@@ -20,7 +20,7 @@ mod pattern;
 
 pub(crate) use decide::{Ask, Decision, RepoRoles};
 use grant::Member;
-pub(crate) use grant::{Grant, ROLES};
+pub(crate) use grant::{Grant, ROLES, full_ref};
 pub(crate) use pattern::RepoPattern;
 
 /// The rule key that applies to every repo, named in the file or not.
