@@ -4,7 +4,10 @@
 //!
 //! - `conf`: reading the configuration as gitolite 3 does (includes, comments, sugar).
 //! - `pattern`: wild repo regexes as globs, where that is exact.
-//! - `convert`: the rules, groups and settings as `repos.toml`, in gitolite's order.
+//! - `convert`: the walk over the configuration's blocks, each rule as a gitmirror rule, in
+//!   gitolite's order; `tables`: where each block's rules go so that order is kept;
+//!   `settings`: options and configs resolved per repo as gitolite does (the last wins);
+//!   `output`: the `repos.toml` text.
 //! - `keys`: `keydir/` as `keys/`.
 //!
 //! Everything is read and converted before anything is written: what cannot be carried over
@@ -14,7 +17,10 @@
 mod conf;
 mod convert;
 mod keys;
+mod output;
 mod pattern;
+mod settings;
+mod tables;
 
 use std::path::{Path, PathBuf};
 
