@@ -54,6 +54,30 @@ impl Server {
     /// one, started by a push or a command, reads the configuration afresh.
     pub fn stop_daemon(&self) {
         stop_daemon_in(self.home());
+        // A daemon the last command spawned may not have written its pid yet: it would go on
+        // with the settings the test is replacing. Any `gitmirror daemon` of this server's
+        // account is stopped too, by pid, until none is left.
+        let uid = self.user.uid;
+        wait_for(
+            "no daemon of this server left",
+            Duration::from_secs(10),
+            || {
+                let left: Vec<u32> = crate::unix_user::processes_of(uid)
+                    .into_iter()
+                    .filter(|pid| {
+                        fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                            // `gitmirror [--home DIR] daemon`, as a command or a test starts it.
+                            let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                            args.iter().skip(1).take(3).any(|a| *a == b"daemon")
+                        })
+                    })
+                    .collect();
+                if !left.is_empty() {
+                    signal(&left, "TERM");
+                }
+                left.is_empty()
+            },
+        );
     }
 
     /// Starts `gitmirror daemon` as the server's account, in the background; it is stopped
