@@ -338,8 +338,8 @@ mod tests {
         assert!(text.starts_with("# HELP gitmirror_"), "{text}");
     }
 
-    #[tokio::test]
-    async fn pushes_are_counted_by_slave_and_failures_by_reason() {
+    /// The daemon's live series for a server1 in a fresh home (kept while the guard lives).
+    fn live_series() -> (tempfile::TempDir, Arc<Live>) {
         let dir = tempfile::tempdir().unwrap();
         let home = crate::home::Home::locate(Some(dir.path()), false).unwrap();
         let config = crate::config::ServerConfig::from_source(&crate::config::Source::from_text(
@@ -347,7 +347,12 @@ mod tests {
             "hostname = \"server1\"\n",
         ))
         .unwrap();
-        let live = Live::new(Arc::new(Pool::new(home, Arc::new(config))));
+        (dir, Live::new(Arc::new(Pool::new(home, Arc::new(config)))))
+    }
+
+    #[tokio::test]
+    async fn pushes_are_counted_by_slave_and_failures_by_reason() {
+        let (_dir, live) = live_series();
         let s2 = AccountName::parse("server2").unwrap();
         live.finished(
             &s2,
@@ -379,14 +384,7 @@ mod tests {
     /// The names of the series a full exposition writes: every gauge with a value, and the
     /// daemon's series after a push and a failure.
     fn every_series() -> std::collections::BTreeSet<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let home = crate::home::Home::locate(Some(dir.path()), false).unwrap();
-        let config = crate::config::ServerConfig::from_source(&crate::config::Source::from_text(
-            "gitmirror.toml",
-            "hostname = \"server1\"\n",
-        ))
-        .unwrap();
-        let live = Live::new(Arc::new(Pool::new(home, Arc::new(config))));
+        let (_dir, live) = live_series();
         let s2 = AccountName::parse("server2").unwrap();
         live.finished(&s2, Duration::from_millis(1), Observed::Pushed { bytes: 1 });
         live.finished(
