@@ -641,17 +641,9 @@ fn a_real_repo_client_inits_and_syncs_against_the_mirrors() {
         out.text(),
         out.err()
     );
-    assert_eq!(
-        fs::read_to_string(checkout.join("src/a/README")).unwrap(),
-        "a\n"
-    );
-    assert_eq!(
-        fs::read_to_string(checkout.join("src/b/README")).unwrap(),
-        "b\n"
-    );
-    assert_eq!(
-        fs::read_to_string(checkout.join("tools/c/README")).unwrap(),
-        "tools/c\n"
+    assert_checked_out(
+        &checkout,
+        &[("src/a", "a"), ("src/b", "b"), ("tools/c", "tools/c")],
     );
 
     // A mirror of the mirror, laid out NAME.git as `repo init --mirror` does.
@@ -728,14 +720,19 @@ fn a_real_repo_client_syncs_from_the_server_over_ssh() {
         sync.text(),
         sync.err()
     );
-    assert_eq!(
-        fs::read_to_string(checkout.join("src/a/README")).unwrap(),
-        "a\n"
-    );
-    assert_eq!(
-        fs::read_to_string(checkout.join("src/b/README")).unwrap(),
-        "b\n"
-    );
+    assert_checked_out(&checkout, &[("src/a", "a"), ("src/b", "b")]);
     // tools/c is notdefault, and not imported by default either.
     assert!(!checkout.join("tools/c").exists());
+}
+
+/// Each `(DIR, TEXT)`: the checkout's `DIR/README` holds `TEXT` and a newline, as the project
+/// the test made upstream.
+fn assert_checked_out(checkout: &std::path::Path, files: &[(&str, &str)]) {
+    for (dir, text) in files {
+        assert_eq!(
+            fs::read_to_string(checkout.join(dir).join("README")).unwrap(),
+            format!("{text}\n"),
+            "{dir}"
+        );
+    }
 }

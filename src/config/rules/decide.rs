@@ -69,52 +69,38 @@ impl RepoRoles {
     }
 }
 
-/// What the rules decided, and the rule that did (none when no rule did: denied).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) allowed: bool,
-    pub(crate) by: Option<Grant>,
+/// The rules that apply to one repo, in the order written, and what they make of its letters.
+pub(crate) struct Applicable<'a> {
+    rules: &'a Rules,
+    grants: Vec<&'a Grant>,
+    create_is_c: bool,
+    delete_is_d: bool,
+    deny_rules: bool,
 }
 
-impl Rules {
-    /// What the rules decide for `user` asking `ask` of `repo`, for `refname` (a full ref
-    /// name) or, without one, for the repo as a whole.
+impl Applicable<'_> {
+    /// What these rules decide for `user` asking `ask`, for `refname` (a full ref name) or,
+    /// without one, for the repo as a whole.
     pub(crate) fn decide(
         &self,
         user: &AccountName,
-        repo: &RepoName,
         ask: Ask,
         refname: Option<&str>,
         roles: &RepoRoles,
     ) -> Decision {
-        let creator = match ask {
-            // Creating: CREATOR in a pattern stands for the user asking.
-            Ask::CreateRepo => Some(user.as_str()),
-            _ => roles.creator.as_ref().map(|c| c.as_str()),
-        };
-        let grants = self.grants_for(repo, creator);
-        // gitolite's CREATE_IS_C and DELETE_IS_D: the letters count only where some rule of
-        // the repo uses them; elsewhere a creation is a write and a deletion a rewind.
         let ask = match ask {
-            Ask::CreateRef
-                if !grants
-                    .iter()
-                    .any(|g| g.perm.starts_with("RW") && g.has('C')) =>
-            {
-                Ask::Write
-            }
-            Ask::DeleteRef if !grants.iter().any(|g| g.has('D')) => Ask::Rewind,
+            Ask::CreateRef if !self.create_is_c => Ask::Write,
+            Ask::DeleteRef if !self.delete_is_d => Ask::Rewind,
             a => a,
         };
-        let deny_rules = self.deny_rules(repo, creator);
-        for g in grants {
-            if !self.is_named(&g.who, user, roles, ask) {
+        for g in self.grants.iter().copied() {
+            if !self.rules.is_named(&g.who, user, roles, ask) {
                 continue;
             }
             if g.is_deny() {
                 let applies = match refname {
                     Some(r) => g.covers(r, user.as_str()),
-                    None => g.refs.is_empty() || deny_rules,
+                    None => g.refs.is_empty() || self.deny_rules,
                 };
                 if applies {
                     return Decision {
@@ -145,6 +131,51 @@ impl Rules {
             by: None,
         }
     }
+}
+
+/// What the rules decided, and the rule that did (none when no rule did: denied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) allowed: bool,
+    pub(crate) by: Option<Grant>,
+}
+
+impl Rules {
+    /// What the rules decide for `user` asking `ask` of `repo`, for `refname` (a full ref
+    /// name) or, without one, for the repo as a whole.
+    pub(crate) fn decide(
+        &self,
+        user: &AccountName,
+        repo: &RepoName,
+        ask: Ask,
+        refname: Option<&str>,
+        roles: &RepoRoles,
+    ) -> Decision {
+        let creator = match ask {
+            // Creating: CREATOR in a pattern stands for the user asking.
+            Ask::CreateRepo => Some(user.as_str()),
+            _ => roles.creator.as_ref().map(|c| c.as_str()),
+        };
+        self.applicable(repo, creator)
+            .decide(user, ask, refname, roles)
+    }
+
+    /// The rules that apply to `repo` (with `CREATOR` as `creator`), gathered once for many
+    /// questions: a push asks one per ref, and the shells ask for three access levels.
+    pub(crate) fn applicable(&self, repo: &RepoName, creator: Option<&str>) -> Applicable<'_> {
+        let grants = self.grants_for(repo, creator);
+        Applicable {
+            rules: self,
+            // gitolite's CREATE_IS_C and DELETE_IS_D: the letters count only where some rule
+            // of the repo uses them; elsewhere a creation is a write and a deletion a rewind.
+            create_is_c: grants
+                .iter()
+                .any(|g| g.perm.starts_with("RW") && g.has('C')),
+            delete_is_d: grants.iter().any(|g| g.has('D')),
+            deny_rules: self.deny_rules(repo, creator),
+            grants,
+        }
+    }
 
     /// What `user` may do to `repo` as a whole: the highest of read, write and rewind the
     /// rules allow without naming a ref.
@@ -154,13 +185,14 @@ impl Rules {
         repo: &RepoName,
         roles: &RepoRoles,
     ) -> Access {
+        let rules = self.applicable(repo, roles.creator.as_ref().map(|c| c.as_str()));
         [
             (Ask::Rewind, Access::Rewind),
             (Ask::Write, Access::Write),
             (Ask::Read, Access::Read),
         ]
         .into_iter()
-        .find(|(ask, _)| self.decide(user, repo, *ask, None, roles).allowed)
+        .find(|(ask, _)| rules.decide(user, *ask, None, roles).allowed)
         .map_or(Access::None, |(_, a)| a)
     }
 

@@ -415,9 +415,6 @@ impl Rules {
         if kind != TableKind::Pattern {
             check_denies(src, repo, &grants, letters)?;
         }
-        if raw.deny_rules.is_some() && kind == TableKind::Pattern {
-            // Nothing against it; gitolite takes the option anywhere.
-        }
         let mirror = match &raw.mirror {
             None => MirrorPart::default(),
             Some(m) => mirror_part(src, repo, m)?,

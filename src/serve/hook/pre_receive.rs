@@ -156,9 +156,11 @@ pub(crate) fn pre_receive(
     let rules =
         Rules::compiled_for(home, &name).map_err(|e| refuse(format!("reading the rules: {e}")))?;
     let roles = wild::roles(repo.path()).map_err(|e| refuse(e.to_string()))?;
+    // Gathered once for the whole push, then asked per ref.
+    let applicable = rules.applicable(&name, roles.creator.as_ref().map(|c| c.as_str()));
     for u in updates {
         let (ask, what) = ask_of(&repo, u);
-        let decision = rules.decide(&user, &name, ask, Some(&u.name), &roles);
+        let decision = applicable.decide(&user, ask, Some(&u.name), &roles);
         if !decision.allowed {
             return Err(refuse(refusal(&what, ask, &decision)));
         }
